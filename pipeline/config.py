@@ -1,0 +1,211 @@
+"""Config schema, resolvers and the one validation pass that runs before any task.
+
+The schema is registered in Hydra's ConfigStore, so a misspelt key fails when Hydra
+composes the config. `validate` then checks what a type cannot: data files, columns,
+values, the grid, the launcher. It collects every problem and raises one
+`ConfigError` that names each config key, the rule and the value it got.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+ENGINES = ("reference", "auto")  # auto: the fastest engine that applies
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A user's config or data cannot be run; the message lists every problem found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the sweep config:\n{lines}")
+
+
+@dataclass
+class DataConf:
+    path: Optional[str] = None  # CSV or Parquet with the training rows
+    test_path: Optional[str] = None  # optional held-out rows, same columns
+    x: Any = "x"  # one column name or a list of them
+    y: Any = "y"  # one column name or a list of them
+    generate: Any = None  # `_target_` of a function returning (train, test) DataFrames
+
+
+@dataclass
+class TrainConf:
+    epochs: int = 1000
+    log_every: int = 100  # epochs between logged losses (the loss curve)
+    grad_tol: float = 1e-3  # final gradient norm above this: status not_converged
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    dtype: str = "float32"
+    engine: str = "auto"
+
+
+@dataclass
+class SweepConf:
+    name: str = "single"
+    # Any, not list[float]: a typed field would resolve `${scaled:${optim.lr},...}`
+    # while Hydra merges the sweep group, before the experiment's optim exists.
+    lr: Any = None  # list of learning rates; None: the experiment's optim.lr
+    init: Any = None  # list of initial vectors; None: the experiment's init
+    resamples: int = 0  # bootstrap draws besides resample 0, the original rows
+    seed: int = 0  # with the resample index, fixes each draw's rows
+
+
+@dataclass
+class LauncherConf:
+    name: str = "local"
+    cluster: str = "local"  # submitit cluster: debug | local | slurm
+    runs_per_task: int = 10  # training runs one task (array task) trains
+    max_parallel: int = 0  # local: tasks at once (0: one per CPU core)
+    timeout_min: int = 60  # submitit's name: the task's wall-clock limit
+    progress: bool = True  # a progress bar of runs done / total
+
+
+@dataclass
+class IntervalsConf:
+    level: float = 0.95
+    statuses: list[str] = field(default_factory=lambda: ["ok"])  # runs used
+
+
+@dataclass
+class PipelineConf:
+    experiment: str = MISSING
+    data: DataConf = field(default_factory=DataConf)
+    model: Any = MISSING  # `_target_` of an nn.Module and its arguments
+    init: Optional[list[float]] = None  # flat initial parameter vector
+    loss: Any = MISSING  # `_target_` of a loss module
+    optim: Any = MISSING  # `_target_` of a torch.optim class, `_partial_: true`
+    train: TrainConf = field(default_factory=TrainConf)
+    sweep: SweepConf = field(default_factory=SweepConf)
+    launcher: LauncherConf = field(default_factory=LauncherConf)
+    intervals: IntervalsConf = field(default_factory=IntervalsConf)
+    data_dir: str = MISSING
+    out_dir: str = MISSING
+
+
+@dataclass
+class AggregateConf:
+    out_dir: str = MISSING
+    intervals: IntervalsConf = field(default_factory=IntervalsConf)
+
+
+def _scaled(base: float, factors: Any) -> ListConfig:
+    """`${scaled:${optim.lr},[0.1,1,10]}`: a grid of multiples of one value."""
+    return OmegaConf.create([float(f"{float(base) * float(f):.12g}") for f in factors])
+
+
+def _scaled_vectors(base: Any, factors: Any) -> ListConfig:
+    """`${scaled_vectors:${init},[0,0.5,1,2]}`: multiples of an initial vector."""
+    return OmegaConf.create([] if base is None else [[float(v) * float(f) for v in base] for f in factors])
+
+
+def register() -> None:
+    """Register schema and resolvers; safe to call more than once."""
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("scaled", _scaled, replace=True)
+    OmegaConf.register_new_resolver("scaled_vectors", _scaled_vectors, replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="pipeline_schema", node=PipelineConf)
+    cs.store(name="aggregate_schema", node=AggregateConf)
+
+
+register()
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved plain-dict copy of a config: what tasks receive and run ids hash."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+
+
+def lr_grid(cfg: dict[str, Any]) -> list[float]:
+    lrs = cfg["sweep"]["lr"]
+    return [float(cfg["optim"]["lr"])] if lrs is None else [float(v) for v in lrs]
+
+
+def init_grid(cfg: dict[str, Any]) -> list[Optional[list[float]]]:
+    inits = cfg["sweep"]["init"]
+    if inits is None:
+        return [cfg["init"]]
+    return [list(map(float, v)) for v in inits]
+
+
+def _check_lr(cfg: dict[str, Any]) -> list[str]:
+    lrs = cfg["sweep"]["lr"]
+    if lrs is not None and len(lrs) == 0:
+        return ["`sweep.lr` is empty: give at least one learning rate, e.g. sweep.lr=[1e-3]"]
+    if lrs is None and "lr" not in (cfg.get("optim") or {}):
+        return ["`optim.lr` is not set and `sweep.lr` is null: no learning rate to train with"]
+    key = "optim.lr" if lrs is None else "sweep.lr"
+    return [f"`{key}` must hold positive finite learning rates; got {lr}"
+            for lr in lr_grid(cfg) if not (math.isfinite(lr) and lr > 0)]
+
+
+def _check_init(cfg: dict[str, Any], n_params: Optional[int]) -> list[str]:
+    inits = cfg["sweep"]["init"]
+    if inits is not None and len(inits) == 0:
+        return ["`sweep.init` is empty: give at least one initial vector, or null for the experiment's init"]
+    key, problems = ("init" if inits is None else "sweep.init"), []
+    for vec in init_grid(cfg):
+        if vec is None:
+            continue
+        if n_params is not None and len(vec) != n_params:
+            problems.append(f"`{key}` vectors need one value per model parameter ({n_params}); got {vec}")
+        if not all(math.isfinite(v) for v in vec):
+            problems.append(f"`{key}` must hold finite numbers; got {vec}")
+    return problems
+
+
+def _check_numbers(cfg: dict[str, Any]) -> list[str]:
+    t, lc, problems = cfg["train"], cfg["launcher"], []
+    rules = [
+        ("train.epochs", t["epochs"], t["epochs"] >= 1, ">= 1"),
+        ("train.log_every", t["log_every"], t["log_every"] >= 1, ">= 1"),
+        ("train.grad_tol", t["grad_tol"], t["grad_tol"] > 0, "> 0"),
+        ("sweep.resamples", cfg["sweep"]["resamples"], cfg["sweep"]["resamples"] >= 0, ">= 0"),
+        ("launcher.runs_per_task", lc["runs_per_task"], lc["runs_per_task"] >= 1, ">= 1"),
+        ("launcher.max_parallel", lc["max_parallel"], lc["max_parallel"] >= 0, ">= 0"),
+        ("launcher.timeout_min", lc["timeout_min"], lc["timeout_min"] > 0, "> 0"),
+        ("intervals.level", cfg["intervals"]["level"], 0 < cfg["intervals"]["level"] < 1, "between 0 and 1"),
+    ]
+    problems += [f"`{key}` must be {rule}; got {value}" for key, value, ok, rule in rules if not ok]
+    for key, allowed in (("engine", ENGINES), ("dtype", DTYPES), ("device", DEVICES)):
+        if t[key] not in allowed:
+            problems.append(f"`train.{key}` must be one of {', '.join(allowed)}; got {t[key]!r}")
+    return problems
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Check everything a sweep needs before a task starts; raise one ConfigError.
+
+    Loads the data and builds the model once, so a bad file, column, value or
+    `_target_` is found here rather than in a thousand array tasks.
+    """
+    from pipeline.data import load_dataset
+    from pipeline.train import build_problem_parts
+
+    problems = _check_numbers(cfg) + _check_lr(cfg)
+    n_params = None
+    try:
+        n_params = build_problem_parts(cfg, load_dataset(cfg["data"])).n_params
+    except ConfigError as err:
+        problems += err.problems
+    problems += _check_init(cfg, n_params)
+    if problems:
+        raise ConfigError(problems)
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

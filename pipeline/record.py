@@ -1,0 +1,133 @@
+"""Write and read a sweep folder's files; every file is written atomically.
+
+Layout of a sweep folder (`out_dir`):
+    config.yaml          resolved config of the latest launch (Hydra's own copy in .hydra/)
+    sweep.json           experiment, parameter names, whether a closed form exists
+    plan.parquet         every run of the sweep (id, lr, init, resample, seed)
+    parts/part-*.parquet one file per finished task: its runs' results and loss curves
+    logs/                submitit's per-task logs
+    estimates.parquet, curves.parquet, intervals.parquet   built by aggregate
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.plan import Run
+from pipeline.train import RunResult
+
+PARTS = "parts"
+CURVE_COLUMNS = ("curve_epoch", "curve_loss")
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path`; rename it into place only on success.
+
+    A reader never sees half a file, and a task killed mid-write leaves only a
+    `.tmp` file that no reader looks at.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def part_schema(param_names: list[str], closed_form: bool) -> pa.Schema:
+    """One explicit schema, so every part of a sweep has the same columns and types."""
+    f64, i64, s = pa.float64(), pa.int64(), pa.string()
+    fields = [("run_id", s), ("experiment", s), ("lr", f64), ("init_index", i64),
+              ("init", pa.list_(f64)), ("resample", i64), ("seed", i64)]
+    fields += [(name, f64) for name in param_names]
+    fields += [("final_loss", f64), ("test_loss", f64), ("grad_norm", f64), ("epochs", i64), ("status", s)]
+    if closed_form:
+        fields += [(f"ols_{name}", f64) for name in param_names]
+        fields += [("ols_loss", f64), ("gap_to_ols", f64)]
+    fields += [("engine", s), ("device", s), ("host", s), ("task", i64), ("slurm_job_id", s),
+               ("wall_time", f64), ("curve_epoch", pa.list_(i64)), ("curve_loss", pa.list_(f64))]
+    return pa.schema(fields)
+
+
+def result_row(result: RunResult, experiment: str, param_names: list[str], task: int) -> dict[str, Any]:
+    row = result.run.as_row()
+    row.update(experiment=experiment, final_loss=result.final_loss, test_loss=result.test_loss,
+               grad_norm=result.grad_norm, epochs=result.epochs, status=result.status,
+               engine=result.engine, device=result.device, host=socket.gethostname(), task=task,
+               slurm_job_id=os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+               wall_time=result.wall_time, curve_epoch=result.curve_epoch, curve_loss=result.curve_loss)
+    row.update(zip(param_names, result.params))
+    if result.ols is not None:
+        row.update({f"ols_{n}": v for n, v in zip(param_names, result.ols)})
+        row["ols_loss"] = result.ols_loss
+        row["gap_to_ols"] = max(abs(a - b) for a, b in zip(result.params, result.ols))
+    return row
+
+
+def write_part(out_dir: Path, part_name: str, results: list[RunResult], meta: dict[str, Any], task: int) -> Path:
+    """Write one task's results as `parts/<part_name>.parquet`, atomically."""
+    names = meta["param_names"]
+    schema = part_schema(names, meta["closed_form"])
+    rows = [result_row(r, meta["experiment"], names, task) for r in results]
+    table = pa.Table.from_pylist(rows, schema=schema)
+    path = Path(out_dir) / PARTS / f"{part_name}.parquet"
+    write_table(table, path)
+    return path
+
+
+def part_files(out_dir: Path) -> list[Path]:
+    """Complete parts only: temporary files start with a dot and are never listed."""
+    return sorted((Path(out_dir) / PARTS).glob("part-*.parquet"), key=lambda p: p.stat().st_mtime)
+
+
+def read_parts(out_dir: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
+    """All results found, one row per run id (the newest part wins a duplicate)."""
+    files = part_files(out_dir)
+    if not files:
+        return pd.DataFrame(columns=columns or ["run_id"])
+    frames = [pq.read_table(f, columns=columns).to_pandas() for f in files]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=columns or ["run_id"])
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.drop_duplicates("run_id", keep="last").reset_index(drop=True)
+
+
+def finished_run_ids(out_dir: Path) -> set[str]:
+    return set(read_parts(out_dir, columns=["run_id"])["run_id"])
+
+
+def plan_frame(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame([r.as_row() for r in runs])
