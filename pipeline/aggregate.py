@@ -35,6 +35,10 @@ class AggregateReport:
         text = f"{self.n_found} of {self.n_planned} runs have results ({counts})"
         if self.missing_run_ids:
             text += f"; {len(self.missing_run_ids)} missing, e.g. {', '.join(self.missing_run_ids[:3])}"
+        if self.status_counts and set(self.status_counts) == {"not_converged"}:
+            text += ("\n  hint: no run reached train.grad_tol; intervals of such fits would describe the"
+                     " optimiser, not the data, so none were formed. Raise train.epochs or optim.lr"
+                     " (see gap_to_ols and grad_norm in estimates.parquet).")
         return text
 
 

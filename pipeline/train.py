@@ -115,7 +115,7 @@ def build_problem(cfg: dict[str, Any], dataset: Dataset) -> Problem:
     device = pick_device(cfg["train"]["device"])
     dtype = getattr(torch, cfg["train"]["dtype"])
     parts = build_problem_parts(cfg, dataset)
-    on_device = partial(torch.as_tensor, device=device, dtype=dtype)
+    on_device = partial(torch.tensor, device=device, dtype=dtype)  # a copy: pandas arrays may be read-only
     has_test = dataset.x_test is not None
     return Problem(parts, on_device(dataset.x), on_device(dataset.y),
                    on_device(dataset.x_test) if has_test else None,

@@ -16,7 +16,12 @@
 #   SLURM_LOCAL_TIMEOUT          seconds to wait for the node to become usable (default 90)
 #   SLURM_LOCAL_LINK_ETC         1 (default): make /etc/slurm/slurm.conf a symlink to the
 #                                generated config so plain `sbatch` works without SLURM_CONF
+#   SLURM_LOCAL_CRED_EXPIRE      AuthInfo cred_expire seconds (default 10); also the delay before a
+#                                requeued job may start again (Slurm's default is 120)
 #   SLURM_LOCAL_CLEAN            1: discard saved slurmctld state (jobs, job-id counter) on start
+#   SLURM_LOCAL_SACCT_SHIM       1 (default): link /usr/local/bin/sacct to the sacct stand-in
+#                                (slurm/sacct-shim.sh) so `sacct -j ID` reports job states without
+#                                slurmdbd; 0: only install it as $SLURM_LOCAL_STATE/bin/sacct
 set -euo pipefail
 
 STATE="${SLURM_LOCAL_STATE:-/tmp/pipeline-slurm}"
@@ -27,6 +32,10 @@ SLURMD_PORT="${SLURM_LOCAL_SLURMD_PORT:-6818}"
 TIMEOUT="${SLURM_LOCAL_TIMEOUT:-90}"
 LINK_ETC="${SLURM_LOCAL_LINK_ETC:-1}"
 CLEAN="${SLURM_LOCAL_CLEAN:-0}"
+CRED_EXPIRE="${SLURM_LOCAL_CRED_EXPIRE:-10}"
+SACCT_SHIM="${SLURM_LOCAL_SACCT_SHIM:-1}"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SYSTEM_SACCT_LINK=/usr/local/bin/sacct
 
 CONF="$STATE/slurm.conf"
 MUNGE_DIR="$STATE/munge"
@@ -168,7 +177,8 @@ SlurmdUser=root
 
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET
+# cred_expire also sets how long a requeued job waits before it may start again.
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=$CRED_EXPIRE
 
 StateSaveLocation=$CTLD_STATE
 SlurmdSpoolDir=$SPOOL
@@ -227,6 +237,28 @@ link_etc_conf() {
     fi
     ln -s "$CONF" "$ETC_CONF"
     say "$ETC_CONF -> $CONF (plain sbatch/squeue/sacct work without SLURM_CONF)"
+}
+
+# sacct stand-in: real sacct needs slurmdbd; the shim answers from slurmctld
+# memory (MinJobAge) and the jobcomp log instead.
+install_sacct_shim() {
+    if [[ ! -f "$SCRIPT_DIR/sacct-shim.sh" ]]; then
+        say "WARNING: $SCRIPT_DIR/sacct-shim.sh not found; plain sacct will report 'accounting storage is disabled'"
+        return 0
+    fi
+    mkdir -p "$STATE/bin"
+    install -m 0755 "$SCRIPT_DIR/sacct-shim.sh" "$STATE/bin/sacct"
+    [[ "$SACCT_SHIM" == 1 ]] || return 0
+    if [[ -L "$SYSTEM_SACCT_LINK" && "$(readlink "$SYSTEM_SACCT_LINK")" == "$STATE/bin/sacct" ]]; then
+        return 0
+    fi
+    if [[ -e "$SYSTEM_SACCT_LINK" || -L "$SYSTEM_SACCT_LINK" ]]; then
+        say "WARNING: $SYSTEM_SACCT_LINK exists and is not ours; not replacing it (use PATH=$STATE/bin:\$PATH)"
+        return 0
+    fi
+    mkdir -p "$(dirname "$SYSTEM_SACCT_LINK")"
+    ln -s "$STATE/bin/sacct" "$SYSTEM_SACCT_LINK"
+    say "$SYSTEM_SACCT_LINK -> $STATE/bin/sacct (sacct stand-in; falls through to /usr/bin/sacct when accounting works)"
 }
 
 # ---------------------------------------------------------------- munge
@@ -360,6 +392,7 @@ cmd_start() {
         say "wrote $CONF"
     fi
     link_etc_conf
+    install_sacct_shim
 
     if ((changed)); then
         local d
@@ -389,7 +422,11 @@ cmd_start() {
     done
     say "  SLURM_CONF=$CONF"
     [[ "$LINK_ETC" == 1 ]] && say "  $ETC_CONF is a symlink to it, so plain sbatch/squeue work too"
-    say "  sacct needs --completion (-c) here: no slurmdbd (see slurm/README.md)"
+    if [[ -L "$SYSTEM_SACCT_LINK" && "$(readlink "$SYSTEM_SACCT_LINK")" == "$STATE/bin/sacct" ]]; then
+        say "  sacct: no slurmdbd; $SYSTEM_SACCT_LINK is a stand-in that reports job states from slurmctld"
+    else
+        say "  sacct: no slurmdbd; for job states put $STATE/bin first on PATH (stand-in sacct)"
+    fi
     say "run this in your shell (or: eval \"\$(bash $0 env)\"):"
     echo "export SLURM_CONF=$CONF"
 }

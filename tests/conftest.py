@@ -1,0 +1,47 @@
+"""Shared test helpers: compose the real `conf/` with overrides, run sweeps in-process
+or through the console entry points, and read back the tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pipeline.aggregate import aggregate
+from pipeline.config import CONF_DIR, to_container, validate
+from pipeline.launch import launch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_config(out_dir: Path, *overrides: str) -> dict[str, Any]:
+    """The resolved config `pipeline-sweep <overrides> out_dir=<out_dir>` would run."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, f"out_dir={out_dir}", "launcher.progress=false"])
+    return to_container(cfg)
+
+
+def run_sweep(out_dir: Path, *overrides: str):
+    """Validate, launch and aggregate in this process; returns (launch report, estimates)."""
+    cfg = make_config(out_dir, *overrides)
+    validate(cfg)
+    report = launch(cfg, out_dir)
+    aggregate(out_dir, level=cfg["intervals"]["level"], statuses=cfg["intervals"]["statuses"])
+    return report, pd.read_parquet(out_dir / "estimates.parquet")
+
+
+def run_cli(app: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `pipeline-<app>` as a user would, from the repository root."""
+    code = f"from pipeline.cli import {app}_main; {app}_main()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    return tmp_path / "sweep"

@@ -1,0 +1,49 @@
+import numpy as np
+
+from pipeline.plan import chunk, plan, resample_rows
+from tests.conftest import make_config
+
+
+def test_run_ids_are_stable_and_distinct(tmp_path):
+    cfg = make_config(tmp_path, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=5",
+                      "sweep.lr=[0.1,0.2]")
+    runs = plan(cfg)
+    assert len(runs) == 2 * 6
+    assert len({r.run_id for r in runs}) == len(runs)
+    again = plan(make_config(tmp_path / "elsewhere", "experiment=linear_synthetic", "sweep=bootstrap",
+                             "sweep.resamples=5", "sweep.lr=[0.1,0.2]", "launcher=debug",
+                             "launcher.runs_per_task=3"))
+    assert [r.run_id for r in runs] == [r.run_id for r in again]
+
+
+def test_run_ids_change_with_settings_that_change_numbers(tmp_path):
+    def ids(*overrides):
+        runs = plan(make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=3", *overrides))
+        return {r.run_id for r in runs}, {r.run_id for r in runs if r.resample == 0}
+
+    base, base_original = ids()
+    for override in ("train.epochs=999", "optim.lr=0.2", "init=[0.0,0.0]", "train.dtype=float64"):
+        assert base.isdisjoint(ids(override)[0]), override
+    # the seed draws the bootstrap rows: it changes their runs, not the original-data run
+    seeded, seeded_original = ids("sweep.seed=1")
+    assert seeded_original == base_original
+    assert len(seeded & base) == 1
+    # how a run is computed (engine, device, launcher) is not part of its identity
+    assert ids("train.engine=reference", "launcher=debug", "launcher.runs_per_task=1")[0] == base
+
+
+def test_resample_rows_depend_on_seed_and_index_only():
+    assert np.array_equal(resample_rows(50, 0, 0), np.arange(50))
+    a, b = resample_rows(50, 7, 3), resample_rows(50, 7, 3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, resample_rows(50, 7, 4))
+    assert not np.array_equal(a, resample_rows(50, 8, 3))
+    assert a.min() >= 0 and a.max() < 50
+
+
+def test_chunking_keeps_plan_order(tmp_path):
+    runs = plan(make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=9"))
+    tasks = chunk(runs, 4)
+    assert [len(t.runs) for t in tasks] == [4, 4, 2]
+    assert [r for t in tasks for r in t.runs] == runs
+    assert len({t.part_name for t in tasks}) == 3

@@ -1,0 +1,39 @@
+import pandas as pd
+import pytest
+
+from pipeline import record
+from pipeline.aggregate import aggregate
+from tests.conftest import run_sweep
+
+
+def test_atomic_path_leaves_nothing_when_writing_fails(tmp_path):
+    target = tmp_path / "parts" / "part-x.parquet"
+    with pytest.raises(RuntimeError):
+        with record.atomic_path(target) as tmp:
+            tmp.write_text("half a file")
+            raise RuntimeError("killed mid-write")
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_aggregate_reads_only_complete_parts(out_dir):
+    run_sweep(out_dir, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=2",
+              "train.epochs=20", "launcher=debug", "launcher.runs_per_task=1")
+    # a task killed mid-write leaves a dot-named temporary file behind
+    (out_dir / "parts" / ".part-00009-abc.parquet.x1y2.tmp").write_bytes(b"PAR1 truncated")
+    (out_dir / "parts" / sorted(p.name for p in (out_dir / "parts").glob("part-*"))[0]).unlink()
+    report = aggregate(out_dir)
+    assert (report.n_planned, report.n_found) == (3, 2) and len(report.missing_run_ids) == 1
+    est = pd.read_parquet(out_dir / "estimates.parquet")
+    assert len(est) == 2 and report.missing_run_ids[0] not in set(est["run_id"])
+    assert "1 missing" in report.summary()
+
+
+def test_parts_share_one_schema(out_dir):
+    run_sweep(out_dir, "experiment=tdm_quadratic", "sweep=single", "sweep.lr=[3e-4,10]", "train.epochs=50",
+              "launcher=debug", "launcher.runs_per_task=1")
+    schemas = {str(pd.read_parquet(p).dtypes.to_dict()) for p in (out_dir / "parts").glob("part-*.parquet")}
+    assert len(schemas) == 1
+    curves = pd.read_parquet(out_dir / "curves.parquet")
+    assert list(curves.columns) == ["run_id", "epoch", "loss"]
+    assert str(curves["epoch"].dtype) == "int64"
