@@ -1,13 +1,12 @@
-"""Console entry points: `pipeline-sweep` and `pipeline-aggregate`, both Hydra apps.
+"""Console entry points: `pipeline-sweep`, `pipeline-aggregate`, `pipeline-status`.
 
-Hydra composes `conf/` and applies overrides (`sweep.lr=[1e-4,3e-4]`, `--cfg job`,
-`--help`); these functions only turn the composed config into a validated plain dict
-and call the library. User mistakes end in one message and exit code 2.
+All are Hydra apps: Hydra composes `conf/` and applies overrides (`sweep.lr=[1e-4,3e-4]`,
+`--cfg job`, `--help`); these functions only turn the composed config into a validated
+plain dict and call the library. User mistakes end in one message and exit code 2.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from omegaconf import DictConfig
 
 from pipeline.config import CONF_DIR, ConfigError, to_container, validate
 
-log = logging.getLogger("pipeline")
+# Flags users of sbatch-style tools expect, spelled as the config keys they set.
+FLAG_OVERRIDES = {"--dry-run": "launcher.dry_run=true", "--wait": "launcher.wait=true"}
 
 
 def _fail(err: ConfigError) -> None:
@@ -24,28 +24,47 @@ def _fail(err: ConfigError) -> None:
     sys.exit(2)
 
 
+def _print_tables(out_dir: Path, summary: str) -> None:
+    print(f"sweep folder: {out_dir}")
+    print(f"  {summary}")
+    print("  tables: estimates.parquet, curves.parquet, intervals.parquet (pandas.read_parquet)")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def sweep_main(cfg: DictConfig) -> None:
-    """Plan, validate, launch and aggregate one sweep."""
+def _sweep_app(cfg: DictConfig) -> None:
     from pipeline.aggregate import aggregate
     from pipeline.launch import launch
 
     container = to_container(cfg)
     try:
         validate(container)
+        out_dir = Path(container["out_dir"]).resolve()
+        report = launch(container, out_dir)
     except ConfigError as err:
         _fail(err)
-    out_dir = Path(container["out_dir"]).resolve()
-    report = launch(container, out_dir)
+    if container["launcher"]["dry_run"]:
+        return
+    if not report.waited:
+        print(f"sweep folder: {out_dir}")
+        print(f"  submitted job array(s) {', '.join(report.job_ids) or '(none: nothing left to train)'}: "
+              f"{report.n_tasks} task(s), {report.n_planned - report.n_skipped} runs "
+              f"({report.n_skipped} skipped, already done)")
+        print(f"  watch:     pipeline-status out_dir={out_dir}")
+        print(f"  when done: pipeline-aggregate out_dir={out_dir}")
+        return
     summary = aggregate(out_dir, level=container["intervals"]["level"],
                         statuses=container["intervals"]["statuses"])
-    print(f"sweep folder: {out_dir}")
-    print(f"  {summary.summary()}")
-    print(f"  tables: estimates.parquet, curves.parquet, intervals.parquet (pandas.read_parquet)")
+    _print_tables(out_dir, summary.summary())
     if report.failed_tasks:
         print(f"error: {len(report.failed_tasks)} task(s) failed; relaunch to retry only their runs",
               file=sys.stderr)
         sys.exit(1)
+
+
+def sweep_main() -> None:
+    """Plan, validate, launch and aggregate one sweep (`--dry-run`, `--wait` accepted)."""
+    sys.argv = [FLAG_OVERRIDES.get(arg, arg) for arg in sys.argv]
+    _sweep_app()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="aggregate")
@@ -60,5 +79,26 @@ def aggregate_main(cfg: DictConfig) -> None:
                             statuses=container["intervals"]["statuses"])
     except ConfigError as err:
         _fail(err)
+    _print_tables(out_dir, summary.summary())
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="status")
+def status_main(cfg: DictConfig) -> None:
+    """Runs done / pending / running / failed / diverged per task of a sweep folder."""
+    from pipeline.aggregate import load_sweep
+    from pipeline.status import failure_messages, summary, task_table
+
+    out_dir = Path(to_container(cfg)["out_dir"]).resolve()
+    try:
+        load_sweep(out_dir)
+    except ConfigError as err:
+        _fail(err)
+    table = task_table(out_dir)
     print(f"sweep folder: {out_dir}")
-    print(f"  {summary.summary()}")
+    print(summary(out_dir, table))
+    if len(table):
+        print(table.to_string(index=False))
+    else:
+        print("(no SLURM tasks recorded: a debug or local sweep; `pipeline-aggregate` reports its runs)")
+    for message in failure_messages(out_dir, table):
+        print(f"  {message}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -23,6 +24,7 @@ CONF_DIR = PROJECT_ROOT / "conf"
 ENGINES = ("reference", "auto")  # auto: the fastest engine that applies
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
+CLUSTERS = ("debug", "local", "slurm")
 
 
 class ConfigError(ValueError):
@@ -66,12 +68,29 @@ class SweepConf:
 
 @dataclass
 class LauncherConf:
+    """How tasks run. SLURM keys carry submitit's names (slurm/README.md maps them to sbatch)."""
+
     name: str = "local"
     cluster: str = "local"  # submitit cluster: debug | local | slurm
     runs_per_task: int = 10  # training runs one task (array task) trains
     max_parallel: int = 0  # local: tasks at once (0: one per CPU core)
-    timeout_min: int = 60  # submitit's name: the task's wall-clock limit
+    timeout_min: int = 60  # the task's wall-clock limit (sbatch --time)
     progress: bool = True  # a progress bar of runs done / total
+    wait: bool = True  # slurm: block until the sweep ends (false: submit and return)
+    dry_run: bool = False  # print plan, arrays and sbatch script; submit nothing
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    cpus_per_task: int = 1
+    mem_gb: float = 2.0
+    gpus_per_node: int = 0
+    gres: Optional[str] = None
+    array_parallelism: int = 256  # at most this many array tasks at once (the %N throttle)
+    signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
+    max_num_timeout: int = 3  # requeues after a timeout before giving up
+    max_array_size: Optional[int] = None  # None: the cluster's MaxArraySize (scontrol)
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch --key=value
+    setup: list[str] = field(default_factory=list)  # shell lines before the task (module load, venv)
 
 
 @dataclass
@@ -178,12 +197,23 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("launcher.runs_per_task", lc["runs_per_task"], lc["runs_per_task"] >= 1, ">= 1"),
         ("launcher.max_parallel", lc["max_parallel"], lc["max_parallel"] >= 0, ">= 0"),
         ("launcher.timeout_min", lc["timeout_min"], lc["timeout_min"] > 0, "> 0"),
+        ("launcher.cpus_per_task", lc["cpus_per_task"], lc["cpus_per_task"] >= 1, ">= 1"),
+        ("launcher.mem_gb", lc["mem_gb"], lc["mem_gb"] > 0, "> 0"),
+        ("launcher.gpus_per_node", lc["gpus_per_node"], lc["gpus_per_node"] >= 0, ">= 0"),
+        ("launcher.array_parallelism", lc["array_parallelism"], lc["array_parallelism"] >= 1, ">= 1"),
+        ("launcher.max_array_size", lc["max_array_size"], lc["max_array_size"] is None or lc["max_array_size"] >= 1,
+         ">= 1 or null"),
         ("intervals.level", cfg["intervals"]["level"], 0 < cfg["intervals"]["level"] < 1, "between 0 and 1"),
     ]
     problems += [f"`{key}` must be {rule}; got {value}" for key, value, ok, rule in rules if not ok]
     for key, allowed in (("engine", ENGINES), ("dtype", DTYPES), ("device", DEVICES)):
         if t[key] not in allowed:
             problems.append(f"`train.{key}` must be one of {', '.join(allowed)}; got {t[key]!r}")
+    if lc["cluster"] not in CLUSTERS:
+        problems.append(f"`launcher.cluster` must be one of {', '.join(CLUSTERS)}; got {lc['cluster']!r}")
+    elif lc["cluster"] == "slurm" and not lc["dry_run"] and shutil.which("sbatch") is None:
+        problems.append("`launcher=slurm` needs `sbatch` on PATH (is this a SLURM login node? "
+                        "bash slurm/local-cluster.sh start brings up a local one)")
     return problems
 
 

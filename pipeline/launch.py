@@ -1,54 +1,85 @@
 """Turn a validated config into tasks and hand them to submitit.
 
-Every launcher goes through submitit: `debug` runs tasks in this process, `local` in
-subprocesses (at most `launcher.max_parallel` at once), and the SLURM launcher will
-submit the same `TaskRunner` as a job array. A task trains its chunk of runs and
-writes one Parquet part; what already has a part is skipped on relaunch.
+Every launcher goes through submitit and runs the same `TaskRunner`: `debug` in this
+process, `local` in subprocesses (at most `launcher.max_parallel` at once), `slurm` as
+job arrays (split so no array exceeds the cluster's MaxArraySize). A task trains its
+chunk of runs, saving finished runs as it goes, and writes one Parquet part; what
+already has a part is skipped on relaunch.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import json
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import submitit
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from pipeline import record
-from pipeline.config import cpu_count
+from pipeline.config import ConfigError, cpu_count
 from pipeline.data import load_dataset
 from pipeline.plan import Run, Task, chunk, plan
-from pipeline.train import build_problem, build_problem_parts, train_chunk
+from pipeline.train import RunResult, build_problem, build_problem_parts, train_chunk
 
 log = logging.getLogger(__name__)
 
+LAUNCHES = "launches.jsonl"
+
 
 @dataclass
-class TaskRunner:
-    """The callable every task runs (pickled by submitit): train a chunk, write its part."""
+class TaskRunner(submitit.helpers.Checkpointable):
+    """The callable every task runs (pickled by submitit): train a chunk, write its part.
+
+    Finished runs are saved to `progress/` after each one, so a task that is requeued
+    (preemption, timeout, `scontrol requeue`) trains only the runs it had not finished.
+    A task that raises leaves a failure record and re-raises, so SLURM marks it FAILED.
+    """
 
     cfg: dict[str, Any]
     out_dir: str
     meta: dict[str, Any]
 
     def __call__(self, task: Task) -> dict[str, Any]:
-        problem = build_problem(self.cfg, load_dataset(self.cfg["data"]))
-        total = len(task.runs)
+        out = Path(self.out_dir)
+        try:
+            rows = self._train(task, out)
+        except Exception as err:
+            record.write_json({"task": task.index, "part": task.part_name, "error": repr(err),
+                               "traceback": traceback.format_exc(),
+                               "runs": [r.run_id for r in task.runs]}, record.failure_path(out, task.part_name))
+            raise
+        path = record.write_part(out, task.part_name, rows, self.meta)
+        record.finish_task(out, task.part_name)
+        statuses = [r["status"] for r in rows]
+        return {"part": str(path), "runs": len(rows), **{s: statuses.count(s) for s in set(statuses)}}
 
-        counter = itertools.count(1)
+    def _train(self, task: Task, out: Path) -> list[dict[str, Any]]:
+        rows = record.read_progress(out, task.part_name)
+        done = {r["run_id"] for r in rows}
+        todo = [r for r in task.runs if r.run_id not in done]
+        if done:
+            log.info("resuming task %d: %d of %d runs already done", task.index, len(done), len(task.runs))
+        counter = itertools.count(len(done) + 1)
 
-        def report(result: Any) -> None:
-            log.info("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), total,
+        def save(result: RunResult) -> None:
+            rows.append(record.result_row(result, self.meta["experiment"], self.meta["param_names"], task.index))
+            record.write_progress(out, task.part_name, rows, self.meta)
+            log.info("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
                      result.run.run_id, result.status, result.final_loss, result.epochs)
 
-        results = train_chunk(problem, list(task.runs), self.cfg["train"], on_run_done=report)
-        path = record.write_part(Path(self.out_dir), task.part_name, results, self.meta, task.index)
-        statuses = [r.status for r in results]
-        return {"part": str(path), "runs": total, **{s: statuses.count(s) for s in set(statuses)}}
+        if todo:
+            problem = build_problem(self.cfg, load_dataset(self.cfg["data"]))
+            train_chunk(problem, todo, self.cfg["train"], on_run_done=save)
+        order = {r.run_id: i for i, r in enumerate(task.runs)}
+        return sorted(rows, key=lambda r: order[r["run_id"]])
 
 
 @dataclass
@@ -57,7 +88,9 @@ class LaunchReport:
     n_planned: int
     n_skipped: int
     n_tasks: int
+    job_ids: list[str] = field(default_factory=list)
     failed_tasks: list[str] = field(default_factory=list)
+    waited: bool = True
 
 
 def sweep_meta(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -73,12 +106,34 @@ def write_sweep_files(cfg: dict[str, Any], out_dir: Path, runs: list[Run], meta:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
 
 
-def make_executor(launcher: dict[str, Any], folder: Path) -> Any:
-    import submitit  # lazily: importing it is not free, and `--help` should not pay for it
+def executor_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
+    """AutoExecutor parameters for the launcher config (submitit's names)."""
+    if launcher["cluster"] == "debug":
+        return {}
+    params: dict[str, Any] = {"timeout_min": launcher["timeout_min"]}
+    if launcher["cluster"] == "slurm":
+        params.update(
+            cpus_per_task=launcher["cpus_per_task"], mem_gb=launcher["mem_gb"],
+            gpus_per_node=launcher["gpus_per_node"] or None,
+            slurm_array_parallelism=launcher["array_parallelism"],
+            slurm_signal_delay_s=launcher["signal_delay_s"],
+            slurm_additional_parameters=dict(launcher["additional_parameters"]),
+            slurm_setup=list(launcher["setup"]),
+            name="pipeline",
+        )
+        for key in ("partition", "account", "qos", "gres"):
+            if launcher[key]:
+                params[f"slurm_{key}"] = launcher[key]
+    return {k: v for k, v in params.items() if v is not None}
 
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher["cluster"])
-    if launcher["cluster"] != "debug":
-        executor.update_parameters(timeout_min=launcher["timeout_min"])
+
+def make_executor(launcher: dict[str, Any], folder: Path) -> submitit.AutoExecutor:
+    kwargs = {"slurm_max_num_timeout": launcher["max_num_timeout"]} if launcher["cluster"] == "slurm" else {}
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher["cluster"], **kwargs)
+    try:
+        executor.update_parameters(**executor_parameters(launcher))
+    except (ValueError, TypeError) as err:
+        raise ConfigError([f"`launcher`: submitit refuses these parameters: {err}"]) from err
     return executor
 
 
@@ -92,12 +147,12 @@ def _failure(job: Any, task: Task) -> str:
         return f"task {task.index} ({len(task.runs)} runs, log {stderr}): {err}\n{tail}"
 
 
-def run_tasks(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: dict[str, Any]) -> list[str]:
-    """Run tasks, at most `max_parallel` at once, with a progress bar of runs done."""
+def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: dict[str, Any]) -> list[str]:
+    """debug / local: run tasks, at most `max_parallel` at once, with a progress bar of runs."""
     limit = 1 if launcher["cluster"] == "debug" else (launcher["max_parallel"] or cpu_count())
     pending, running, failures = list(tasks), {}, []
-    total = sum(len(t.runs) for t in tasks)
-    with tqdm(total=total, unit="run", desc="runs", disable=not launcher["progress"]) as bar:
+    with tqdm(total=sum(len(t.runs) for t in tasks), unit="run", desc="runs",
+              disable=not launcher["progress"]) as bar:
         while pending or running:
             while pending and len(running) < limit:
                 task = pending.pop(0)
@@ -114,21 +169,96 @@ def run_tasks(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: di
     return failures
 
 
+def array_groups(tasks: list[Task], max_size: int) -> list[list[Task]]:
+    """Split tasks into job arrays of at most `max_size` (indices 0..max_size-1)."""
+    return [tasks[i:i + max_size] for i in range(0, len(tasks), max_size)]
+
+
+def array_limit(launcher: dict[str, Any]) -> int:
+    from pipeline.cluster import max_array_size
+
+    return launcher["max_array_size"] or max_array_size()
+
+
+def submit_arrays(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: dict[str, Any],
+                  out_dir: Path) -> list[str]:
+    """slurm: one `map_array` per group of tasks; each array is recorded in launches.jsonl."""
+    job_ids = []
+    for group in array_groups(tasks, array_limit(launcher)):
+        jobs = executor.map_array(runner, group)
+        job_id = jobs[0].job_id.split("_")[0]
+        job_ids.append(job_id)
+        line = {"time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job_id,
+                "tasks": [{"array_index": i, "task": t.index, "part": t.part_name,
+                           "runs": [r.run_id for r in t.runs]} for i, t in enumerate(group)]}
+        with open(out_dir / LAUNCHES, "a") as fh:  # appended whole: one line per array
+            fh.write(json.dumps(line) + "\n")
+        log.info("submitted job array %s: %d task(s)", job_id, len(group))
+    return job_ids
+
+
+def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_runs: int, n_skipped: int) -> str:
+    """What a launch would do: runs, tasks, arrays, resources, and the sbatch script."""
+    lines = [f"plan: {n_runs} runs ({n_skipped} already have results), {len(tasks)} task(s) of up to "
+             f"{launcher['runs_per_task']} runs"]
+    if launcher["cluster"] == "slurm" and tasks:
+        limit = array_limit(launcher)
+        groups = array_groups(tasks, limit)
+        throttle = launcher["array_parallelism"]
+        specs = [f"--array=0-{len(g) - 1}%{min(throttle, len(g))}" for g in groups]
+        lines.append(f"arrays: {len(groups)} (MaxArraySize {limit}): {', '.join(specs)}")
+        lines.append(f"resources per task: {executor_parameters(launcher)}")
+        from submitit.slurm.slurm import _make_sbatch_string  # the text submitit itself submits
+
+        inner = executor._executor
+        script = _make_sbatch_string(command=f"{inner.python} -u -m submitit.core._submit <folder>",
+                                     folder=inner.folder, **{**inner.parameters, "map_count": len(groups[0])})
+        lines += ["sbatch script (first array):", script]
+    lines.append("dry run: nothing submitted")
+    return "\n".join(lines)
+
+
 def launch(cfg: dict[str, Any], out_dir: Path) -> LaunchReport:
-    """Plan the sweep, skip runs that already have results, train the rest."""
+    """Plan the sweep, skip runs that already have results, run or submit the rest."""
+    launcher = cfg["launcher"]
     runs = plan(cfg)
     meta = sweep_meta(cfg)
+    done = record.finished_run_ids(out_dir) if out_dir.exists() else set()
+    todo = [r for r in runs if r.run_id not in done]
+    tasks = chunk(todo, launcher["runs_per_task"])
+    report = LaunchReport(out_dir, len(runs), len(runs) - len(todo), len(tasks))
+    executor = make_executor(launcher, out_dir / "logs")
+    if launcher["dry_run"]:
+        print(dry_run_text(executor, tasks, launcher, len(runs), report.n_skipped))
+        report.waited = False
+        return report
     out_dir.mkdir(parents=True, exist_ok=True)
     write_sweep_files(cfg, out_dir, runs, meta)
-    done = record.finished_run_ids(out_dir)
-    todo = [r for r in runs if r.run_id not in done]
-    skipped = len(runs) - len(todo)
-    log.info("%d runs planned; skipped %d that already have results; %d to train",
-             len(runs), skipped, len(todo))
-    tasks = chunk(todo, cfg["launcher"]["runs_per_task"])
-    report = LaunchReport(out_dir, len(runs), skipped, len(tasks))
-    if tasks:
-        executor = make_executor(cfg["launcher"], out_dir / "logs")
-        runner = TaskRunner(cfg, str(out_dir), meta)
-        report.failed_tasks = run_tasks(executor, runner, tasks, cfg["launcher"])
+    log.info("%d runs planned; skipped %d that already have results; %d to train in %d task(s)",
+             len(runs), report.n_skipped, len(todo), len(tasks))
+    if not tasks:
+        return report
+    runner = TaskRunner(cfg, str(out_dir), meta)
+    if launcher["cluster"] == "slurm":
+        report.job_ids = submit_arrays(executor, runner, tasks, launcher, out_dir)
+        report.waited = launcher["wait"]
+        if launcher["wait"]:
+            from pipeline.status import wait_for_sweep
+
+            report.failed_tasks = wait_for_sweep(out_dir, progress=launcher["progress"])
+    else:
+        report.failed_tasks = run_tasks_here(executor, runner, tasks, launcher)
     return report
+
+
+def submitted_tasks(out_dir: Path) -> list[dict[str, Any]]:
+    """Every task ever submitted to SLURM for this sweep folder, newest last."""
+    path = Path(out_dir) / LAUNCHES
+    if not path.is_file():
+        return []
+    tasks = []
+    for line in path.read_text().splitlines():
+        launch_line = json.loads(line)
+        tasks += [{**t, "job_id": launch_line["job_id"]} for t in launch_line["tasks"]]
+    return tasks
+

@@ -5,6 +5,9 @@ Layout of a sweep folder (`out_dir`):
     sweep.json           experiment, parameter names, whether a closed form exists
     plan.parquet         every run of the sweep (id, lr, init, resample, seed)
     parts/part-*.parquet one file per finished task: its runs' results and loss curves
+    progress/            finished runs of a task still going, for resume after requeue
+    failures/            one JSON per task that raised: error and traceback
+    launches.jsonl       one line per submitted array: job id, tasks and their runs
     logs/                submitit's per-task logs
     estimates.parquet, curves.parquet, intervals.parquet   built by aggregate
 """
@@ -27,6 +30,8 @@ from pipeline.plan import Run
 from pipeline.train import RunResult
 
 PARTS = "parts"
+PROGRESS = "progress"  # finished runs of tasks still going (or requeued)
+FAILURES = "failures"  # one JSON per task that raised, with its error
 CURVE_COLUMNS = ("curve_epoch", "curve_loss")
 
 
@@ -96,15 +101,39 @@ def result_row(result: RunResult, experiment: str, param_names: list[str], task:
     return row
 
 
-def write_part(out_dir: Path, part_name: str, results: list[RunResult], meta: dict[str, Any], task: int) -> Path:
-    """Write one task's results as `parts/<part_name>.parquet`, atomically."""
-    names = meta["param_names"]
-    schema = part_schema(names, meta["closed_form"])
-    rows = [result_row(r, meta["experiment"], names, task) for r in results]
-    table = pa.Table.from_pylist(rows, schema=schema)
+def rows_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=part_schema(meta["param_names"], meta["closed_form"]))
+
+
+def write_part(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
+    """Write one task's result rows as `parts/<part_name>.parquet`, atomically."""
     path = Path(out_dir) / PARTS / f"{part_name}.parquet"
-    write_table(table, path)
+    write_table(rows_table(rows, meta), path)
     return path
+
+
+def progress_path(out_dir: Path, part_name: str) -> Path:
+    return Path(out_dir) / PROGRESS / f"{part_name}.parquet"
+
+
+def write_progress(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Save a task's finished runs so far: a requeued or preempted task resumes from here."""
+    write_table(rows_table(rows, meta), progress_path(out_dir, part_name))
+
+
+def read_progress(out_dir: Path, part_name: str) -> list[dict[str, Any]]:
+    path = progress_path(out_dir, part_name)
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def failure_path(out_dir: Path, part_name: str) -> Path:
+    return Path(out_dir) / FAILURES / f"{part_name}.json"
+
+
+def finish_task(out_dir: Path, part_name: str) -> None:
+    """A task's part is in place: its progress file and any earlier failure are history."""
+    for path in (progress_path(out_dir, part_name), failure_path(out_dir, part_name)):
+        path.unlink(missing_ok=True)
 
 
 def part_files(out_dir: Path) -> list[Path]:

@@ -19,9 +19,6 @@
 #   SLURM_LOCAL_CRED_EXPIRE      AuthInfo cred_expire seconds (default 10); also the delay before a
 #                                requeued job may start again (Slurm's default is 120)
 #   SLURM_LOCAL_CLEAN            1: discard saved slurmctld state (jobs, job-id counter) on start
-#   SLURM_LOCAL_SACCT_SHIM       1 (default): link /usr/local/bin/sacct to the sacct stand-in
-#                                (slurm/sacct-shim.sh) so `sacct -j ID` reports job states without
-#                                slurmdbd; 0: only install it as $SLURM_LOCAL_STATE/bin/sacct
 set -euo pipefail
 
 STATE="${SLURM_LOCAL_STATE:-/tmp/pipeline-slurm}"
@@ -33,9 +30,7 @@ TIMEOUT="${SLURM_LOCAL_TIMEOUT:-90}"
 LINK_ETC="${SLURM_LOCAL_LINK_ETC:-1}"
 CLEAN="${SLURM_LOCAL_CLEAN:-0}"
 CRED_EXPIRE="${SLURM_LOCAL_CRED_EXPIRE:-10}"
-SACCT_SHIM="${SLURM_LOCAL_SACCT_SHIM:-1}"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-SYSTEM_SACCT_LINK=/usr/local/bin/sacct
 
 CONF="$STATE/slurm.conf"
 MUNGE_DIR="$STATE/munge"
@@ -53,6 +48,8 @@ NODE="${NODE%%.*}"
 DAEMONS=(munged slurmctld slurmd)
 
 export SLURM_CONF="$CONF"
+# The daemons live in /usr/sbin, which some non-login root shells lack.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
 
 say() { printf '[local-cluster] %s\n' "$*"; }
 die() { printf '[local-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -87,10 +84,10 @@ log_tail() {
     local f
     f="$(log_file "$1")"
     echo "---- last lines of $f ----" >&2
-    tail -n 25 "$f" 2>/dev/null >&2 || echo "(no log file)" >&2
+    tail -n 25 "$f" >&2 2>/dev/null || echo "(no log file)" >&2
     if [[ -s "$LOG_DIR/$1.stderr" ]]; then
         echo "---- $LOG_DIR/$1.stderr ----" >&2
-        tail -n 15 "$LOG_DIR/$1.stderr" >&2
+        tail -n 15 "$LOG_DIR/$1.stderr" >&2 2>/dev/null
     fi
     echo "----" >&2
 }
@@ -117,13 +114,23 @@ install_packages() {
     say "missing binaries: ${missing[*]} -> installing slurm-wlm and munge with apt-get"
     command -v apt-get >/dev/null || die "apt-get not found; install slurm-wlm (22.05+) and munge by hand"
     export DEBIAN_FRONTEND=noninteractive
+    # Keep the packages' init scripts from starting system-wide munged/slurm
+    # daemons during the install (we start our own below).
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && made_policy=1
+    fi
+    local ok=0
     if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
         apt-get update
     fi
-    if ! apt-get install -y slurm-wlm munge; then
-        apt-get update
-        apt-get install -y slurm-wlm munge || die "apt-get install slurm-wlm munge failed"
+    if apt-get install -y slurm-wlm munge; then
+        ok=1
+    else
+        apt-get update && apt-get install -y slurm-wlm munge && ok=1
     fi
+    ((made_policy)) && rm -f "$policy"
+    ((ok)) || die "apt-get install -y slurm-wlm munge failed"
     for b in munged slurmctld slurmd sbatch; do
         command -v "$b" >/dev/null 2>&1 || die "$b still missing after apt-get install"
     done
@@ -206,7 +213,7 @@ JobCompLoc=$LOG_DIR/jobcomp.log
 
 # Scheduling: several 1-CPU array tasks share the node; fast turnaround.
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=5,sched_interval=10
+SchedulerParameters=bf_interval=5,sched_interval=5,batch_sched_delay=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MaxArraySize=$MAX_ARRAY_SIZE
@@ -237,28 +244,6 @@ link_etc_conf() {
     fi
     ln -s "$CONF" "$ETC_CONF"
     say "$ETC_CONF -> $CONF (plain sbatch/squeue/sacct work without SLURM_CONF)"
-}
-
-# sacct stand-in: real sacct needs slurmdbd; the shim answers from slurmctld
-# memory (MinJobAge) and the jobcomp log instead.
-install_sacct_shim() {
-    if [[ ! -f "$SCRIPT_DIR/sacct-shim.sh" ]]; then
-        say "WARNING: $SCRIPT_DIR/sacct-shim.sh not found; plain sacct will report 'accounting storage is disabled'"
-        return 0
-    fi
-    mkdir -p "$STATE/bin"
-    install -m 0755 "$SCRIPT_DIR/sacct-shim.sh" "$STATE/bin/sacct"
-    [[ "$SACCT_SHIM" == 1 ]] || return 0
-    if [[ -L "$SYSTEM_SACCT_LINK" && "$(readlink "$SYSTEM_SACCT_LINK")" == "$STATE/bin/sacct" ]]; then
-        return 0
-    fi
-    if [[ -e "$SYSTEM_SACCT_LINK" || -L "$SYSTEM_SACCT_LINK" ]]; then
-        say "WARNING: $SYSTEM_SACCT_LINK exists and is not ours; not replacing it (use PATH=$STATE/bin:\$PATH)"
-        return 0
-    fi
-    mkdir -p "$(dirname "$SYSTEM_SACCT_LINK")"
-    ln -s "$STATE/bin/sacct" "$SYSTEM_SACCT_LINK"
-    say "$SYSTEM_SACCT_LINK -> $STATE/bin/sacct (sacct stand-in; falls through to /usr/bin/sacct when accounting works)"
 }
 
 # ---------------------------------------------------------------- munge
@@ -304,6 +289,41 @@ start_munged() {
 }
 
 # ---------------------------------------------------------------- slurm daemons
+port_in_use() {  # something accepts connections on 127.0.0.1:$1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+check_port_free() {  # check_port_free DAEMON PORT
+    if ! daemon_pid "$1" >/dev/null && port_in_use "$2"; then
+        die "$1: port $2 is already in use by another process (another slurm cluster? see 'ss -ltnp'); set SLURM_LOCAL_${3}_PORT to use another port"
+    fi
+}
+
+# slurmctld refuses to start when StateSaveLocation belongs to another ClusterName.
+check_cluster_name() {
+    local f="$CTLD_STATE/clustername" old
+    [[ -f "$f" ]] || return 0
+    old="$(tr -d '[:space:]' <"$f")"
+    if [[ -n "$old" && "$old" != "$CLUSTER_NAME" ]]; then
+        say "saved slurmctld state belongs to cluster '$old', not '$CLUSTER_NAME': removing $f"
+        rm -f "$f"
+    fi
+}
+
+wait_for_ctld() {
+    local i pid
+    for ((i = 0; i < 100; i++)); do
+        pid="$(daemon_pid slurmctld)" || fail_daemon slurmctld "slurmctld exited right after starting"
+        if scontrol ping 2>/dev/null | grep -q 'is UP'; then
+            # make sure it is still ours that answered
+            daemon_pid slurmctld >/dev/null || fail_daemon slurmctld "slurmctld exited right after starting"
+            return 0
+        fi
+        sleep 0.2
+    done
+    fail_daemon slurmctld "slurmctld (pid $pid) does not answer 'scontrol ping' after 20s"
+}
+
 start_slurm_daemon() {  # start_slurm_daemon slurmctld|slurmd [extra args]
     local name="$1" pid i
     shift
@@ -392,7 +412,6 @@ cmd_start() {
         say "wrote $CONF"
     fi
     link_etc_conf
-    install_sacct_shim
 
     if ((changed)); then
         local d
@@ -404,6 +423,9 @@ cmd_start() {
         done
     fi
 
+    check_port_free slurmctld "$CTLD_PORT" CTLD
+    check_port_free slurmd "$SLURMD_PORT" SLURMD
+    check_cluster_name
     start_munged
     local ctld_args=()
     if [[ "$CLEAN" == 1 ]] && ! daemon_pid slurmctld >/dev/null; then
@@ -413,6 +435,7 @@ cmd_start() {
     fi
     # -i: tolerate unreadable/stale state files left by an earlier run.
     start_slurm_daemon slurmctld -i "${ctld_args[@]}"
+    wait_for_ctld
     start_slurm_daemon slurmd
     wait_for_node
 
@@ -422,11 +445,7 @@ cmd_start() {
     done
     say "  SLURM_CONF=$CONF"
     [[ "$LINK_ETC" == 1 ]] && say "  $ETC_CONF is a symlink to it, so plain sbatch/squeue work too"
-    if [[ -L "$SYSTEM_SACCT_LINK" && "$(readlink "$SYSTEM_SACCT_LINK")" == "$STATE/bin/sacct" ]]; then
-        say "  sacct: no slurmdbd; $SYSTEM_SACCT_LINK is a stand-in that reports job states from slurmctld"
-    else
-        say "  sacct: no slurmdbd; for job states put $STATE/bin first on PATH (stand-in sacct)"
-    fi
+    say "  accounting: none (no slurmdbd); the pipeline reads job state from the sweep folder and squeue"
     say "run this in your shell (or: eval \"\$(bash $0 env)\"):"
     echo "export SLURM_CONF=$CONF"
 }
