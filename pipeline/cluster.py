@@ -14,6 +14,10 @@ from typing import Iterable
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default
 
 
+class QueueError(RuntimeError):
+    """squeue did not answer: the queue's state is unknown (never read as 'empty')."""
+
+
 def _run(cmd: list[str]) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
 
@@ -37,10 +41,13 @@ def queue_states(job_ids: Iterable[str]) -> dict[str, str]:
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    try:
-        out = _run(["squeue", "--noheader", "--array", "--jobs", ",".join(ids), "--format=%i %T"])
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    proc = subprocess.run(["squeue", "--noheader", "--array", "--jobs", ",".join(ids), "--format=%i %T"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        if "Invalid job id" in proc.stderr:  # every one of them has left the controller's memory
+            return {}
+        raise QueueError(f"squeue failed ({proc.returncode}): {proc.stderr.strip()}")
+    out = proc.stdout
     states = {}
     for line in out.splitlines():
         parts = line.split()

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 LAUNCHES = "launches.jsonl"
 
 
+def _ensure_task_logging() -> None:
+    """A task in its own process (local, SLURM) logs its progress to its stderr log file."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+
 @dataclass
 class TaskRunner(submitit.helpers.Checkpointable):
     """The callable every task runs (pickled by submitit): train a chunk, write its part.
@@ -48,6 +54,7 @@ class TaskRunner(submitit.helpers.Checkpointable):
     meta: dict[str, Any]
 
     def __call__(self, task: Task) -> dict[str, Any]:
+        _ensure_task_logging()
         out = Path(self.out_dir)
         try:
             rows = self._train(task, out)
@@ -189,8 +196,9 @@ def submit_arrays(executor: Any, runner: TaskRunner, tasks: list[Task], launcher
         job_id = jobs[0].job_id.split("_")[0]
         job_ids.append(job_id)
         line = {"time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job_id,
-                "tasks": [{"array_index": i, "task": t.index, "part": t.part_name,
-                           "runs": [r.run_id for r in t.runs]} for i, t in enumerate(group)]}
+                # submitit submits a one-task "array" as a plain job: keep the id it got
+                "tasks": [{"array_index": i, "slurm_id": job.job_id, "task": t.index, "part": t.part_name,
+                           "runs": [r.run_id for r in t.runs]} for i, (t, job) in enumerate(zip(group, jobs))]}
         with open(out_dir / LAUNCHES, "a") as fh:  # appended whole: one line per array
             fh.write(json.dumps(line) + "\n")
         log.info("submitted job array %s: %d task(s)", job_id, len(group))

@@ -8,6 +8,7 @@ the runs of failed and lost tasks.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline import record
-from pipeline.cluster import queue_states
+from pipeline.cluster import QueueError, queue_states
 from pipeline.launch import submitted_tasks
+
+log = logging.getLogger(__name__)
 
 QUEUE_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 ACTIVE = ("running", "pending")
@@ -45,7 +48,7 @@ def task_table(out_dir: Path) -> pd.DataFrame:
     rows = []
     for t in tasks:
         statuses = [finished[r] for r in t["runs"] if r in finished]
-        queued = queue.get(f"{t['job_id']}_{t['array_index']}")
+        queued = queue.get(t["slurm_id"])
         if len(statuses) == len(t["runs"]):
             state = "done"
         elif queued is not None:
@@ -54,7 +57,7 @@ def task_table(out_dir: Path) -> pd.DataFrame:
             state = "failed"
         else:
             state = "lost"
-        rows.append({"job": f"{t['job_id']}_{t['array_index']}", "task": t["task"], "state": state,
+        rows.append({"job": t["slurm_id"], "task": t["task"], "state": state,
                      "runs": len(t["runs"]), "done": len(statuses),
                      "in_progress": _progress_runs(out_dir, t["part"]) if state != "done" else 0,
                      "diverged": statuses.count("diverged"), "queue_state": queued or ""})
@@ -88,7 +91,12 @@ def wait_for_sweep(out_dir: Path, progress: bool = True, poll_s: float = 2.0) ->
     plan_size = len(pd.read_parquet(Path(out_dir) / "plan.parquet", columns=["run_id"]))
     with tqdm(total=plan_size, unit="run", desc="runs", disable=not progress) as bar:
         while True:
-            table = task_table(out_dir)
+            try:
+                table = task_table(out_dir)
+            except QueueError as err:  # a busy controller: ask again at the next poll
+                log.warning("%s", err)
+                time.sleep(poll_s)
+                continue
             bar.n = int(len(_run_statuses(out_dir)))
             bar.refresh()
             if not table["state"].isin(ACTIVE).any():

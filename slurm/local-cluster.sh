@@ -222,7 +222,7 @@ MaxJobCount=$max_jobs
 MinJobAge=3600
 JobRequeue=1
 ReturnToService=2
-KillWait=10
+KillWait=3
 SlurmdParameters=config_overrides
 
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-if [ -f slurm/local-cluster.sh ]; then
-    bash slurm/local-cluster.sh start
-fi
+# MaxArraySize 5, the value tests/test_slurm.py expects, so sweeps there split into several arrays
+SLURM_LOCAL_MAX_ARRAY_SIZE=5 bash slurm/local-cluster.sh start
+eval "$(bash slurm/local-cluster.sh env)"
 exec python -m pytest "$@"
