@@ -155,9 +155,13 @@ def _failure(job: Any, task: Task) -> str:
 
 
 def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: dict[str, Any]) -> list[str]:
-    """debug / local: run tasks, at most `max_parallel` at once, with a progress bar of runs."""
+    """debug / local: run tasks, at most `max_parallel` at once, with a progress bar of runs.
+
+    The bar counts the runs of finished tasks plus those running tasks have saved.
+    """
     limit = 1 if launcher["cluster"] == "debug" else (launcher["max_parallel"] or cpu_count())
-    pending, running, failures = list(tasks), {}, []
+    pending, running, failures, finished = list(tasks), {}, [], 0
+    out_dir = Path(runner.out_dir)
     with tqdm(total=sum(len(t.runs) for t in tasks), unit="run", desc="runs",
               disable=not launcher["progress"]) as bar:
         while pending or running:
@@ -170,9 +174,11 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
                 if problem:
                     failures.append(problem)
                     log.error("%s", problem)
-                bar.update(len(task.runs))
+                finished += len(task.runs)
+            bar.n = finished + sum(record.progress_count(out_dir, t.part_name) for t in running.values())
+            bar.refresh()
             if running:
-                time.sleep(0.2)
+                time.sleep(0.5)
     return failures
 
 

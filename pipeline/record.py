@@ -126,6 +126,15 @@ def read_progress(out_dir: Path, part_name: str) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist() if path.is_file() else []
 
 
+def progress_count(out_dir: Path, part_name: str) -> int:
+    """Runs a task has saved so far (0 when it has none, or is replacing its file right now)."""
+    path = progress_path(out_dir, part_name)
+    try:
+        return pq.read_metadata(path).num_rows if path.is_file() else 0
+    except OSError:
+        return 0
+
+
 def failure_path(out_dir: Path, part_name: str) -> Path:
     return Path(out_dir) / FAILURES / f"{part_name}.json"
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline import record
@@ -29,14 +28,6 @@ ACTIVE = ("running", "pending")
 def _run_statuses(out_dir: Path) -> dict[str, str]:
     parts = record.read_parts(out_dir, columns=["run_id", "status"])
     return dict(zip(parts["run_id"], parts["status"]))
-
-
-def _progress_runs(out_dir: Path, part_name: str) -> int:
-    path = record.progress_path(out_dir, part_name)
-    try:
-        return pq.read_metadata(path).num_rows if path.is_file() else 0
-    except OSError:  # replaced while we looked: count it next time
-        return 0
 
 
 def task_table(out_dir: Path) -> pd.DataFrame:
@@ -59,7 +50,7 @@ def task_table(out_dir: Path) -> pd.DataFrame:
             state = "lost"
         rows.append({"job": t["slurm_id"], "task": t["task"], "state": state,
                      "runs": len(t["runs"]), "done": len(statuses),
-                     "in_progress": _progress_runs(out_dir, t["part"]) if state != "done" else 0,
+                     "in_progress": record.progress_count(out_dir, t["part"]) if state != "done" else 0,
                      "diverged": statuses.count("diverged"), "queue_state": queued or ""})
     return pd.DataFrame(rows, columns=["job", "task", "state", "runs", "done", "in_progress", "diverged",
                                        "queue_state"])
