@@ -6,6 +6,7 @@ refused before a single task is launched.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +33,13 @@ class Dataset:
     @property
     def n_rows(self) -> int:
         return int(self.x.shape[0])
+
+    def digest(self) -> str:
+        """A hash of the values (not the file names): what run ids depend on."""
+        h = hashlib.sha256()
+        for array in (self.x, self.y, self.x_test, self.y_test):
+            h.update(b"-" if array is None else np.ascontiguousarray(array).tobytes() + str(array.shape).encode())
+        return h.hexdigest()[:16]
 
 
 def _as_names(value: Any) -> tuple[str, ...]:

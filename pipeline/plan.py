@@ -21,7 +21,10 @@ import numpy as np
 from pipeline.config import init_grid, lr_grid
 
 # Settings that change how a run is computed but not its numbers: left out of the id.
-_NOT_IN_ID = {"train": ("engine", "device"), "launcher": None, "intervals": None, "out_dir": None, "sweep": None}
+# The data enter by content (`data_digest`), not by path: moving a file keeps its runs,
+# editing it makes new ones.
+_NOT_IN_ID = {"train": ("engine", "device"), "launcher": None, "intervals": None, "out_dir": None,
+              "sweep": None, "data": None, "data_dir": None}
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,12 @@ def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def plan(cfg: dict[str, Any]) -> list[Run]:
-    """Every run of the sweep: learning rate x initial values x resample."""
-    fingerprint = settings_fingerprint(cfg)
+def plan(cfg: dict[str, Any], data_digest: str) -> list[Run]:
+    """Every run of the sweep: learning rate x initial values x resample.
+
+    `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`).
+    """
+    fingerprint = {**settings_fingerprint(cfg), "data": data_digest}
     seed = int(cfg["sweep"]["seed"])
     runs = []
     for lr in lr_grid(cfg):

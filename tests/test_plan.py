@@ -1,16 +1,21 @@
 import numpy as np
 
+from pipeline.data import load_dataset
 from pipeline.plan import chunk, plan, resample_rows
 from tests.conftest import make_config
+
+
+def plan_of(cfg):
+    return plan(cfg, load_dataset(cfg["data"]).digest())
 
 
 def test_run_ids_are_stable_and_distinct(tmp_path):
     cfg = make_config(tmp_path, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=5",
                       "sweep.lr=[0.1,0.2]")
-    runs = plan(cfg)
+    runs = plan_of(cfg)
     assert len(runs) == 2 * 6
     assert len({r.run_id for r in runs}) == len(runs)
-    again = plan(make_config(tmp_path / "elsewhere", "experiment=linear_synthetic", "sweep=bootstrap",
+    again = plan_of(make_config(tmp_path / "elsewhere", "experiment=linear_synthetic", "sweep=bootstrap",
                              "sweep.resamples=5", "sweep.lr=[0.1,0.2]", "launcher=debug",
                              "launcher.runs_per_task=3"))
     assert [r.run_id for r in runs] == [r.run_id for r in again]
@@ -18,7 +23,7 @@ def test_run_ids_are_stable_and_distinct(tmp_path):
 
 def test_run_ids_change_with_settings_that_change_numbers(tmp_path):
     def ids(*overrides):
-        runs = plan(make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=3", *overrides))
+        runs = plan_of(make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=3", *overrides))
         return {r.run_id for r in runs}, {r.run_id for r in runs if r.resample == 0}
 
     base, base_original = ids()
@@ -42,8 +47,23 @@ def test_resample_rows_depend_on_seed_and_index_only():
 
 
 def test_chunking_keeps_plan_order(tmp_path):
-    runs = plan(make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=9"))
+    runs = plan_of(make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=9"))
     tasks = chunk(runs, 4)
     assert [len(t.runs) for t in tasks] == [4, 4, 2]
     assert [r for t in tasks for r in t.runs] == runs
     assert len({t.part_name for t in tasks}) == 3
+
+
+def test_run_ids_follow_the_data_values_not_their_path(tmp_path):
+    from tests.conftest import REPO
+
+    train = (REPO / "data" / "tdm" / "train.csv").read_text()
+    (tmp_path / "a.csv").write_text(train)
+    (tmp_path / "b.csv").write_text(train.rstrip("\n").rsplit("\n", 1)[0] + "\n")  # last row dropped
+
+    def ids(path):
+        cfg = make_config(tmp_path / "s", f"data.path={path}", "data.test_path=null")
+        return [r.run_id for r in plan_of(cfg)]
+
+    assert ids(REPO / "data" / "tdm" / "train.csv") == ids(tmp_path / "a.csv")
+    assert set(ids(tmp_path / "a.csv")).isdisjoint(ids(tmp_path / "b.csv"))  # one row fewer
