@@ -112,6 +112,10 @@ def test_dry_run_submits_nothing_and_prints_the_arrays(out_dir):
     assert "nothing submitted" in proc.stdout
     assert subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout == before
     assert not (out_dir / "launches.jsonl").exists() and not (out_dir / "parts").exists()
+    gpu = run_cli("sweep", *FAST, "launcher=slurm_gpu", "launcher.partition=gpu", f"out_dir={out_dir}",
+                  "--dry-run")
+    assert gpu.returncode == 0, gpu.stderr
+    assert "#SBATCH --gpus-per-node=1" in gpu.stdout and "#SBATCH --partition=gpu" in gpu.stdout
 
 
 def test_killed_task_leaves_no_partial_part_and_relaunch_completes(out_dir):
