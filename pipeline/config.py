@@ -21,7 +21,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 
-ENGINES = ("reference", "auto")  # auto: the fastest engine that applies
+ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines.py)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 CLUSTERS = ("debug", "local", "slurm")
@@ -224,12 +224,15 @@ def validate(cfg: dict[str, Any]) -> None:
     `_target_` is found here rather than in a thousand array tasks.
     """
     from pipeline.data import load_dataset
+    from pipeline.engines import engine_problems
     from pipeline.train import build_problem_parts
 
     problems = _check_numbers(cfg) + _check_lr(cfg)
     n_params = None
     try:
-        n_params = build_problem_parts(cfg, load_dataset(cfg["data"])).n_params
+        parts = build_problem_parts(cfg, load_dataset(cfg["data"]))
+        n_params = parts.n_params
+        problems += engine_problems(cfg["train"]["engine"], parts)
     except ConfigError as err:
         problems += err.problems
     problems += _check_init(cfg, n_params)

@@ -76,15 +76,16 @@ class TaskRunner(submitit.helpers.Checkpointable):
             log.info("resuming task %d: %d of %d runs already done", task.index, len(done), len(task.runs))
         counter = itertools.count(len(done) + 1)
 
-        def save(result: RunResult) -> None:
-            rows.append(record.result_row(result, self.meta["experiment"], self.meta["param_names"], task.index))
+        def save(results: list[RunResult]) -> None:  # once per batch: a fast engine finishes many runs at once
+            for result in results:
+                rows.append(record.result_row(result, self.meta["experiment"], self.meta["param_names"], task.index))
+                log.info("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
+                         result.run.run_id, result.status, result.final_loss, result.epochs)
             record.write_progress(out, task.part_name, rows, self.meta)
-            log.info("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
-                     result.run.run_id, result.status, result.final_loss, result.epochs)
 
         if todo:
             problem = build_problem(self.cfg, load_dataset(self.cfg["data"]))
-            train_chunk(problem, todo, self.cfg["train"], on_run_done=save)
+            train_chunk(problem, todo, self.cfg["train"], on_batch_done=save)
         order = {r.run_id: i for i, r in enumerate(task.runs)}
         return sorted(rows, key=lambda r: order[r["run_id"]])
 

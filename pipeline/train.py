@@ -200,14 +200,32 @@ def _closed_form(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch
 
 
 def train_chunk(problem: Problem, runs: list[Run], train_cfg: dict[str, Any],
-                on_run_done: Optional[Callable[[RunResult], None]] = None) -> list[RunResult]:
-    """Train a task's runs with the configured engine; `auto` picks the fastest that applies."""
+                on_run_done: Optional[Callable[[RunResult], None]] = None,
+                on_batch_done: Optional[Callable[[list[RunResult]], None]] = None) -> list[RunResult]:
+    """Train a task's runs with the configured engine; `auto` picks the fastest that applies.
+
+    `on_run_done` gets each result; `on_batch_done` each group of results finished
+    together (one run for the reference loop, a whole batch for the fast engines), so
+    a caller can save progress once per group rather than once per run.
+    """
+    from pipeline.engines import choose_engine, train_fast  # engines build on this module
+
+    choice = choose_engine(problem.parts, train_cfg["engine"])
+    log.info("%d runs, engine %s (%s)", len(runs), choice.name, choice.reason)
+
+    def done(results: list[RunResult]) -> None:
+        for result in results if on_run_done else ():
+            on_run_done(result)
+        if on_batch_done is not None:
+            on_batch_done(results)
+
+    if choice.name != "reference":
+        return train_fast(choice.name, problem, runs, train_cfg, done)
     results = []
     for run in runs:
         result = train_reference(problem, run, train_cfg)
         results.append(result)
-        if on_run_done is not None:
-            on_run_done(result)
+        done([result])
     return results
 
 

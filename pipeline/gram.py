@@ -1,0 +1,246 @@
+"""The Gram engine: full-batch SGD on a model linear in its parameters, fitted by MSE,
+at a cost per epoch that does not depend on the number of rows.
+
+For prediction F theta (F: the features of a run's resampled rows) the MSE gradient
+is s (G theta - c), with G = F^T F, c = F^T y and s = 2/n (2 for a summed loss). So
+one epoch of SGD, momentum and weight decay included, is an affine map of the state
+z = (theta, momentum buffer, 1): z <- M z. Its matrix M is read off by applying the
+very update `torch.optim.SGD` makes (`stacked_optim.sgd_update`) to the unit vectors.
+Between two logged epochs the engine applies M^k at once (`torch.linalg.matrix_power`),
+so a run of 10,000 epochs logged every 100 takes 100 small products. Losses are only
+needed at logged epochs and at the end; they are computed there from the rows, in
+the training dtype, as the reference loop computes them.
+
+Numbers: G, c, M and the state are float64 whatever `train.dtype` is (they cost p^2
+per run, nothing); parameters are rounded to `train.dtype` wherever the reference
+loop would look at them (divergence checks, losses, results), so a float32 run
+overflows, diverges and reports like the float32 reference loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.plan import Run
+from pipeline.stacked import ChunkOutcome, LossLog, chunk_rows, closed_forms, initial_models, results_from, row_counts
+from pipeline.stacked_optim import SGDSettings, optimizer_name, optimizer_settings, sgd_update
+from pipeline.train import Problem, RunResult
+
+ENGINE = "gram"
+
+
+def loss_scale(loss_fn: nn.Module, n_values: int) -> float:
+    """The loss is `loss_scale * sum of squared errors` (MSELoss: mean or sum)."""
+    return 1.0 / n_values if loss_fn.reduction == "mean" else 1.0
+
+
+def state_size(n_params: int, settings: SGDSettings) -> int:
+    return (2 * n_params if settings.momentum != 0 else n_params) + 1
+
+
+def bytes_per_run(problem: Problem) -> int:
+    """Memory one run needs: row counts, its gathered features for the closed form, M and its powers."""
+    n = problem.x.shape[0]
+    p = len(problem.parts.param_names)
+    q = 2 * p + 1
+    itemsize = torch.finfo(problem.dtype).bits // 8
+    return 8 * (2 * n + n * (p + 1) + 8 * q * q) + itemsize * 3 * n
+
+
+_BLOCK = 2048  # rows per partial sum in `row_sum`
+
+
+def row_sum(values: Tensor) -> Tensor:
+    """(runs, rows) -> (runs,), summed in an order that does not depend on the number of runs.
+
+    torch splits the sum of one long row across threads (an order of its own) but sums
+    many rows one per thread; summing blocks of `_BLOCK` rows first gives every run the
+    same order whichever runs share its batch, so chunking never changes a result.
+    """
+    full = values.shape[1] - values.shape[1] % _BLOCK
+    out = values[:, full:].sum(dim=1)
+    if full:
+        out = values[:, :full].unflatten(1, (full // _BLOCK, _BLOCK)).sum(dim=2).sum(dim=1) + out
+    return out
+
+
+def rows_times(theta: Tensor, features_t: Tensor) -> Tensor:
+    """(runs, rows) predictions theta @ F^T, one feature at a time (BLAS would sum in an
+    order that depends on the number of runs)."""
+    out = theta[:, :1] * features_t[0]
+    for j in range(1, features_t.shape[0]):
+        out = out + theta[:, j:j + 1] * features_t[j]
+    return out
+
+
+def gram_moments(features: Tensor, y: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """G = F^T diag(counts) F (runs, p, p) and c = F^T diag(counts) y (runs, p) of each resample."""
+    p = features.shape[1]
+    g = torch.empty(counts.shape[0], p, p, dtype=counts.dtype, device=counts.device)
+    for j in range(p):
+        for k in range(j, p):
+            g[:, j, k] = g[:, k, j] = row_sum(counts * (features[:, j] * features[:, k]))
+    c = torch.stack([row_sum(counts * (features[:, j] * y[:, 0])) for j in range(p)], dim=1)
+    return g, c
+
+
+def epoch_matrix(h_mat: Tensor, h_vec: Tensor, lr: Tensor, settings: SGDSettings, first: bool) -> Tensor:
+    """(runs, q, q) matrix of one SGD epoch on z = (theta, buffer, 1), gradient H theta - h.
+
+    Column j is the update applied to unit vector e_j (the last coordinate carries
+    the constant 1), so M is exactly the map `sgd_update` computes. `first`: the first
+    epoch, where the momentum buffer starts as the gradient.
+    """
+    runs, p = h_vec.shape
+    q = state_size(p, settings)
+    basis = torch.eye(q, dtype=h_vec.dtype, device=h_vec.device).expand(runs, q, q)
+    theta, one = basis[..., :p], basis[..., q - 1:]
+    grad = theta @ h_mat.transpose(1, 2) - one * h_vec.unsqueeze(1)
+    buf = None if first or settings.momentum == 0 else basis[..., p:2 * p]
+    new_theta, new_buf = sgd_update(theta, grad, buf, lr, settings)
+    images = [new_theta] + ([new_buf] if settings.momentum != 0 else []) + [one]
+    return torch.cat(images, dim=-1).transpose(1, 2)
+
+
+class EpochMaps:
+    """Advances the state of the live runs from one epoch to a later one."""
+
+    def __init__(self, first: Tensor, later: Tensor):
+        self.first, self.later = first, later
+        self._powers: dict[int, Tensor] = {}
+
+    def power(self, k: int) -> Tensor:
+        if k not in self._powers:
+            self._powers[k] = torch.linalg.matrix_power(self.later, k)
+        return self._powers[k]
+
+    def advance(self, z: Tensor, start: int, end: int) -> Tensor:
+        k = end - start
+        if k > 0 and start == 0:
+            z, k = (self.first @ z.unsqueeze(-1)).squeeze(-1), k - 1
+        return (self.power(k) @ z.unsqueeze(-1)).squeeze(-1) if k > 0 else z
+
+    def keep(self, index: Tensor) -> None:
+        self.first, self.later = self.first[index], self.later[index]
+        self._powers = {k: v[index] for k, v in self._powers.items()}
+
+
+class RowLosses:
+    """Loss and gradient at given parameters from the rows, in the training dtype.
+
+    Each row is weighted by how often the resample drew it (`counts`; None: every row
+    once). Rows a resample did not draw must stay out of its sum even when their
+    residual overflowed (0 * inf is NaN, where the reference loop, which never sees
+    those rows, gets inf): runs hit by that are summed again over their drawn rows.
+    """
+
+    def __init__(self, features: Tensor, y: Tensor, scale: float):
+        self.features_t, self.y_t, self.scale = features.T.contiguous(), y.T, scale
+
+    def residuals(self, theta: Tensor) -> Tensor:
+        return rows_times(theta, self.features_t) - self.y_t  # (runs, rows)
+
+    def _weighted_sum(self, values: Tensor, counts: Optional[Tensor]) -> Tensor:
+        if counts is None:
+            return row_sum(values)
+        out = row_sum(counts * values)
+        hit = torch.isnan(out)
+        if bool(hit.any()):
+            zero = torch.zeros((), dtype=values.dtype, device=values.device)
+            out[hit] = row_sum(torch.where(counts[hit] > 0, counts[hit] * values[hit], zero))
+        return out
+
+    def loss(self, theta: Tensor, counts: Optional[Tensor]) -> Tensor:
+        return self._weighted_sum(self.residuals(theta).square(), counts) * self.scale
+
+    def grad(self, theta: Tensor, counts: Optional[Tensor]) -> Tensor:
+        res = self.residuals(theta)
+        return torch.stack([self._weighted_sum(res * f, counts) for f in self.features_t], dim=1) * (2 * self.scale)
+
+
+def _held_out(problem: Problem, model: nn.Module, theta: Tensor) -> Optional[Tensor]:
+    if problem.x_test is None:
+        return None
+    rows = problem.x_test.shape[0] * problem.y_test.shape[1]
+    test = RowLosses(model.features(problem.x_test), problem.y_test, loss_scale(problem.parts.loss_fn, rows))
+    return test.loss(theta, None)
+
+
+def _replay(on_rows: RowLosses, counts: Tensor, z: Tensor, start: int, end: int, lrs: Tensor,
+            settings: SGDSettings) -> Tensor:
+    """Parameters after epochs start..end stepped one by one in the training dtype.
+
+    For runs whose numbers overflowed between two logged epochs: the float64 state
+    would carry them further than the training dtype can, so they are stepped again
+    as the reference loop steps them, and overflow (inf, then NaN) as it does.
+    """
+    p = on_rows.features_t.shape[0]
+    theta = z[:, :p].to(on_rows.features_t.dtype)
+    buf = z[:, p:2 * p].to(theta.dtype) if settings.momentum != 0 and start > 0 else None
+    for _ in range(start, end):
+        theta, buf = sgd_update(theta, on_rows.grad(theta, counts), buf, lrs, settings)
+    return theta
+
+
+def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> list[RunResult]:
+    """Train `runs` together; the results equal `train_reference`'s run by run, up to rounding."""
+    start = time.perf_counter()
+    settings = optimizer_settings(problem.parts.make_optim)
+    if not isinstance(settings, SGDSettings):
+        raise ValueError(f"the gram engine trains with SGD only; got {optimizer_name(problem.parts.make_optim)}")
+    model = problem.parts.make_model().to(problem.device)
+    n, p = problem.x.shape[0], len(problem.parts.param_names)
+    scale = loss_scale(problem.parts.loss_fn, n * problem.y.shape[1])
+    rows = chunk_rows(problem, runs)
+    counts = row_counts(rows, n)
+    g_mat, c_vec = gram_moments(model.features(problem.x.double()), problem.y.double(), counts)
+    lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)
+    maps = EpochMaps(epoch_matrix(2 * scale * g_mat, 2 * scale * c_vec, lrs, settings, first=True),
+                     epoch_matrix(2 * scale * g_mat, 2 * scale * c_vec, lrs, settings, first=False))
+    on_rows, row_weights = RowLosses(model.features(problem.x), problem.y, scale), counts.to(problem.dtype)
+
+    theta0 = torch.stack([torch.nn.utils.parameters_to_vector(m.parameters()).detach()
+                          for m in initial_models(problem, runs)]).double()
+    q = state_size(p, settings)
+    z = torch.zeros(len(runs), q, dtype=torch.float64, device=problem.device)
+    z[:, :p], z[:, -1] = theta0, 1.0
+
+    epochs, log_every = int(train_cfg["epochs"]), int(train_cfg["log_every"])
+    live, live_counts, live_lrs = torch.arange(len(runs), device=problem.device), row_weights, lrs
+    final = theta0.to(problem.dtype).clone()
+    stopped_at: list[Optional[int]] = [None] * len(runs)
+    log = LossLog(len(runs), problem.device, problem.dtype)
+    reached = 0
+    for epoch in [*range(0, epochs, log_every), epochs]:
+        z_before, z = z, maps.advance(z, reached, epoch)
+        theta = z[:, :p].to(problem.dtype)  # what the reference would hold
+        loss = on_rows.loss(theta, live_counts)
+        ok = torch.isfinite(loss) & torch.isfinite(theta).all(dim=1)
+        if not bool(ok.all()):  # overflowed within the block: step it again as the reference does
+            bad = ~ok
+            theta[bad] = _replay(on_rows, live_counts[bad], z_before[bad], reached, epoch, live_lrs[bad], settings)
+            loss[bad] = on_rows.loss(theta[bad], live_counts[bad])
+            ok = torch.isfinite(loss) & torch.isfinite(theta).all(dim=1)
+        reached = epoch
+        if epoch == epochs:
+            final[live] = theta
+            break
+        log.add(epoch, live, loss)
+        if not bool(ok.all()):
+            final[live[~ok]] = theta[~ok]
+            for i in live[~ok].tolist():
+                stopped_at[i] = epoch
+            keep = ok.nonzero().squeeze(1)
+            z, live, live_counts, live_lrs = z[keep], live[keep], live_counts[keep], live_lrs[keep]
+            maps.keep(keep)
+            if len(live) == 0:
+                break
+
+    outcome = ChunkOutcome(final, on_rows.loss(final, row_weights), on_rows.grad(final, row_weights).norm(dim=1),
+                           _held_out(problem, model, final), stopped_at, log)
+    outcome.ols, outcome.ols_loss = closed_forms(problem, rows)
+    return results_from(outcome, problem, runs, train_cfg, ENGINE, time.perf_counter() - start)

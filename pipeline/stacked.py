@@ -1,0 +1,128 @@
+"""What the batched engines share: a chunk's rows, starting values, closed forms, and
+the turning of stacked outcomes into one `RunResult` per run.
+
+The rules for a run's status, epochs and loss curve are the reference loop's
+(`train.train_reference`): divergence is checked at logged epochs only, a diverged
+run stops there with the parameters it had, and the final loss and gradient norm
+are taken at the final parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import vmap
+
+from pipeline.plan import Run, resample_rows
+from pipeline.train import DIVERGED, NOT_CONVERGED, OK, Problem, RunResult, new_model
+
+
+def chunk_rows(problem: Problem, runs: list[Run]) -> Tensor:
+    """(runs, rows) indices of each run's resample, on the problem's device."""
+    n = problem.x.shape[0]
+    rows = np.stack([resample_rows(n, run.seed, run.resample) for run in runs])
+    return torch.as_tensor(rows, device=problem.device)
+
+
+def row_counts(rows: Tensor, n_rows: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """(runs, n_rows): how often each row appears in each run's resample."""
+    counts = torch.zeros(rows.shape[0], n_rows, dtype=dtype, device=rows.device)
+    return counts.scatter_add_(1, rows, torch.ones_like(rows, dtype=dtype))
+
+
+def initial_models(problem: Problem, runs: list[Run]) -> list[nn.Module]:
+    """Each run's starting model, exactly as the reference loop builds it.
+
+    Runs that share seed, init index and init vector start from the same model, so a
+    bootstrap chunk builds (and Hydra-instantiates) one model, not one per run.
+    """
+    built: dict[tuple[Any, ...], nn.Module] = {}
+    for run in runs:
+        key = (run.seed, run.init_index, run.init)
+        if key not in built:
+            built[key] = new_model(problem, run)
+    return [built[(run.seed, run.init_index, run.init)] for run in runs]
+
+
+def closed_forms(problem: Problem, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Least-squares fit and its loss on each run's rows, in float64 on the CPU.
+
+    The same computation as the reference (`torch.linalg.lstsq` of the features of
+    the resampled rows, then the experiment's loss), batched over runs.
+    """
+    features = problem.parts.make_model().features(problem.x.double()).cpu()
+    a, b = features[rows.cpu()], problem.y.double().cpu()[rows.cpu()]
+    coef = torch.linalg.lstsq(a, b).solution[..., 0]
+    loss = vmap(problem.parts.loss_fn)((a @ coef.unsqueeze(-1)), b)
+    return coef, loss
+
+
+class LossLog:
+    """The losses logged at logged epochs, for the runs still training at each."""
+
+    def __init__(self, n_runs: int, device: torch.device, dtype: torch.dtype):
+        self.n_runs, self.device, self.dtype = n_runs, device, dtype
+        self.epochs: list[int] = []
+        self._rows: list[Tensor] = []
+
+    def add(self, epoch: int, live: Tensor, loss: Tensor) -> None:
+        row = torch.full((self.n_runs,), math.nan, device=self.device, dtype=self.dtype)
+        row[live] = loss.detach()
+        self.epochs.append(epoch)
+        self._rows.append(row)
+
+    def matrix(self) -> Tensor:
+        """(logged epochs, runs) on the CPU; entries after a run stopped are NaN."""
+        if not self._rows:
+            return torch.empty(0, self.n_runs, dtype=torch.float64)
+        return torch.stack(self._rows).double().cpu()
+
+
+@dataclass
+class ChunkOutcome:
+    """What a batched engine hands back for a chunk: one entry (row) per run."""
+
+    params: Tensor  # (runs, n_params) where each run ended, in the training dtype
+    final_loss: Tensor  # (runs,) at those parameters, on the run's rows
+    grad_norm: Tensor  # (runs,)
+    test_loss: Optional[Tensor]  # (runs,) or None without test rows
+    stopped_at: list[Optional[int]]  # logged epoch where a run was found diverged, else None
+    log: LossLog
+    ols: Optional[Tensor] = None  # (runs, n_params) closed-form fit, where there is one
+    ols_loss: Optional[Tensor] = None
+
+
+def _cpu_lists(*tensors: Optional[Tensor]) -> list[Optional[list[Any]]]:
+    return [None if t is None else t.double().cpu().tolist() for t in tensors]
+
+
+def results_from(outcome: ChunkOutcome, problem: Problem, runs: list[Run], train_cfg: dict[str, Any],
+                 engine: str, wall_time: float) -> list[RunResult]:
+    """One RunResult per run, with the reference loop's rules for status, epochs and curve."""
+    epochs = int(train_cfg["epochs"])
+    params, final, grad, test, ols, ols_loss = _cpu_lists(outcome.params, outcome.final_loss, outcome.grad_norm,
+                                                          outcome.test_loss, outcome.ols, outcome.ols_loss)
+    logged = outcome.log.matrix()
+    results = []
+    for i, run in enumerate(runs):
+        stop = outcome.stopped_at[i]
+        end = epochs if stop is None else stop
+        n_logged = sum(1 for e in outcome.log.epochs if e <= end)
+        curve_epoch, curve_loss = list(outcome.log.epochs[:n_logged]), logged[:n_logged, i].tolist()
+        diverged = stop is not None or not (math.isfinite(final[i]) and all(map(math.isfinite, params[i])))
+        if not diverged and (not curve_epoch or curve_epoch[-1] != end):
+            curve_epoch.append(end)
+            curve_loss.append(final[i])
+        status = DIVERGED if diverged else (NOT_CONVERGED if not grad[i] <= train_cfg["grad_tol"] else OK)
+        result = RunResult(run, params[i], final[i], None if test is None else test[i], grad[i], end, status,
+                           curve_epoch, curve_loss, wall_time=wall_time / len(runs), device=str(problem.device),
+                           engine=engine)
+        if ols is not None:
+            result.ols, result.ols_loss = ols[i], ols_loss[i]
+        results.append(result)
+    return results
