@@ -7,9 +7,12 @@ one epoch of SGD, momentum and weight decay included, is an affine map of the st
 z = (theta, momentum buffer, 1): z <- M z. Its matrix M is read off by applying the
 very update `torch.optim.SGD` makes (`stacked_optim.sgd_update`) to the unit vectors.
 Between two logged epochs the engine applies M^k at once (`torch.linalg.matrix_power`),
-so a run of 10,000 epochs logged every 100 takes 100 small products. Losses are only
-needed at logged epochs and at the end; they are computed there from the rows, in
-the training dtype, as the reference loop computes them.
+so a run of 10,000 epochs logged every 100 takes 100 small products. The logged
+losses come from the moments too, expanded around a solution a of the normal equations
+(pinv(G) c): L(theta) = L(a) + s/2 (d^T G d + 2 d^T (G a - c)), d = theta - a, a sum
+that does not cancel, L(a) taken once from the rows. Only the final loss and gradient, and
+losses near overflow, are computed from the rows, in the training dtype, as the
+reference loop computes them.
 
 Numbers: G, c, M and the state are float64 whatever `train.dtype` is (they cost p^2
 per run, nothing); parameters are rounded to `train.dtype` wherever the reference
@@ -20,7 +23,7 @@ overflows, diverges and reports like the float32 reference loop.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +80,12 @@ def rows_times(theta: Tensor, features_t: Tensor) -> Tensor:
     return out
 
 
+def matrix_times(matrices: Tensor, vectors: Tensor) -> Tensor:
+    """(runs, a, b) @ (runs, b) -> (runs, a), elementwise: batched BLAS on tiny matrices is
+    slow on a CPU, and rounds differently with the number of runs."""
+    return (matrices * vectors.unsqueeze(1)).sum(dim=-1)
+
+
 def gram_moments(features: Tensor, y: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     """G = F^T diag(counts) F (runs, p, p) and c = F^T diag(counts) y (runs, p) of each resample."""
     p = features.shape[1]
@@ -121,8 +130,8 @@ class EpochMaps:
     def advance(self, z: Tensor, start: int, end: int) -> Tensor:
         k = end - start
         if k > 0 and start == 0:
-            z, k = (self.first @ z.unsqueeze(-1)).squeeze(-1), k - 1
-        return (self.power(k) @ z.unsqueeze(-1)).squeeze(-1) if k > 0 else z
+            z, k = matrix_times(self.first, z), k - 1
+        return matrix_times(self.power(k), z) if k > 0 else z
 
     def keep(self, index: Tensor) -> None:
         self.first, self.later = self.first[index], self.later[index]
@@ -162,6 +171,26 @@ class RowLosses:
         return torch.stack([self._weighted_sum(res * f, counts) for f in self.features_t], dim=1) * (2 * self.scale)
 
 
+class MomentLosses:
+    """Each live run's loss from its moments, in float64, expanded around a least-squares
+    solution (`torch.linalg.pinv`, which unlike `lstsq` gives the same bits in any batch)."""
+
+    def __init__(self, g_mat: Tensor, c_vec: Tensor, anchor_loss: Callable[[Tensor], Tensor], scale: float):
+        self.g_mat, self.scale = g_mat, scale
+        self.anchor = matrix_times(torch.linalg.pinv(g_mat, hermitian=True), c_vec)
+        self.anchor_loss = anchor_loss(self.anchor)
+        self.normal_residual = matrix_times(g_mat, self.anchor) - c_vec  # ~0
+
+    def loss(self, theta: Tensor) -> Tensor:
+        d = theta - self.anchor
+        quadratic = (matrix_times(self.g_mat, d) * d).sum(dim=1)
+        return self.anchor_loss + self.scale * (quadratic + 2 * (d * self.normal_residual).sum(dim=1))
+
+    def keep(self, index: Tensor) -> None:
+        self.g_mat, self.anchor, self.anchor_loss = self.g_mat[index], self.anchor[index], self.anchor_loss[index]
+        self.normal_residual = self.normal_residual[index]
+
+
 def _held_out(problem: Problem, model: nn.Module, theta: Tensor) -> Optional[Tensor]:
     if problem.x_test is None:
         return None
@@ -197,11 +226,15 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
     scale = loss_scale(problem.parts.loss_fn, n * problem.y.shape[1])
     rows = chunk_rows(problem, runs)
     counts = row_counts(rows, n)
-    g_mat, c_vec = gram_moments(model.features(problem.x.double()), problem.y.double(), counts)
+    features64, y64 = model.features(problem.x.double()), problem.y.double()
+    g_mat, c_vec = gram_moments(features64, y64, counts)
     lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)
     maps = EpochMaps(epoch_matrix(2 * scale * g_mat, 2 * scale * c_vec, lrs, settings, first=True),
                      epoch_matrix(2 * scale * g_mat, 2 * scale * c_vec, lrs, settings, first=False))
     on_rows, row_weights = RowLosses(model.features(problem.x), problem.y, scale), counts.to(problem.dtype)
+    moments = MomentLosses(g_mat, c_vec, lambda anchor: RowLosses(features64, y64, scale).loss(anchor, counts), scale)
+    # a loss above this may overflow the dtype on its way (squares, sums): take it from the rows
+    overflow_risk = torch.finfo(problem.dtype).max / (4 * n * problem.y.shape[1])
 
     theta0 = torch.stack([torch.nn.utils.parameters_to_vector(m.parameters()).detach()
                           for m in initial_models(problem, runs)]).double()
@@ -218,7 +251,11 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
     for epoch in [*range(0, epochs, log_every), epochs]:
         z_before, z = z, maps.advance(z, reached, epoch)
         theta = z[:, :p].to(problem.dtype)  # what the reference would hold
-        loss = on_rows.loss(theta, live_counts)
+        loss64 = moments.loss(theta.double())
+        loss = loss64.to(problem.dtype)
+        risky = ~(loss64 <= overflow_risk) | ~torch.isfinite(theta).all(dim=1)
+        if bool(risky.any()):
+            loss[risky] = on_rows.loss(theta[risky], live_counts[risky])
         ok = torch.isfinite(loss) & torch.isfinite(theta).all(dim=1)
         if not bool(ok.all()):  # overflowed within the block: step it again as the reference does
             bad = ~ok
@@ -237,10 +274,10 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
             keep = ok.nonzero().squeeze(1)
             z, live, live_counts, live_lrs = z[keep], live[keep], live_counts[keep], live_lrs[keep]
             maps.keep(keep)
+            moments.keep(keep)
             if len(live) == 0:
                 break
 
     outcome = ChunkOutcome(final, on_rows.loss(final, row_weights), on_rows.grad(final, row_weights).norm(dim=1),
-                           _held_out(problem, model, final), stopped_at, log)
-    outcome.ols, outcome.ols_loss = closed_forms(problem, rows)
+                           _held_out(problem, model, final), stopped_at, log, *closed_forms(problem, rows))
     return results_from(outcome, problem, runs, train_cfg, ENGINE, time.perf_counter() - start)

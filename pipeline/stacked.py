@@ -50,16 +50,17 @@ def initial_models(problem: Problem, runs: list[Run]) -> list[nn.Module]:
 
 
 def closed_forms(problem: Problem, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """Least-squares fit and its loss on each run's rows, in float64 on the CPU.
+    """(runs, n_params) least-squares fits and (runs,) their losses, float64 on the CPU.
 
-    The same computation as the reference (`torch.linalg.lstsq` of the features of
-    the resampled rows, then the experiment's loss), batched over runs.
+    The reference loop's computation (`torch.linalg.lstsq` of the features of the
+    resampled rows, then the experiment's loss), batched over runs. LAPACK's least
+    squares is not reproducible to the last bit even call to call, so nothing else
+    is computed from these fits.
     """
     features = problem.parts.make_model().features(problem.x.double()).cpu()
     a, b = features[rows.cpu()], problem.y.double().cpu()[rows.cpu()]
     coef = torch.linalg.lstsq(a, b).solution[..., 0]
-    loss = vmap(problem.parts.loss_fn)((a @ coef.unsqueeze(-1)), b)
-    return coef, loss
+    return coef, vmap(problem.parts.loss_fn)((a * coef.unsqueeze(1)).sum(dim=-1, keepdim=True), b)
 
 
 class LossLog:

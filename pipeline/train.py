@@ -214,8 +214,9 @@ def train_chunk(problem: Problem, runs: list[Run], train_cfg: dict[str, Any],
     log.info("%d runs, engine %s (%s)", len(runs), choice.name, choice.reason)
 
     def done(results: list[RunResult]) -> None:
-        for result in results if on_run_done else ():
-            on_run_done(result)
+        if on_run_done is not None:
+            for result in results:
+                on_run_done(result)
         if on_batch_done is not None:
             on_batch_done(results)
 
