@@ -137,8 +137,9 @@ def test_killed_task_leaves_no_partial_part_and_relaunch_completes(out_dir):
 
 
 def test_requeued_task_resumes_from_its_progress(out_dir):
-    # ~1 s a run: the task is still training when SIGKILL follows the requeue (KillWait=3)
-    args = (*FAST, "train.epochs=5000", "sweep.resamples=7", "launcher.runs_per_task=8")
+    # ~1 s a run: the task is still training when SIGKILL follows the requeue (KillWait=3);
+    # the reference engine saves progress after each run (a fast engine, after each batch)
+    args = (*FAST, "train.epochs=5000", "sweep.resamples=7", "launcher.runs_per_task=8", "train.engine=reference")
     submit(out_dir, *args)
     (task,) = submitted_tasks(out_dir)
     progress = out_dir / "progress" / f"{task['part']}.parquet"
