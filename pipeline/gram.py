@@ -108,7 +108,7 @@ def epoch_matrix(h_mat: Tensor, h_vec: Tensor, lr: Tensor, settings: SGDSettings
     q = state_size(p, settings)
     basis = torch.eye(q, dtype=h_vec.dtype, device=h_vec.device).expand(runs, q, q)
     theta, one = basis[..., :p], basis[..., q - 1:]
-    grad = theta @ h_mat.transpose(1, 2) - one * h_vec.unsqueeze(1)
+    grad = (theta.unsqueeze(2) * h_mat.unsqueeze(1)).sum(dim=-1) - one * h_vec.unsqueeze(1)  # H e_j - h 1
     buf = None if first or settings.momentum == 0 else basis[..., p:2 * p]
     new_theta, new_buf = sgd_update(theta, grad, buf, lr, settings)
     images = [new_theta] + ([new_buf] if settings.momentum != 0 else []) + [one]
