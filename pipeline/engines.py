@@ -61,9 +61,13 @@ def batched_blocker(parts: ProblemParts) -> Optional[str]:
     """Why the batched engine cannot train this experiment, or None if it can."""
     if optimizer_settings(parts.make_optim) is None:
         return f"it steps SGD, Adam and AdamW only; got {optimizer_name(parts.make_optim)}"
-    stateful = [type(m).__name__ for m in parts.make_model().modules() if isinstance(m, _STATEFUL)]
+    model = parts.make_model()
+    stateful = [type(m).__name__ for m in model.modules() if isinstance(m, _STATEFUL)]
     if stateful:
         return f"the model has {', '.join(stateful)}, whose training forward is stateful or random"
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:
+        return f"the model has frozen parameters ({', '.join(frozen)}), which it would train"
     return None
 
 
