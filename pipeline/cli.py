@@ -52,8 +52,7 @@ def _sweep_app(cfg: DictConfig) -> None:
         print(f"  watch:     pipeline-status out_dir={out_dir}")
         print(f"  when done: pipeline-aggregate out_dir={out_dir}")
         return
-    summary = aggregate(out_dir, level=container["intervals"]["level"],
-                        statuses=container["intervals"]["statuses"])
+    summary = aggregate(out_dir, **container["intervals"])
     _print_tables(out_dir, summary.summary())
     if report.failed_tasks:
         print(f"error: {len(report.failed_tasks)} task(s) failed; relaunch to retry only their runs",
@@ -75,8 +74,7 @@ def aggregate_main(cfg: DictConfig) -> None:
     container = to_container(cfg)
     out_dir = Path(container["out_dir"]).resolve()
     try:
-        summary = aggregate(out_dir, level=container["intervals"]["level"],
-                            statuses=container["intervals"]["statuses"])
+        summary = aggregate(out_dir, **container["intervals"])
     except ConfigError as err:
         _fail(err)
     _print_tables(out_dir, summary.summary())

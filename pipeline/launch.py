@@ -104,7 +104,8 @@ def sweep_meta(cfg: dict[str, Any]) -> dict[str, Any]:
     dataset = load_dataset(cfg["data"])
     parts = build_problem_parts(cfg, dataset)
     return {"experiment": cfg["experiment"], "param_names": list(parts.param_names),
-            "closed_form": parts.closed_form, "data_digest": dataset.digest(), "data_source": dataset.source}
+            "closed_form": parts.closed_form, "data_digest": dataset.digest(), "data_source": dataset.source,
+            "n_rows": dataset.n_rows}
 
 
 def write_sweep_files(cfg: dict[str, Any], out_dir: Path, runs: list[Run], meta: dict[str, Any]) -> None:
@@ -237,7 +238,7 @@ def launch(cfg: dict[str, Any], out_dir: Path) -> LaunchReport:
     """Plan the sweep, skip runs that already have results, run or submit the rest."""
     launcher = cfg["launcher"]
     meta = sweep_meta(cfg)
-    runs = plan(cfg, meta["data_digest"])
+    runs = plan(cfg, meta["data_digest"], meta["n_rows"])
     done = record.finished_run_ids(out_dir) if out_dir.exists() else set()
     todo = [r for r in runs if r.run_id not in done]
     tasks = chunk(todo, launcher["runs_per_task"])
