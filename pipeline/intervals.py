@@ -79,13 +79,19 @@ class _Bounds:
 # --- the formulas, on plain arrays --------------------------------------------------------------
 
 
+def _density(values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density with Scott's bandwidth: scipy.stats.gaussian_kde in one dimension."""
+    bandwidth = np.std(values, ddof=1) * len(values) ** -0.2
+    z = (points[:, None] - values[None, :]) / bandwidth
+    return np.exp(-0.5 * z**2).mean(axis=1) / (bandwidth * np.sqrt(2 * np.pi))
+
+
 def _quantile_mc_se(values: np.ndarray, probs: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """sqrt(p (1 - p) / B) / f(q): the Monte-Carlo standard error of sample quantiles."""
     if len(values) < 3 or np.ptp(values) == 0:
         return np.full(len(probs), np.nan)
-    density = stats.gaussian_kde(values)(quantiles)
     with np.errstate(divide="ignore"):
-        return np.sqrt(probs * (1 - probs) / len(values)) / density
+        return np.sqrt(probs * (1 - probs) / len(values)) / _density(values, quantiles)
 
 
 def _quantile_bounds(values: np.ndarray, probs: np.ndarray) -> _Bounds:
