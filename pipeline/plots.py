@@ -54,6 +54,8 @@ def _draw_cell(ax, values: np.ndarray, estimate: float, rows: pd.DataFrame) -> N
         ax.annotate(row.method, (row.upper, y), xytext=(4, 0), textcoords="offset points", va="center",
                     fontsize=7, color=colour)
     ax.set_ylim(-top * 0.1 * (len(rows) + 1), top * 1.05)
+    left, right = ax.get_xlim()
+    ax.set_xlim(left, right + 0.12 * (right - left))  # room for the method labels
     ax.set_yticks([])
 
 
@@ -83,7 +85,9 @@ def plot_bootstrap(estimates: pd.DataFrame, intervals: pd.DataFrame, name: str, 
         cell_rows = intervals[(intervals["lr"] == lr) & (intervals["init_index"] == init_index)
                               & (intervals["parameter"] == name)]
         _draw_cell(ax, values, estimate, cell_rows)
-        ax.set_title(f"{_cell_label(lr, init_index)}: {len(values)} usable draws", fontsize=8)
+        n_all = int(((kinds == BOOTSTRAP) & (estimates["lr"] == lr) & (estimates["init_index"] == init_index)).sum())
+        dropped = f" ({n_all - len(values)} dropped)" if n_all > len(values) else ""
+        ax.set_title(f"{_cell_label(lr, init_index)}: {len(values)} usable draws{dropped}", fontsize=8)
         ax.set_xlabel(f"{name} (black line: estimate on the original rows)", fontsize=7)
         ax.tick_params(labelsize=7)
     return _save(fig, path)
