@@ -212,13 +212,16 @@ def load_dataset(data_cfg: dict[str, Any]) -> Dataset:
     if test is not None:
         x_test, y_test = _frame_to_arrays(select_rows(test, data_cfg.get("rows"), test_source), data_cfg, test_source)
     problems = _check_split(data_cfg, len(x), test is not None)
-    if problems:
-        raise ConfigError(problems)
-    if data_cfg.get("test_share") is not None:
+    if not problems and data_cfg.get("test_share") is not None:
         keep, held_out = split_rows(len(x), data_cfg["test_share"], int(data_cfg.get("split_seed", 0)))
         x, y, x_test, y_test = x[keep], y[keep], x[held_out], y[held_out]
     x_names = _as_names(data_cfg["x"])
-    shift, scale = x_transform(data_cfg, x, x_names)
+    try:
+        shift, scale = x_transform(data_cfg, x, x_names)
+    except ConfigError as err:
+        problems += err.problems
+    if problems:
+        raise ConfigError(problems)
     if x_test is not None:
         x_test = (x_test - shift) / scale
     return Dataset((x - shift) / scale, y, x_test, y_test, x_names, _as_names(data_cfg["y"]), source,

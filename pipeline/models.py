@@ -54,10 +54,11 @@ class Polynomial(FeatureModel):
 class Features(FeatureModel):
     """A model linear in its parameters, its features chosen in config.
 
-    Per x column (there are `inputs` of them): its powers 1..`degree` (degree 1: the
-    column itself, 0: none), then a hinge relu(x - k) for each knot k; then the constant
-    1 when `intercept`. Default names: `w` for a single feature, else `w1`, `w2`, ...
-    in that order, and `b` for the intercept, last (so `init` lists them in that order).
+    The features, in this order: the powers 1..`degree` of each of the `inputs` x
+    columns, column by column (degree 1: the columns themselves; 0: none); the hinges
+    relu(x - k) of each column at each knot k; the constant 1 when `intercept`. Default
+    names: `w` for a single non-constant feature, else `w1`, `w2`, ... in that order, and
+    `b` for the intercept, last (`init` lists values in the same order).
 
         Features()                            # w x + b
         Features(intercept=False)             # w x

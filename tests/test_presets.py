@@ -89,6 +89,7 @@ def test_tdm_quadratic_mse_falls_every_100_epochs_and_reports_test_mse(out_dir):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, features, seed_range", [
     ("gistemp_slope", lambda x: x[:, None], (0.09, 0.11)),
     ("gistemp_line", lambda x: np.c_[x, np.ones_like(x)], (0.03, 0.035)),
@@ -106,6 +107,7 @@ def test_gistemp_mse_presets_reach_least_squares(out_dir, preset, features, seed
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_gistemp_line_mae_is_about_015_and_at_the_lad_line(out_dir):
     import statsmodels.api as sm
 
