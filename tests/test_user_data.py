@@ -120,6 +120,17 @@ def test_rows_shift_scale_and_split(tmp_path):
     np.testing.assert_array_equal(split.y[:, 0], np.array([1.0, 2.0, 3.0, 4.0, 5.0])[keep])
 
 
+def test_parquet_file_reads_like_the_csv(user_files):
+    tmp_path, frame = user_files
+    frame.to_parquet(tmp_path / "trial.parquet")
+    base = {"test_path": None, "x": ["dose", "age"], "y": "response", "generate": None}
+    from_csv = load_dataset({**base, "path": str(tmp_path / "trial.csv")})
+    from_parquet = load_dataset({**base, "path": str(tmp_path / "trial.parquet")})
+    np.testing.assert_allclose(from_parquet.x, frame[["dose", "age"]].to_numpy())
+    np.testing.assert_allclose(from_parquet.x, from_csv.x, rtol=1e-15)
+    assert from_parquet.x_names == ("dose", "age") and from_parquet.y.shape == (60, 1)
+
+
 def test_test_share_gives_a_test_loss_and_standardises_on_training_rows_only(tmp_path, out_dir):
     path = tmp_path / "t.csv"
     rng = np.random.default_rng(0)
