@@ -43,6 +43,12 @@ class DataConf:
     x: Any = "x"  # one column name or a list of them
     y: Any = "y"  # one column name or a list of them
     generate: Any = None  # `_target_` of a function returning (train, test) DataFrames
+    rows: Optional[str] = None  # pandas condition selecting rows, e.g. "year <= 2022"
+    x_shift: Any = 0.0  # x used = (x - x_shift) / x_scale; a number or one per x column
+    x_scale: Any = 1.0
+    standardize: bool = False  # x used = (x - mean) / sd of the training rows instead
+    test_share: Optional[float] = None  # hold out this share of rows when there is no test file
+    split_seed: int = 0  # fixes which rows test_share holds out
 
 
 @dataclass
@@ -155,9 +161,15 @@ def _bca_requested(methods: Any) -> bool:
     return methods is not None and "bca" in [str(m).lower() for m in methods]
 
 
+def _n_columns(names: Any) -> int:
+    """`${n_columns:${data.x}}`: how many columns a `data.x` / `data.y` value names."""
+    return 1 if isinstance(names, str) else len(names)
+
+
 def register() -> None:
     """Register schema and resolvers; safe to call more than once."""
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("n_columns", _n_columns, replace=True)
     OmegaConf.register_new_resolver("scaled", _scaled, replace=True)
     OmegaConf.register_new_resolver("scaled_vectors", _scaled_vectors, replace=True)
     OmegaConf.register_new_resolver("bca_requested", _bca_requested, replace=True)
@@ -273,6 +285,28 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
     return problems
 
 
+def _check_loss_and_optim(cfg: dict[str, Any], parts: Any, dataset: Any) -> list[str]:
+    """The loss must give one number on the model's output, and the optimiser must accept
+    its keyword arguments: a misspelt `momentum` would otherwise fail in every task."""
+    import torch
+
+    model = parts.make_model()
+    rows = slice(0, 2)
+    try:
+        loss = parts.loss_fn(model(torch.tensor(dataset.x[rows], dtype=torch.float32)),
+                             torch.tensor(dataset.y[rows], dtype=torch.float32))
+    except Exception as err:  # noqa: BLE001 - any failure here is the user's loss spec
+        return [f"`loss` ({cfg['loss'].get('_target_')}) fails on the model's output and y: {err}"]
+    if loss.dim() != 0:
+        return [f"`loss` ({cfg['loss'].get('_target_')}) must give one number; it gives shape "
+                f"{tuple(loss.shape)} (reduction 'none'?)"]
+    try:
+        parts.make_optim(model.parameters(), lr=1e-3)
+    except Exception as err:  # noqa: BLE001
+        return [f"`optim` ({cfg['optim'].get('_target_')}) cannot be built with these arguments: {err}"]
+    return []
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Check everything a sweep needs before a task starts; raise one ConfigError.
 
@@ -285,8 +319,10 @@ def validate(cfg: dict[str, Any]) -> None:
     problems = _check_numbers(cfg) + _check_lr(cfg)
     n_params = closed_form = None
     try:
-        parts = build_problem_parts(cfg, load_dataset(cfg["data"]))
+        dataset = load_dataset(cfg["data"])
+        parts = build_problem_parts(cfg, dataset)
         n_params, closed_form = parts.n_params, parts.closed_form
+        problems += _check_loss_and_optim(cfg, parts, dataset)
     except ConfigError as err:
         problems += err.problems
     problems += _check_init(cfg, n_params) + _check_intervals(cfg, closed_form)
