@@ -31,13 +31,14 @@ class AggregateReport:
     n_found: int
     status_counts: dict[str, int] = field(default_factory=dict)
     missing_run_ids: list[str] = field(default_factory=list)
+    statuses_used: tuple[str, ...] = ("ok",)
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items())) or "none"
         text = f"{self.n_found} of {self.n_planned} runs have results ({counts})"
         if self.missing_run_ids:
             text += f"; {len(self.missing_run_ids)} missing, e.g. {', '.join(self.missing_run_ids[:3])}"
-        if self.status_counts and set(self.status_counts) == {"not_converged"}:
+        if set(self.status_counts) == {"not_converged"} and "not_converged" not in self.statuses_used:
             text += ("\n  hint: no run reached train.grad_tol; intervals of such fits would describe the"
                      " optimiser, not the data, so none were formed. Raise train.epochs or optim.lr"
                      " (see gap_to_ols and grad_norm in estimates.parquet).")
@@ -133,7 +134,7 @@ def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = (
         parts = parts[parts["run_id"].isin(plan["run_id"])]
     report = AggregateReport(out_dir, len(plan), len(parts),
                              parts["status"].value_counts().to_dict() if len(parts) else {},
-                             sorted(set(plan["run_id"]) - set(parts["run_id"])))
+                             sorted(set(plan["run_id"]) - set(parts["run_id"])), tuple(statuses))
     estimates = sorted_estimates(parts.drop(columns=list(record.CURVE_COLUMNS), errors="ignore"))
     record.write_frame(estimates, out_dir / "estimates.parquet")
     record.write_frame(curves_frame(parts), out_dir / "curves.parquet")

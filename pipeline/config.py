@@ -193,10 +193,15 @@ def lr_grid(cfg: dict[str, Any]) -> list[float]:
 
 
 def init_grid(cfg: dict[str, Any]) -> list[Optional[list[float]]]:
+    """The distinct initial vectors of the grid, in order (a repeat would be the same runs)."""
     inits = cfg["sweep"]["init"]
     if inits is None:
         return [cfg["init"]]
-    return [list(map(float, v)) for v in inits]
+    unique = []
+    for vec in ([float(v) for v in vec] for vec in inits):
+        if vec not in unique:
+            unique.append(vec)
+    return unique
 
 
 def _check_lr(cfg: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -40,6 +41,13 @@ def _ensure_task_logging() -> None:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
 
+def _set_task_threads(launcher: dict[str, Any]) -> None:
+    """One thread per core the task owns: on tiny tensors, extra threads only fight
+    (a 2000-epoch MLP fit ran 16x slower with 2 threads than with 1 on a busy 2-core box)."""
+    if launcher["cluster"] != "debug":
+        torch.set_num_threads(max(1, launcher["cpus_per_task"]) if launcher["cluster"] == "slurm" else 1)
+
+
 @dataclass
 class TaskRunner(submitit.helpers.Checkpointable):
     """The callable every task runs (pickled by submitit): train a chunk, write its part.
@@ -55,6 +63,7 @@ class TaskRunner(submitit.helpers.Checkpointable):
 
     def __call__(self, task: Task) -> dict[str, Any]:
         _ensure_task_logging()
+        _set_task_threads(self.cfg["launcher"])
         out = Path(self.out_dir)
         try:
             rows = self._train(task, out)
