@@ -2,7 +2,8 @@
 
 Reads only complete parts (so it may run while tasks are still writing), keeps one
 row per run id, restricts to the runs of the latest plan, and writes
-`estimates.parquet`, `curves.parquet` and `intervals.parquet`.
+`estimates.parquet`, `curves.parquet` and `intervals.parquet`, and (with
+`intervals.plots`) PNGs of the bootstrap distributions and of the lr/init grid.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from pipeline import record
 from pipeline.config import ConfigError
-from pipeline.intervals import DegenerateCellWarning, bootstrap_intervals
+from pipeline.intervals import CLOSED_FORM_METHODS, DegenerateCellWarning, DroppedRunsWarning, bootstrap_intervals
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,14 @@ class AggregateReport:
     n_found: int
     status_counts: dict[str, int] = field(default_factory=dict)
     missing_run_ids: list[str] = field(default_factory=list)
+    statuses_used: tuple[str, ...] = ("ok",)
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items())) or "none"
         text = f"{self.n_found} of {self.n_planned} runs have results ({counts})"
         if self.missing_run_ids:
             text += f"; {len(self.missing_run_ids)} missing, e.g. {', '.join(self.missing_run_ids[:3])}"
-        if self.status_counts and set(self.status_counts) == {"not_converged"}:
+        if set(self.status_counts) == {"not_converged"} and "not_converged" not in self.statuses_used:
             text += ("\n  hint: no run reached train.grad_tol; intervals of such fits would describe the"
                      " optimiser, not the data, so none were formed. Raise train.epochs or optim.lr"
                      " (see gap_to_ols and grad_norm in estimates.parquet).")
@@ -61,8 +64,69 @@ def load_sweep(out_dir: Path) -> tuple[dict, pd.DataFrame]:
     return record.read_json(meta_path), pd.read_parquet(plan_path)
 
 
-def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = ("ok",)) -> AggregateReport:
-    """(Re)build the tables of a sweep folder from whatever parts are complete now."""
+def sweep_design(out_dir: Path, meta: dict) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Features and response of the sweep's original rows, for the closed-form intervals.
+
+    None (with a log line) when the model has no closed form, or the data cannot be
+    loaded or no longer hold the values the sweep was trained on.
+    """
+    if not meta.get("closed_form"):
+        return None
+    import torch
+    from omegaconf import OmegaConf
+
+    from pipeline.data import load_dataset
+    from pipeline.train import build_problem_parts
+
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(out_dir / "config.yaml"), resolve=True)
+        dataset = load_dataset(cfg["data"])
+        parts = build_problem_parts(cfg, dataset)
+    except (ConfigError, OSError) as err:
+        log.warning("no t / hc3 intervals: the sweep's data cannot be loaded (%s)", err)
+        return None
+    if meta.get("data_digest") not in (None, dataset.digest()):
+        log.warning("no t / hc3 intervals: %s changed since the sweep ran", dataset.source)
+        return None
+    with torch.no_grad():
+        features = parts.make_model().features(torch.tensor(dataset.x, dtype=torch.float64))
+    return features.numpy(), dataset.y[:, 0]
+
+
+def sorted_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
+    """Grid cell, then resample 0, the bootstrap draws, and the jackknife fits last."""
+    if estimates.empty:
+        return estimates
+    order = estimates.assign(_jack=estimates["resample"] < 0, _index=estimates["resample"].abs())
+    order = order.sort_values(["lr", "init_index", "_jack", "_index"], kind="stable")
+    return order.drop(columns=["_jack", "_index"]).reset_index(drop=True)
+
+
+def interval_table(out_dir: Path, meta: dict, estimates: pd.DataFrame, *, level: float,
+                   statuses: Sequence[str], methods: Optional[Sequence[str]],
+                   max_dropped_share: float) -> pd.DataFrame:
+    """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
+    design = sweep_design(out_dir, meta)
+    if design is None and methods is not None:
+        methods = [m for m in methods if m.lower() not in CLOSED_FORM_METHODS] or ["percentile"]
+    X, y = design if design is not None else (None, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateCellWarning)
+        warnings.simplefilter("always", DroppedRunsWarning)
+        table = bootstrap_intervals(estimates, params=meta["param_names"], method=methods, level=level,
+                                    statuses=statuses, max_dropped_share=max_dropped_share, X=X, y=y)
+    for w in caught:
+        log.warning("%s", w.message)
+    return table
+
+
+def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = ("ok",),
+              methods: Optional[Sequence[str]] = None, max_dropped_share: float = 0.1,
+              plots: bool = True) -> AggregateReport:
+    """(Re)build the tables of a sweep folder from whatever parts are complete now.
+
+    `methods` None: every interval method that applies (see `bootstrap_intervals`).
+    """
     out_dir = Path(out_dir)
     meta, plan = load_sweep(out_dir)
     parts = record.read_parts(out_dir)
@@ -70,17 +134,17 @@ def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = (
         parts = parts[parts["run_id"].isin(plan["run_id"])]
     report = AggregateReport(out_dir, len(plan), len(parts),
                              parts["status"].value_counts().to_dict() if len(parts) else {},
-                             sorted(set(plan["run_id"]) - set(parts["run_id"])))
-    estimates = parts.drop(columns=list(record.CURVE_COLUMNS), errors="ignore")
-    estimates = estimates.sort_values(["lr", "init_index", "resample"], kind="stable") if len(estimates) else estimates
-    record.write_frame(estimates.reset_index(drop=True), out_dir / "estimates.parquet")
+                             sorted(set(plan["run_id"]) - set(parts["run_id"])), tuple(statuses))
+    estimates = sorted_estimates(parts.drop(columns=list(record.CURVE_COLUMNS), errors="ignore"))
+    record.write_frame(estimates, out_dir / "estimates.parquet")
     record.write_frame(curves_frame(parts), out_dir / "curves.parquet")
     if len(estimates):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DegenerateCellWarning)
-            intervals = bootstrap_intervals(estimates, params=meta["param_names"], level=level, statuses=statuses)
-        for w in caught:
-            log.warning("%s", w.message)
+        intervals = interval_table(out_dir, meta, estimates, level=level, statuses=statuses, methods=methods,
+                                   max_dropped_share=max_dropped_share)
         record.write_frame(intervals, out_dir / "intervals.parquet")
+        if plots:
+            from pipeline.plots import write_plots  # matplotlib only when plots are wanted
+
+            write_plots(out_dir, estimates, intervals, meta["param_names"], statuses)
     log.info("%s", report.summary())
     return report

@@ -1,4 +1,4 @@
-"""Console entry points: `pipeline-sweep`, `pipeline-aggregate`, `pipeline-status`.
+"""Console entry points: `pipeline-sweep`, `pipeline-aggregate`, `pipeline-status`, `pipeline-coverage`.
 
 All are Hydra apps: Hydra composes `conf/` and applies overrides (`sweep.lr=[1e-4,3e-4]`,
 `--cfg job`, `--help`); these functions only turn the composed config into a validated
@@ -52,8 +52,7 @@ def _sweep_app(cfg: DictConfig) -> None:
         print(f"  watch:     pipeline-status out_dir={out_dir}")
         print(f"  when done: pipeline-aggregate out_dir={out_dir}")
         return
-    summary = aggregate(out_dir, level=container["intervals"]["level"],
-                        statuses=container["intervals"]["statuses"])
+    summary = aggregate(out_dir, **container["intervals"])
     _print_tables(out_dir, summary.summary())
     if report.failed_tasks:
         print(f"error: {len(report.failed_tasks)} task(s) failed; relaunch to retry only their runs",
@@ -75,8 +74,7 @@ def aggregate_main(cfg: DictConfig) -> None:
     container = to_container(cfg)
     out_dir = Path(container["out_dir"]).resolve()
     try:
-        summary = aggregate(out_dir, level=container["intervals"]["level"],
-                            statuses=container["intervals"]["statuses"])
+        summary = aggregate(out_dir, **container["intervals"])
     except ConfigError as err:
         _fail(err)
     _print_tables(out_dir, summary.summary())
@@ -102,3 +100,17 @@ def status_main(cfg: DictConfig) -> None:
         print("(no SLURM tasks recorded: a debug or local sweep; `pipeline-aggregate` reports its runs)")
     for message in failure_messages(out_dir, table):
         print(f"  {message}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="coverage")
+def coverage_main(cfg: DictConfig) -> None:
+    """Simulate data sets from a known truth, bootstrap each, report each interval's coverage."""
+    from pipeline.coverage import check_coverage_config, run_coverage
+
+    container = to_container(cfg)
+    try:
+        check_coverage_config(container)
+        report = run_coverage(container, Path(container["out_dir"]).resolve())
+    except ConfigError as err:
+        _fail(err)
+    print(report.text())

@@ -43,6 +43,12 @@ class DataConf:
     x: Any = "x"  # one column name or a list of them
     y: Any = "y"  # one column name or a list of them
     generate: Any = None  # `_target_` of a function returning (train, test) DataFrames
+    rows: Optional[str] = None  # pandas condition selecting rows, e.g. "year <= 2022"
+    x_shift: Any = 0.0  # x used = (x - x_shift) / x_scale; a number or one per x column
+    x_scale: Any = 1.0
+    standardize: bool = False  # x used = (x - mean) / sd of the training rows instead
+    test_share: Optional[float] = None  # hold out this share of rows when there is no test file
+    split_seed: int = 0  # fixes which rows test_share holds out
 
 
 @dataclass
@@ -64,6 +70,8 @@ class SweepConf:
     init: Any = None  # list of initial vectors; None: the experiment's init
     resamples: int = 0  # bootstrap draws besides resample 0, the original rows
     seed: int = 0  # with the resample index, fixes each draw's rows
+    scheme: str = "case"  # case: resample (x, y) rows | residual: resample OLS residuals (linear models)
+    jackknife: bool = False  # one leave-one-row-out run per data row (BCa's acceleration)
 
 
 @dataclass
@@ -97,6 +105,11 @@ class LauncherConf:
 class IntervalsConf:
     level: float = 0.95
     statuses: list[str] = field(default_factory=lambda: ["ok"])  # runs used
+    # None: every method that applies (percentile, basic, normal; bca with jackknife runs;
+    # t and hc3 for models linear in their parameters fitted by MSE)
+    methods: Optional[list[str]] = None
+    max_dropped_share: float = 0.1  # warn when a cell drops more than this share of its draws
+    plots: bool = True  # PNGs of the bootstrap distributions (and the lr/init grid) beside the tables
 
 
 @dataclass
@@ -121,6 +134,18 @@ class AggregateConf:
     intervals: IntervalsConf = field(default_factory=IntervalsConf)
 
 
+@dataclass
+class CoverageConf(PipelineConf):
+    """`pipeline-coverage`: the experiment's config plus how to simulate from a known truth."""
+
+    reps: int = 500  # simulated data sets, each with its own whole bootstrap
+    rows: Optional[int] = None  # rows per simulated data set; None: as many as the experiment's data
+    truth: Optional[list[float]] = None  # true parameters; None: the OLS fit of the experiment's data
+    noise_sd: Optional[float] = None  # sd of the Gaussian noise; None: residual sd of that fit
+    fits: str = "train"  # train: gradient descent (train_chunk) | closed_form: OLS on each resample
+    seed: int = 0  # with the replicate index, fixes each simulated data set
+
+
 def _scaled(base: float, factors: Any) -> ListConfig:
     """`${scaled:${optim.lr},[0.1,1,10]}`: a grid of multiples of one value."""
     return OmegaConf.create([float(f"{float(base) * float(f):.12g}") for f in factors])
@@ -131,14 +156,27 @@ def _scaled_vectors(base: Any, factors: Any) -> ListConfig:
     return OmegaConf.create([] if base is None else [[float(v) * float(f) for v in base] for f in factors])
 
 
+def _bca_requested(methods: Any) -> bool:
+    """`${bca_requested:${intervals.methods}}`: plan jackknife runs when bca is asked for."""
+    return methods is not None and "bca" in [str(m).lower() for m in methods]
+
+
+def _n_columns(names: Any) -> int:
+    """`${n_columns:${data.x}}`: how many columns a `data.x` / `data.y` value names."""
+    return 1 if isinstance(names, str) else len(names)
+
+
 def register() -> None:
     """Register schema and resolvers; safe to call more than once."""
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("n_columns", _n_columns, replace=True)
     OmegaConf.register_new_resolver("scaled", _scaled, replace=True)
     OmegaConf.register_new_resolver("scaled_vectors", _scaled_vectors, replace=True)
+    OmegaConf.register_new_resolver("bca_requested", _bca_requested, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="pipeline_schema", node=PipelineConf)
     cs.store(name="aggregate_schema", node=AggregateConf)
+    cs.store(name="coverage_schema", node=CoverageConf)
 
 
 register()
@@ -155,10 +193,15 @@ def lr_grid(cfg: dict[str, Any]) -> list[float]:
 
 
 def init_grid(cfg: dict[str, Any]) -> list[Optional[list[float]]]:
+    """The distinct initial vectors of the grid, in order (a repeat would be the same runs)."""
     inits = cfg["sweep"]["init"]
     if inits is None:
         return [cfg["init"]]
-    return [list(map(float, v)) for v in inits]
+    unique = []
+    for vec in ([float(v) for v in vec] for vec in inits):
+        if vec not in unique:
+            unique.append(vec)
+    return unique
 
 
 def _check_lr(cfg: dict[str, Any]) -> list[str]:
@@ -217,6 +260,58 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[str]:
+    """Interval methods, statuses and resampling scheme, and what each needs of the sweep."""
+    from pipeline.intervals import CLOSED_FORM_METHODS, METHODS
+    from pipeline.plan import RESIDUAL, SCHEMES
+    from pipeline.train import STATUSES
+
+    ic, sweep, problems = cfg["intervals"], cfg["sweep"], []
+    methods = [str(m).lower() for m in ic["methods"] or []]
+    problems += [f"`intervals.methods` must hold names from {', '.join(METHODS)}; got {m!r}"
+                 for m in methods if m not in METHODS]
+    problems += [f"`intervals.statuses` must hold names from {', '.join(STATUSES)}; got {s!r}"
+                 for s in ic["statuses"] if s not in STATUSES]
+    if not 0 <= ic["max_dropped_share"] <= 1:
+        problems.append(f"`intervals.max_dropped_share` must be between 0 and 1; got {ic['max_dropped_share']}")
+    if "bca" in methods and not sweep["jackknife"]:
+        problems.append("`intervals.methods` includes bca, whose acceleration needs jackknife runs; "
+                        "got sweep.jackknife=false (set it true, or drop bca)")
+    if sweep["scheme"] not in SCHEMES:
+        problems.append(f"`sweep.scheme` must be one of {', '.join(SCHEMES)}; got {sweep['scheme']!r}")
+    no_closed_form = "a model linear in its parameters fitted by MSE (e.g. pipeline.models.Polynomial)"
+    if closed_form is False and sweep["scheme"] == RESIDUAL:
+        problems.append(f"`sweep.scheme` residual needs {no_closed_form}; got model "
+                        f"{(cfg.get('model') or {}).get('_target_')!r} with loss {(cfg.get('loss') or {}).get('_target_')!r}")
+    wanted = [m for m in methods if m in CLOSED_FORM_METHODS]
+    if closed_form is False and wanted:
+        problems.append(f"`intervals.methods` {', '.join(wanted)} need {no_closed_form}; got model "
+                        f"{(cfg.get('model') or {}).get('_target_')!r}")
+    return problems
+
+
+def _check_loss_and_optim(cfg: dict[str, Any], parts: Any, dataset: Any) -> list[str]:
+    """The loss must give one number on the model's output, and the optimiser must accept
+    its keyword arguments: a misspelt `momentum` would otherwise fail in every task."""
+    import torch
+
+    model = parts.make_model()
+    rows = slice(0, 2)
+    try:
+        loss = parts.loss_fn(model(torch.tensor(dataset.x[rows], dtype=torch.float32)),
+                             torch.tensor(dataset.y[rows], dtype=torch.float32))
+    except Exception as err:  # noqa: BLE001 - any failure here is the user's loss spec
+        return [f"`loss` ({cfg['loss'].get('_target_')}) fails on the model's output and y: {err}"]
+    if loss.dim() != 0:
+        return [f"`loss` ({cfg['loss'].get('_target_')}) must give one number; it gives shape "
+                f"{tuple(loss.shape)} (reduction 'none'?)"]
+    try:
+        parts.make_optim(model.parameters(), lr=1e-3)
+    except Exception as err:  # noqa: BLE001
+        return [f"`optim` ({cfg['optim'].get('_target_')}) cannot be built with these arguments: {err}"]
+    return []
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Check everything a sweep needs before a task starts; raise one ConfigError.
 
@@ -228,14 +323,16 @@ def validate(cfg: dict[str, Any]) -> None:
     from pipeline.train import build_problem_parts
 
     problems = _check_numbers(cfg) + _check_lr(cfg)
-    n_params = None
+    n_params = closed_form = None
     try:
-        parts = build_problem_parts(cfg, load_dataset(cfg["data"]))
-        n_params = parts.n_params
+        dataset = load_dataset(cfg["data"])
+        parts = build_problem_parts(cfg, dataset)
+        n_params, closed_form = parts.n_params, parts.closed_form
+        problems += _check_loss_and_optim(cfg, parts, dataset)
         problems += engine_problems(cfg["train"]["engine"], parts)
     except ConfigError as err:
         problems += err.problems
-    problems += _check_init(cfg, n_params)
+    problems += _check_init(cfg, n_params) + _check_intervals(cfg, closed_form)
     if problems:
         raise ConfigError(problems)
 

@@ -1,7 +1,11 @@
 """Load an experiment's rows: from a CSV or Parquet file, or from a generator in code.
 
-Every check names the file, the column and the offending row, so a bad data set is
-refused before a single task is launched.
+The steps, in order: read the file(s) or call `data.generate`; keep the rows that
+`data.rows` selects; check and convert the `data.x` / `data.y` columns; hold out
+`data.test_share` of the rows when there is no test file; shift and scale x (fixed
+values, or standardisation from the training rows). Every check names the config key,
+the file, the column and the offending row, so a bad data set is refused before a
+single task is launched.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class Dataset:
     x_names: tuple[str, ...]
     y_names: tuple[str, ...]
     source: str
+    # x as stored = (x as read - x_shift) / x_scale, per x column (all 0 and 1: untouched)
+    x_shift: tuple[float, ...] = ()
+    x_scale: tuple[float, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -75,7 +82,7 @@ def numeric_columns(frame: pd.DataFrame, names: tuple[str, ...], source: str, ke
             row = int(np.flatnonzero(bad_text.to_numpy())[0])
             problems.append(
                 f"`{key}`: column {c!r} of {source} holds non-numeric value "
-                f"{frame[c].iloc[row]!r} (row {row + 1} of the data)"
+                f"{frame[c].iloc[row]!r} (row {_row_number(frame, row)} of the data)"
             )
             continue
         not_finite = ~np.isfinite(values.to_numpy(dtype=float))
@@ -83,15 +90,41 @@ def numeric_columns(frame: pd.DataFrame, names: tuple[str, ...], source: str, ke
             row = int(np.flatnonzero(not_finite)[0])
             problems.append(
                 f"`{key}`: column {c!r} of {source} holds a missing or non-finite value "
-                f"({frame[c].iloc[row]!r} at row {row + 1} of the data; {int(not_finite.sum())} such rows)"
+                f"({frame[c].iloc[row]!r} at row {_row_number(frame, row)} of the data; "
+                f"{int(not_finite.sum())} such rows)"
             )
     if problems:
         raise ConfigError(problems)
-    return frame.loc[:, list(names)].to_numpy(dtype=np.float64)
+    # C order: torch.tensor keeps numpy's strides, and row-major rows are what a model reads
+    return np.ascontiguousarray(frame.loc[:, list(names)].to_numpy(dtype=np.float64))
+
+
+def _row_number(frame: pd.DataFrame, position: int) -> int:
+    """1-based data row as the user counts it in the file, also after `data.rows` dropped some."""
+    label = frame.index[position]
+    return int(label) + 1 if isinstance(label, (int, np.integer)) else position + 1
+
+
+def select_rows(frame: pd.DataFrame, condition: Optional[str], source: str) -> pd.DataFrame:
+    """The rows for which `data.rows` (a pandas expression on the columns) is true."""
+    if not condition:
+        return frame
+    try:
+        mask = frame.eval(condition)
+    except Exception as err:  # noqa: BLE001 - pandas raises many kinds for a bad expression
+        raise ConfigError([f"`data.rows`: cannot evaluate {condition!r} on {source} "
+                           f"(columns: {', '.join(map(str, frame.columns))}): {err}"]) from err
+    if not (isinstance(mask, pd.Series) and mask.dtype == bool):
+        raise ConfigError([f"`data.rows` must be a condition on the columns, e.g. \"year <= 2022\"; "
+                           f"{condition!r} does not give true/false per row"])
+    return frame[mask]
 
 
 def _frame_to_arrays(frame: pd.DataFrame, data_cfg: dict[str, Any], source: str) -> tuple[np.ndarray, np.ndarray]:
     x_names, y_names = _as_names(data_cfg["x"]), _as_names(data_cfg["y"])
+    shared = [c for c in x_names if c in y_names]
+    if shared:
+        raise ConfigError([f"`data.x` and `data.y` share column(s) {', '.join(map(repr, shared))}"])
     problems = []
     arrays = []
     for names, key in ((x_names, "data.x"), (y_names, "data.y")):
@@ -102,30 +135,105 @@ def _frame_to_arrays(frame: pd.DataFrame, data_cfg: dict[str, Any], source: str)
     if problems:
         raise ConfigError(problems)
     if len(frame) == 0:
-        raise ConfigError([f"`data.path`: {source} has no rows"])
+        why = f" left by `data.rows` {data_cfg['rows']!r}" if data_cfg.get("rows") else ""
+        raise ConfigError([f"`data.path`: {source} has no rows{why}"])
     return arrays[0], arrays[1]
 
 
-def load_dataset(data_cfg: dict[str, Any]) -> Dataset:
-    """Build the Dataset that `data.*` describes (a file, or `data.generate`)."""
+def _read_frames(data_cfg: dict[str, Any]) -> tuple[pd.DataFrame, Optional[pd.DataFrame], str, str]:
+    """(train, test or None, source, test source) from the file(s) or `data.generate`."""
     if data_cfg.get("generate"):
         try:
             train, test = instantiate(data_cfg["generate"])
         except Exception as err:  # noqa: BLE001
             raise ConfigError([f"`data.generate`: {err}"]) from err
         source = f"generated by {data_cfg['generate'].get('_target_')}"
-        test_source = source + " (test rows)"
-    elif data_cfg.get("path"):
+        return train, test, source, source + " (test rows)"
+    if data_cfg.get("path"):
         train = read_table(data_cfg["path"], "data.path")
         test = read_table(data_cfg["test_path"], "data.test_path") if data_cfg.get("test_path") else None
-        source, test_source = str(data_cfg["path"]), str(data_cfg.get("test_path"))
-    else:
-        raise ConfigError(["`data.path` is not set (and no `data.generate`): nothing to fit"])
-    x, y = _frame_to_arrays(train, data_cfg, source)
+        return train, test, str(data_cfg["path"]), str(data_cfg.get("test_path"))
+    raise ConfigError(["`data.path` is not set (and no `data.generate`): nothing to fit"])
+
+
+def split_rows(n_rows: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows): a shuffled `share` of the rows is held out, fixed by `seed`."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_test = int(round(share * n_rows))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _check_split(data_cfg: dict[str, Any], n_rows: int, has_test: bool) -> list[str]:
+    share = data_cfg.get("test_share")
+    if share is None:
+        return []
+    if not 0 < share < 1:
+        return [f"`data.test_share` must be between 0 and 1 (the share of rows held out); got {share}"]
+    if has_test:
+        return [f"`data.test_share` ({share}) is set but the data already has test rows "
+                "(`data.test_path` or the generator's): keep one of them"]
+    n_test = int(round(share * n_rows))
+    if not 1 <= n_test <= n_rows - 1:
+        return [f"`data.test_share` {share} of {n_rows} rows leaves {n_test} test and "
+                f"{n_rows - n_test} training rows; each needs at least one"]
+    return []
+
+
+def _per_column(value: Any, key: str, n_cols: int) -> tuple[np.ndarray, list[str]]:
+    """A number or one number per x column, as an array of length n_cols."""
+    values = [value] * n_cols if isinstance(value, (int, float)) else list(value)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.zeros(n_cols), [f"`{key}` must be a number or one number per x column; got {value!r}"]
+    if array.shape != (n_cols,) or not np.isfinite(array).all():
+        return np.zeros(n_cols), [f"`{key}` must be a finite number or one per x column ({n_cols}); got {value!r}"]
+    return array, []
+
+
+def x_transform(data_cfg: dict[str, Any], x: np.ndarray, x_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) per x column: from `data.x_shift`/`data.x_scale`, or the training
+    rows' mean and standard deviation (ddof 0) when `data.standardize` is true."""
+    n_cols = x.shape[1]
+    shift, problems = _per_column(data_cfg.get("x_shift", 0.0), "data.x_shift", n_cols)
+    scale, more = _per_column(data_cfg.get("x_scale", 1.0), "data.x_scale", n_cols)
+    problems += more
+    if not more and (scale == 0).any():
+        problems.append(f"`data.x_scale` must not be 0; got {data_cfg.get('x_scale')!r}")
+    if data_cfg.get("standardize"):
+        if not problems and ((shift != 0).any() or (scale != 1).any()):
+            problems.append("`data.standardize` is true and `data.x_shift`/`data.x_scale` are set: "
+                            "standardising replaces them, so keep one")
+        shift, scale = x.mean(axis=0), x.std(axis=0)
+        problems += [f"`data.standardize`: x column {name!r} is constant ({shift[j]:g}) in the training rows"
+                     for j, name in enumerate(x_names) if scale[j] == 0]
+    if problems:
+        raise ConfigError(problems)
+    return shift, scale
+
+
+def load_dataset(data_cfg: dict[str, Any]) -> Dataset:
+    """Build the Dataset that `data.*` describes (a file, or `data.generate`)."""
+    train, test, source, test_source = _read_frames(data_cfg)
+    x, y = _frame_to_arrays(select_rows(train, data_cfg.get("rows"), source), data_cfg, source)
     x_test = y_test = None
     if test is not None:
-        x_test, y_test = _frame_to_arrays(test, data_cfg, test_source)
-    return Dataset(x, y, x_test, y_test, _as_names(data_cfg["x"]), _as_names(data_cfg["y"]), source)
+        x_test, y_test = _frame_to_arrays(select_rows(test, data_cfg.get("rows"), test_source), data_cfg, test_source)
+    problems = _check_split(data_cfg, len(x), test is not None)
+    if not problems and data_cfg.get("test_share") is not None:
+        keep, held_out = split_rows(len(x), data_cfg["test_share"], int(data_cfg.get("split_seed", 0)))
+        x, y, x_test, y_test = x[keep], y[keep], x[held_out], y[held_out]
+    x_names = _as_names(data_cfg["x"])
+    try:
+        shift, scale = x_transform(data_cfg, x, x_names)
+    except ConfigError as err:
+        problems += err.problems
+    if problems:
+        raise ConfigError(problems)
+    if x_test is not None:
+        x_test = (x_test - shift) / scale
+    return Dataset((x - shift) / scale, y, x_test, y_test, x_names, _as_names(data_cfg["y"]), source,
+                   tuple(shift.tolist()), tuple(scale.tolist()))
 
 
 def linear_synthetic(
@@ -145,3 +253,27 @@ def linear_synthetic(
     cut = int(n * train_share)
     frame = pd.DataFrame({"x": x[:, 0], "y": y[:, 0]})
     return frame.iloc[idx[:cut]].reset_index(drop=True), frame.iloc[idx[cut:]].reset_index(drop=True)
+
+
+def toy_binary(n: int = 20, seed: int = 0) -> tuple[pd.DataFrame, None]:
+    """Course seed 002's toy data: x ~ N(0, I_3) and two 0/1 targets of x.
+
+    y1 is 1 where |x1 + x2| (if x3 > 0) or |x1 - x2| (if x3 < 0) exceeds 1.33, y2 where
+    the norm of x does. The draw is `torch.randn(n, 3)` after seeding with `seed`, as in
+    the seed, but from a private generator so no global state is touched.
+    """
+    import torch  # lazily: only this generator needs torch here
+
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(seed))
+    upper, lower = (x[:, 2] > 0).to(x.dtype), (x[:, 2] < 0).to(x.dtype)
+    mixed = (x[:, 0] + x[:, 1]) * upper + (x[:, 0] - x[:, 1]) * lower
+    y = (torch.stack([mixed, x.norm(dim=1)], dim=1).abs() > 1.33).to(x.dtype)
+    frame = pd.DataFrame(x.numpy(), columns=["x1", "x2", "x3"])
+    frame[["y1", "y2"]] = y.numpy()
+    return frame, None
+
+
+def sine(n: int = 2000, low: float = -np.pi, high: float = np.pi) -> tuple[pd.DataFrame, None]:
+    """Course seed 003's data: n evenly spaced x in [low, high] and y = sin(x)."""
+    x = np.linspace(low, high, n)
+    return pd.DataFrame({"x": x, "y": np.sin(x)}), None

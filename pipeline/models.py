@@ -51,6 +51,49 @@ class Polynomial(FeatureModel):
         return torch.stack([x0**k for k in range(self.degree + 1)], dim=-1)
 
 
+class Features(FeatureModel):
+    """A model linear in its parameters, its features chosen in config.
+
+    The features, in this order: the powers 1..`degree` of each of the `inputs` x
+    columns, column by column (degree 1: the columns themselves; 0: none); the hinges
+    relu(x - k) of each column at each knot k; the constant 1 when `intercept`. Default
+    names: `w` for a single non-constant feature, else `w1`, `w2`, ... in that order, and
+    `b` for the intercept, last (`init` lists values in the same order).
+
+        Features()                            # w x + b
+        Features(intercept=False)             # w x
+        Features(degree=0, knots=[0, 0.5])    # w1 relu(x) + w2 relu(x - 0.5) + b
+        Features(inputs=2)                    # w1 x1 + w2 x2 + b
+    """
+
+    def __init__(self, inputs: int = 1, degree: int = 1, knots: Sequence[float] = (),
+                 intercept: bool = True, names: Optional[Sequence[str]] = None):
+        if inputs < 1 or degree < 0:
+            raise ValueError(f"Features needs inputs >= 1 and degree >= 0; got inputs={inputs}, degree={degree}")
+        knots = tuple(float(k) for k in knots)
+        n_slopes = inputs * (degree + len(knots))
+        n_params = n_slopes + bool(intercept)
+        if n_params == 0:
+            raise ValueError("Features has no feature: set degree >= 1, knots or intercept")
+        default = ["w"] if n_slopes == 1 else [f"w{k}" for k in range(1, n_slopes + 1)]
+        names = list(names) if names else default + (["b"] if intercept else [])
+        if len(names) != n_params:
+            raise ValueError(f"Features has {n_params} parameters; got names {names}")
+        super().__init__(names)
+        self.inputs, self.degree, self.knots, self.intercept = int(inputs), int(degree), knots, bool(intercept)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.inputs:
+            raise ValueError(f"Features(inputs={self.inputs}) got {x.shape[-1]} x column(s): "
+                             "set model.inputs to the number of data.x columns")
+        columns = x.unbind(-1)
+        feats = [col**k for col in columns for k in range(1, self.degree + 1)]
+        feats += [torch.relu(col - knot) for col in columns for knot in self.knots]
+        if self.intercept:
+            feats.append(torch.ones_like(x[..., 0]))
+        return torch.stack(feats, dim=-1)
+
+
 def is_linear_in_parameters(model: nn.Module) -> bool:
     return isinstance(model, FeatureModel)
 

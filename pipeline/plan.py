@@ -3,7 +3,11 @@
 Conventions that everything downstream relies on:
 - resample 0 is the original rows (the point estimate); resample k >= 1 is bootstrap
   draw k, whose rows depend on (`sweep.seed`, k) alone, never on the chunk, the
-  launcher or the device;
+  launcher or the device; resample -(j+1) is jackknife fit j, which leaves row j out
+  (planned when `sweep.jackknife` is true: BCa's acceleration needs them);
+- `sweep.scheme` says what a bootstrap draw resamples: `case` takes the drawn rows
+  (x, y) pairs; `residual` keeps x and adds the drawn rows' residuals of the original
+  OLS fit to its fitted values (models linear in their parameters only);
 - a run's id is a hash of every setting that changes its numbers, so the same run
   always has the same id and a relaunch can skip it.
 """
@@ -20,6 +24,10 @@ import numpy as np
 
 from pipeline.config import init_grid, lr_grid
 
+CASE, RESIDUAL = "case", "residual"  # resampling schemes of the bootstrap draws
+SCHEMES = (CASE, RESIDUAL)
+ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample
+
 # Settings that change how a run is computed but not its numbers: left out of the id.
 # The data enter by content (`data_digest`), not by path: moving a file keeps its runs,
 # editing it makes new ones.
@@ -35,12 +43,18 @@ class Run:
     lr: float
     init_index: int
     init: Optional[tuple[float, ...]]  # None: the model's own initialisation
-    resample: int  # 0: the original rows; k >= 1: bootstrap draw k
+    resample: int  # 0: the original rows; k >= 1: bootstrap draw k; -(j+1): jackknife, row j left out
     seed: int
+    scheme: str = CASE  # the sweep's resampling scheme; it changes the numbers of bootstrap draws only
+
+    @property
+    def kind(self) -> str:
+        return resample_kind(self.resample)
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["init"] = None if self.init is None else list(self.init)
+        row["kind"] = self.kind
         return row
 
 
@@ -72,28 +86,43 @@ def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int) -> str:
-    payload = json.dumps(
-        {"settings": fingerprint, "lr": lr, "init": init, "resample": resample,
-         "seed": seed if resample > 0 else None},
-        sort_keys=True, default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int,
+           scheme: str = CASE) -> str:
+    fields = {"settings": fingerprint, "lr": lr, "init": init, "resample": resample,
+              "seed": seed if resample > 0 else None}
+    if resample > 0 and scheme != CASE:  # keeps the ids of case-resampling sweeps as they were
+        fields["scheme"] = scheme
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def plan(cfg: dict[str, Any], data_digest: str) -> list[Run]:
+def resample_kind(resample: int) -> str:
+    return ORIGINAL if resample == 0 else (BOOTSTRAP if resample > 0 else JACKKNIFE)
+
+
+def resample_indices(cfg: dict[str, Any], n_rows: Optional[int]) -> list[int]:
+    """0, the bootstrap draws 1..B, then (with `sweep.jackknife`) -1..-n, one per left-out row."""
+    indices = list(range(int(cfg["sweep"]["resamples"]) + 1))
+    if cfg["sweep"].get("jackknife"):
+        if n_rows is None:
+            raise ValueError("`sweep.jackknife` plans one run per data row: plan() needs n_rows")
+        indices += [-(j + 1) for j in range(n_rows)]
+    return indices
+
+
+def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) -> list[Run]:
     """Every run of the sweep: learning rate x initial values x resample.
 
-    `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`).
+    `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`);
+    `n_rows`, their number, is needed only for jackknife runs (one per row).
     """
     fingerprint = {**settings_fingerprint(cfg), "data": data_digest}
-    seed = int(cfg["sweep"]["seed"])
+    seed, scheme = int(cfg["sweep"]["seed"]), cfg["sweep"].get("scheme", CASE)
     runs = []
     for lr in lr_grid(cfg):
         for i, init in enumerate(init_grid(cfg)):
-            for k in range(int(cfg["sweep"]["resamples"]) + 1):
-                runs.append(Run(run_id(fingerprint, lr, init, k, seed), lr, i,
-                                None if init is None else tuple(init), k, seed))
+            for k in resample_indices(cfg, n_rows):
+                runs.append(Run(run_id(fingerprint, lr, init, k, seed, scheme), lr, i,
+                                None if init is None else tuple(init), k, seed, scheme))
     return runs
 
 
@@ -102,8 +131,14 @@ def chunk(runs: list[Run], runs_per_task: int) -> list[Task]:
 
 
 def resample_rows(n_rows: int, seed: int, resample: int) -> np.ndarray:
-    """Row indices of a resample: all rows for 0, else n draws with replacement."""
+    """Row indices of a resample: all rows for 0, n draws with replacement for k >= 1,
+    all rows but row j for jackknife resample -(j+1)."""
     if resample == 0:
         return np.arange(n_rows)
+    if resample < 0:
+        if -resample > n_rows:
+            raise ValueError(f"jackknife resample {resample} leaves out row {-resample - 1}, "
+                             f"but the data have {n_rows} rows")
+        return np.delete(np.arange(n_rows), -resample - 1)
     rng = np.random.default_rng([seed, resample])
     return rng.integers(0, n_rows, size=n_rows)

@@ -3,7 +3,7 @@
 Layout of a sweep folder (`out_dir`):
     config.yaml          resolved config of the latest launch (Hydra's own copy in .hydra/)
     sweep.json           experiment, parameter names, whether a closed form exists
-    plan.parquet         every run of the sweep (id, lr, init, resample, seed)
+    plan.parquet         every run of the sweep (id, lr, init, resample, seed, scheme, kind)
     parts/part-*.parquet one file per finished task: its runs' results and loss curves
     progress/            finished runs of a task still going, for resume after requeue
     failures/            one JSON per task that raised: error and traceback
@@ -75,7 +75,8 @@ def part_schema(param_names: list[str], closed_form: bool) -> pa.Schema:
     """One explicit schema, so every part of a sweep has the same columns and types."""
     f64, i64, s = pa.float64(), pa.int64(), pa.string()
     fields = [("run_id", s), ("experiment", s), ("lr", f64), ("init_index", i64),
-              ("init", pa.list_(f64)), ("resample", i64), ("seed", i64)]
+              ("init", pa.list_(f64)), ("resample", i64), ("seed", i64),
+              ("scheme", s), ("kind", s)]
     fields += [(name, f64) for name in param_names]
     fields += [("final_loss", f64), ("test_loss", f64), ("grad_norm", f64), ("epochs", i64), ("status", s)]
     if closed_form:

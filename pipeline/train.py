@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Callable, Optional
 
 import torch
@@ -22,11 +22,12 @@ from torch import nn
 from pipeline.config import ConfigError
 from pipeline.data import Dataset
 from pipeline.models import is_linear_in_parameters, least_squares, scalar_parameter_names
-from pipeline.plan import Run, resample_rows
+from pipeline.plan import RESIDUAL, Run, resample_rows
 
 log = logging.getLogger(__name__)
 
 OK, NOT_CONVERGED, DIVERGED = "ok", "not_converged", "diverged"
+STATUSES = (OK, NOT_CONVERGED, DIVERGED)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,25 @@ class Problem:
     y_test: Optional[torch.Tensor]
     device: torch.device
     dtype: torch.dtype
+
+    @cached_property
+    def ols_fit(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fitted values and residuals of the OLS fit on the original rows (residual resampling)."""
+        features = self.parts.make_model().features(self.x.double())
+        fitted = (features.cpu() @ least_squares(features, self.y)).unsqueeze(-1)
+        residuals = self.y.double().cpu() - fitted
+        on_device = partial(torch.as_tensor, device=self.device, dtype=self.dtype)
+        return on_device(fitted), on_device(residuals)
+
+
+def resample_data(problem: Problem, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x, y) a run trains on. Case resampling takes the drawn rows; residual
+    resampling keeps every x and adds the drawn rows' OLS residuals to the fitted values."""
+    rows = torch.as_tensor(resample_rows(problem.x.shape[0], run.seed, run.resample), device=problem.device)
+    if run.scheme == RESIDUAL and run.resample > 0:
+        fitted, residuals = problem.ols_fit
+        return problem.x, fitted + residuals[rows]
+    return problem.x[rows], problem.y[rows]
 
 
 @dataclass
@@ -149,8 +169,7 @@ def _loss_and_grad_norm(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y
 def train_reference(problem: Problem, run: Run, train_cfg: dict[str, Any]) -> RunResult:
     """The textbook loop for one run (full-batch gradient descent on its resample)."""
     start = time.perf_counter()
-    rows = torch.as_tensor(resample_rows(problem.x.shape[0], run.seed, run.resample), device=problem.device)
-    x, y = problem.x[rows], problem.y[rows]
+    x, y = resample_data(problem, run)
     model, loss_fn = new_model(problem, run), problem.parts.loss_fn
     optimizer = problem.parts.make_optim(model.parameters(), lr=run.lr)
     epochs, log_every = int(train_cfg["epochs"]), int(train_cfg["log_every"])
@@ -230,4 +249,5 @@ def train_chunk(problem: Problem, runs: list[Run], train_cfg: dict[str, Any],
     return results
 
 
-__all__ = ["RunResult", "Problem", "build_problem", "train_reference", "train_chunk", "OK", "NOT_CONVERGED", "DIVERGED"]
+__all__ = ["RunResult", "Problem", "build_problem", "resample_data", "train_reference", "train_chunk",
+           "OK", "NOT_CONVERGED", "DIVERGED", "STATUSES"]

@@ -31,7 +31,7 @@ def run_sweep(out_dir: Path, *overrides: str):
     cfg = make_config(out_dir, *overrides)
     validate(cfg)
     report = launch(cfg, out_dir)
-    aggregate(out_dir, level=cfg["intervals"]["level"], statuses=cfg["intervals"]["statuses"])
+    aggregate(out_dir, **cfg["intervals"])
     return report, pd.read_parquet(out_dir / "estimates.parquet")
 
 

@@ -67,3 +67,8 @@ def test_run_ids_follow_the_data_values_not_their_path(tmp_path):
 
     assert ids(REPO / "data" / "tdm" / "train.csv") == ids(tmp_path / "a.csv")
     assert set(ids(tmp_path / "a.csv")).isdisjoint(ids(tmp_path / "b.csv"))  # one row fewer
+
+
+def test_repeated_initial_vectors_are_one_grid_point(tmp_path):
+    runs = plan_of(make_config(tmp_path, "sweep=init_grid", "init=[0.0,0.0,0.0]"))
+    assert len(runs) == 1 and runs[0].init == (0.0, 0.0, 0.0)

@@ -1,0 +1,237 @@
+"""Do the intervals cover the truth as often as they claim? `pipeline-coverage` simulates it.
+
+Each of `reps` replicates draws a data set from a known truth with the experiment's
+design: `rows` x rows drawn with replacement from the experiment's own x, and
+y = features(x) @ truth + N(0, noise_sd^2). The truth defaults to the OLS fit of the
+experiment's data and its residual sd. On that data set the whole bootstrap runs, as
+`pipeline-sweep` would plan it (resample 0, `sweep.resamples` draws by `sweep.scheme`,
+and the jackknife fits when bca is wanted), trained by `train_chunk` (gradient descent,
+the engine the sweep uses) or, with `fits=closed_form`, solved by least squares on each
+resample (the optimum gradient descent converges to: fast, for large studies). Every
+interval is then checked against the truth.
+
+The summary gives, per grid cell, parameter and method, the empirical coverage among
+the replicates that formed an interval, its Monte-Carlo standard error
+sqrt(c (1 - c) / n), the mean width, and how many replicates formed no interval.
+Models must be linear in their parameters and fitted by MSE (the truth is a
+coefficient vector and the noise is added to a linear predictor).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline import record
+from pipeline.config import ConfigError, validate
+from pipeline.data import Dataset, load_dataset
+from pipeline.intervals import bootstrap_intervals
+from pipeline.models import least_squares
+from pipeline.plan import Run, plan
+from pipeline.train import OK, Problem, RunResult, build_problem, build_problem_parts, resample_data, train_chunk
+
+log = logging.getLogger(__name__)
+
+FITS = ("train", "closed_form")
+_DATA_STREAM = 0xDA7A  # keeps the data draws' random streams apart from the resamples'
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the replicates are simulated from."""
+
+    params: tuple[float, ...]
+    noise_sd: float
+    design_x: np.ndarray  # x rows the simulated rows are drawn from
+    rows: int
+    x_names: tuple[str, ...]
+    y_names: tuple[str, ...]
+
+
+@dataclass
+class CoverageReport:
+    out_dir: Path
+    summary: pd.DataFrame  # one row per cell, parameter and method
+    replicates: pd.DataFrame  # one row per replicate, cell, parameter and method
+    truth: Truth
+
+    def text(self) -> str:
+        cols = ["parameter", "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
+        several_cells = self.summary[["lr", "init_index"]].drop_duplicates().shape[0] > 1
+        table = self.summary[(["lr", "init_index"] if several_cells else []) + cols]
+        lines = [f"coverage folder: {self.out_dir}",
+                 f"  {self.replicates['rep'].nunique()} simulated data sets of {self.truth.rows} rows; truth "
+                 f"{', '.join(f'{v:.6g}' for v in self.truth.params)}; noise sd {self.truth.noise_sd:.4g}",
+                 table.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+        short = self.summary[self.summary["n_intervals"] < self.summary["reps"]]
+        if len(short):
+            row = short.iloc[0]
+            lines.append(f"  note: {len(short)} row(s) formed fewer intervals than replicates, e.g. {row['method']} "
+                         f"of {row['parameter']}: {row['n_intervals']} of {row['reps']} (see `note` in "
+                         "coverage_reps.parquet; unconverged fits are left out)")
+        lines.append("  tables: coverage.parquet, coverage_reps.parquet (pandas.read_parquet)")
+        return "\n".join(lines)
+
+
+def _features(problem_parts: Any, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return problem_parts.make_model().features(torch.tensor(x, dtype=torch.float64)).numpy()
+
+
+def check_coverage_config(cfg: dict[str, Any]) -> None:
+    """The sweep checks of `validate`, plus what a coverage study needs; one ConfigError."""
+    problems = []
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        problems += err.problems
+    rules = [("reps", cfg["reps"], cfg["reps"] >= 1, ">= 1"),
+             ("rows", cfg["rows"], cfg["rows"] is None or cfg["rows"] >= 3, ">= 3 or null"),
+             ("noise_sd", cfg["noise_sd"], cfg["noise_sd"] is None or cfg["noise_sd"] > 0, "> 0 or null")]
+    problems += [f"`{key}` must be {rule}; got {value}" for key, value, ok, rule in rules if not ok]
+    if cfg["fits"] not in FITS:
+        problems.append(f"`fits` must be one of {', '.join(FITS)}; got {cfg['fits']!r}")
+    if not problems:
+        parts = build_problem_parts(cfg, load_dataset(cfg["data"]))
+        if not parts.closed_form:
+            problems.append("`model`: a coverage study needs a model linear in its parameters fitted by MSE "
+                            f"(a known coefficient vector to simulate from); got {cfg['model'].get('_target_')!r}")
+        elif cfg["truth"] is not None and len(cfg["truth"]) != parts.n_params:
+            problems.append(f"`truth` needs one value per parameter {list(parts.param_names)}; got {cfg['truth']}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def make_truth(cfg: dict[str, Any], dataset: Dataset, parts: Any) -> Truth:
+    """The configured truth, or the OLS fit of the experiment's data and its residual sd."""
+    features = _features(parts, dataset.x)
+    coef = least_squares(torch.tensor(features), torch.tensor(dataset.y)).numpy()
+    resid = dataset.y[:, 0] - features @ coef
+    params = coef if cfg["truth"] is None else np.asarray(cfg["truth"], dtype=float)
+    noise_sd = cfg["noise_sd"] or float(np.sqrt(resid @ resid / (len(resid) - len(coef))))
+    return Truth(tuple(float(v) for v in params), float(noise_sd), dataset.x, cfg["rows"] or dataset.n_rows,
+                 dataset.x_names, dataset.y_names)
+
+
+def simulate(truth: Truth, parts: Any, rng: np.random.Generator) -> Dataset:
+    """One data set: x rows drawn from the design, y from the truth plus Gaussian noise."""
+    x = truth.design_x[rng.integers(0, len(truth.design_x), size=truth.rows)]
+    y = _features(parts, x) @ np.asarray(truth.params) + rng.normal(0.0, truth.noise_sd, size=truth.rows)
+    return Dataset(x, y[:, None], None, None, truth.x_names, truth.y_names, "simulated from the truth")
+
+
+def replicate_seed(sweep_seed: int, rep: int) -> int:
+    """The resampling seed of replicate `rep`: distinct per (sweep.seed, rep)."""
+    return int(np.random.SeedSequence([sweep_seed, rep]).generate_state(1)[0])
+
+
+def closed_form_fits(problem: Problem, runs: list[Run]) -> list[RunResult]:
+    """Least squares on each run's resample, batched by resample size (float64).
+
+    This is the optimum gradient descent converges to; `fits=closed_form` uses it in
+    place of training when only the statistics of the converged fits matter.
+    """
+    model = problem.parts.make_model()
+    groups: dict[int, list[tuple[Run, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+    for run in runs:
+        x, y = resample_data(problem, run)
+        groups[len(x)].append((run, model.features(x.double()), y.double()))
+    results = {}
+    for group in groups.values():
+        features = torch.stack([f for _, f, _ in group])
+        ys = torch.stack([y for _, _, y in group])
+        coef = torch.linalg.lstsq(features, ys).solution  # (runs, params, 1)
+        losses = ((features @ coef - ys) ** 2).mean(dim=(1, 2)).tolist()
+        for (run, _, _), params, loss in zip(group, coef[..., 0].tolist(), losses):
+            results[run.run_id] = RunResult(run, params, loss, None, 0.0, 0, OK, ols=params, ols_loss=loss,
+                                            device=str(problem.device), engine="closed_form")
+    return [results[r.run_id] for r in runs]
+
+
+def replicate_estimates(cfg: dict[str, Any], dataset: Dataset, rep: int) -> pd.DataFrame:
+    """The estimates table of one replicate's whole bootstrap (as `estimates.parquet`)."""
+    rep_cfg = copy.deepcopy(cfg)
+    rep_cfg["sweep"]["seed"] = replicate_seed(cfg["sweep"]["seed"], rep)
+    if cfg["fits"] == "closed_form":
+        rep_cfg["train"]["dtype"] = "float64"
+    problem = build_problem(rep_cfg, dataset)
+    runs = plan(rep_cfg, dataset.digest(), dataset.n_rows)
+    if cfg["fits"] == "closed_form":
+        results = closed_form_fits(problem, runs)
+    else:
+        results = train_chunk(problem, runs, rep_cfg["train"])
+    return results_frame(results, problem.parts.param_names)
+
+
+def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFrame:
+    """The columns of `estimates.parquet` that intervals read, built column-wise (fast)."""
+    runs = [r.run for r in results]
+    frame = pd.DataFrame({"lr": [r.lr for r in runs], "init_index": [r.init_index for r in runs],
+                          "resample": [r.resample for r in runs], "kind": [r.kind for r in runs],
+                          "scheme": [r.scheme for r in runs], "status": [r.status for r in results]})
+    params = np.array([r.params for r in results], dtype=float).reshape(len(results), len(names))
+    frame[list(names)] = params
+    if all(r.ols is not None for r in results):
+        frame[[f"ols_{n}" for n in names]] = np.array([r.ols for r in results], dtype=float)
+    return frame
+
+
+def replicate_intervals(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int) -> pd.DataFrame:
+    """Every interval of one replicate, with whether it covers the truth."""
+    estimates = replicate_estimates(cfg, dataset, rep)
+    ic = cfg["intervals"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate cells are counted in the summary instead
+        table = bootstrap_intervals(estimates, params=list(parts.param_names), method=ic["methods"],
+                                    level=ic["level"], statuses=ic["statuses"],
+                                    max_dropped_share=ic["max_dropped_share"],
+                                    X=_features(parts, dataset.x), y=dataset.y[:, 0])
+    return table.assign(rep=rep)
+
+
+def summarise(replicates: pd.DataFrame) -> pd.DataFrame:
+    """Coverage, its Monte-Carlo standard error and the mean width per cell, parameter and method."""
+    frame = replicates.assign(formed=replicates["lower"].notna() & replicates["upper"].notna(),
+                              width=replicates["upper"] - replicates["lower"])
+    keys = ["lr", "init_index", "parameter", "method", "level", "truth"]
+    summary = frame.groupby(keys, sort=False).agg(reps=("rep", "nunique"), n_intervals=("formed", "sum"),
+                                                  covered=("covered", "sum"), mean_width=("width", "mean"))
+    summary = summary.reset_index()
+    n = summary["n_intervals"].where(summary["n_intervals"] > 0)
+    summary["coverage"] = summary["covered"] / n
+    summary["mc_se"] = np.sqrt(summary["coverage"] * (1 - summary["coverage"]) / n)
+    return summary[[*keys, "reps", "n_intervals", "covered", "coverage", "mc_se", "mean_width"]]
+
+
+def run_coverage(cfg: dict[str, Any], out_dir: Path) -> CoverageReport:
+    """Simulate `reps` data sets, bootstrap each, and write and return the coverage tables."""
+    source = load_dataset(cfg["data"])
+    parts = build_problem_parts(cfg, source)
+    truth = make_truth(cfg, source, parts)
+    truth_of = dict(zip(parts.param_names, truth.params))
+    frames = []
+    for rep in tqdm(range(cfg["reps"]), unit="rep", desc="replicates", disable=not cfg["launcher"]["progress"]):
+        dataset = simulate(truth, parts, np.random.default_rng([cfg["seed"], rep, _DATA_STREAM]))
+        frames.append(replicate_intervals(cfg, dataset, parts, rep))
+    replicates = pd.concat(frames, ignore_index=True)
+    replicates["truth"] = replicates["parameter"].map(truth_of)
+    replicates["covered"] = (replicates["lower"] <= replicates["truth"]) & (replicates["truth"] <= replicates["upper"])
+    summary = summarise(replicates)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record.write_frame(summary, out_dir / "coverage.parquet")
+    record.write_frame(replicates, out_dir / "coverage_reps.parquet")
+    record.write_json({"experiment": cfg["experiment"], "truth": truth_of, "noise_sd": truth.noise_sd,
+                       "rows": truth.rows, "reps": cfg["reps"], "resamples": cfg["sweep"]["resamples"],
+                       "scheme": cfg["sweep"]["scheme"], "fits": cfg["fits"], "seed": cfg["seed"]},
+                      out_dir / "coverage.json")
+    return CoverageReport(out_dir, summary, replicates, truth)
