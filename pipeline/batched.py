@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from pipeline.plan import Run
-from pipeline.stacked import ChunkOutcome, LossLog, chunk_rows, closed_forms, initial_models, results_from
+from pipeline.stacked import ChunkOutcome, LossLog, chunk_data, closed_forms, initial_models, results_from
 from pipeline.stacked_optim import optimizer_name, optimizer_settings, stacked_optimizer
 from pipeline.train import Problem, RunResult
 
@@ -51,7 +51,7 @@ def bytes_per_run(problem: Problem) -> int:
     itemsize = torch.finfo(problem.dtype).bits // 8
     # forward activations and their gradients, with room for autograd's temporaries
     numbers = n * width + 4 * n * _activations_per_row(model, problem.x) + 8 * n_params
-    return itemsize * numbers + 8 * n  # + the row indices
+    return itemsize * numbers
 
 
 def _unflatten(model: nn.Module) -> Callable[[Tensor], dict[str, Tensor]]:
@@ -93,8 +93,7 @@ def train_batched(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) 
     models = initial_models(problem, runs)
     _, buffers = stack_module_state(models)  # constant buffers (stateful modules are refused)
     params = torch.stack([nn.utils.parameters_to_vector(m.parameters()).detach() for m in models])
-    rows = chunk_rows(problem, runs)
-    x_all, y_all = problem.x[rows], problem.y[rows]
+    x_all, y_all = chunk_data(problem, runs)
     run_loss = _run_loss(models[0], problem.parts.loss_fn)
     loss_and_grads = vmap(grad_and_value(run_loss))
     lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)
@@ -130,5 +129,5 @@ def train_batched(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) 
             final, buffers, problem.x_test, problem.y_test)
     outcome = ChunkOutcome(final, final_loss, grads.norm(dim=1), test_loss, stopped_at, log)
     if problem.parts.closed_form:
-        outcome.ols, outcome.ols_loss = closed_forms(problem, rows)
+        outcome.ols, outcome.ols_loss = closed_forms(problem, x_all, y_all)
     return results_from(outcome, problem, runs, train_cfg, ENGINE, time.perf_counter() - start)

@@ -25,6 +25,7 @@ from torch import nn
 from pipeline import batched, gram
 from pipeline.config import ConfigError
 from pipeline.plan import Run
+from pipeline.stacked import resample_size
 from pipeline.stacked_optim import SGDSettings, optimizer_name, optimizer_settings
 from pipeline.train import Problem, ProblemParts, RunResult
 
@@ -123,20 +124,29 @@ def batch_size(n_runs: int, run_bytes: int, device: torch.device) -> tuple[int, 
     """How many runs go through an engine at once, and a sentence saying why."""
     budget, source = available_memory(device)
     fits = max(1, budget // max(run_bytes, 1))
-    size = min(n_runs, fits)
-    return size, (f"about {run_bytes / 2**10:.1f} KiB per run; {source} fit {fits} runs; "
-                  f"{n_runs} runs -> {-(-n_runs // size)} batch(es) of up to {size}")
+    return min(n_runs, fits), f"about {run_bytes / 2**10:.1f} KiB per run; {source} fit {fits} runs"
 
 
 def train_fast(engine: str, problem: Problem, runs: list[Run], train_cfg: dict[str, Any],
                on_batch_done: Callable[[list[RunResult]], None]) -> list[RunResult]:
-    """Train `runs` with a fast engine, batch by batch; report each batch when done."""
+    """Train `runs` with a fast engine, batch by batch; report each batch when done.
+
+    A batch holds runs with as many rows (jackknife runs, one row short, go together),
+    at most as many as fit the memory; results come back in the order of `runs`.
+    """
     train, run_bytes = FAST_ENGINES[engine]
     size, why = batch_size(len(runs), run_bytes(problem), problem.device)
-    log.info("engine %s on %s: %s", engine, problem.device, why)
-    results: list[RunResult] = []
-    for begin in range(0, len(runs), size):
-        done = train(problem, runs[begin:begin + size], train_cfg)
-        results += done
+    by_rows: dict[int, list[int]] = {}
+    for i, run in enumerate(runs):
+        by_rows.setdefault(resample_size(problem, run), []).append(i)
+    batches = [members[b:b + size] for members in by_rows.values() for b in range(0, len(members), size)]
+    apart = f" (runs of {len(by_rows)} data sizes, rows {sorted(by_rows)}, apart)" if len(by_rows) > 1 else ""
+    log.info("engine %s on %s: %s; %d runs -> %d batch(es) of up to %d%s", engine, problem.device, why,
+             len(runs), len(batches), size, apart)
+    results: list[Optional[RunResult]] = [None] * len(runs)
+    for batch in batches:
+        done = train(problem, [runs[i] for i in batch], train_cfg)
+        for i, result in zip(batch, done):
+            results[i] = result
         on_batch_done(done)
-    return results
+    return results  # type: ignore[return-value]

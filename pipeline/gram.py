@@ -1,7 +1,8 @@
 """The Gram engine: full-batch SGD on a model linear in its parameters, fitted by MSE,
 at a cost per epoch that does not depend on the number of rows.
 
-For prediction F theta (F: the features of a run's resampled rows) the MSE gradient
+For prediction F theta (F: the features of a run's rows, as `train.resample_data` gives
+them: drawn rows, or every row with drawn residuals) the MSE gradient
 is s (G theta - c), with G = F^T F, c = F^T y and s = 2/n (2 for a summed loss). So
 one epoch of SGD, momentum and weight decay included, is an affine map of the state
 z = (theta, momentum buffer, 1): z <- M z. Its matrix M is read off by applying the
@@ -29,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.plan import Run
-from pipeline.stacked import ChunkOutcome, LossLog, chunk_rows, closed_forms, initial_models, results_from, row_counts
+from pipeline.stacked import (ChunkOutcome, LossLog, chunk_data, closed_forms, features_of, initial_models,
+                              results_from)
 from pipeline.stacked_optim import SGDSettings, optimizer_name, optimizer_settings, sgd_update
 from pipeline.train import Problem, RunResult
 
@@ -46,12 +48,12 @@ def state_size(n_params: int, settings: SGDSettings) -> int:
 
 
 def bytes_per_run(problem: Problem) -> int:
-    """Memory one run needs: row counts, its gathered features for the closed form, M and its powers."""
-    n = problem.x.shape[0]
+    """Memory one run needs: its data and their features (float64 and the training dtype), M and its powers."""
+    n, width = problem.x.shape[0], problem.x.shape[1] + problem.y.shape[1]
     p = len(problem.parts.param_names)
     q = 2 * p + 1
     itemsize = torch.finfo(problem.dtype).bits // 8
-    return 8 * (2 * n + n * (p + 1) + 8 * q * q) + itemsize * 3 * n
+    return 8 * (n * (p + width + 1) + 8 * q * q) + itemsize * n * (width + p + 2)
 
 
 _BLOCK = 2048  # rows per partial sum in `row_sum`
@@ -71,12 +73,12 @@ def row_sum(values: Tensor) -> Tensor:
     return out
 
 
-def rows_times(theta: Tensor, features_t: Tensor) -> Tensor:
-    """(runs, rows) predictions theta @ F^T, one feature at a time (BLAS would sum in an
-    order that depends on the number of runs)."""
-    out = theta[:, :1] * features_t[0]
-    for j in range(1, features_t.shape[0]):
-        out = out + theta[:, j:j + 1] * features_t[j]
+def predictions(theta: Tensor, features: Tensor) -> Tensor:
+    """(runs, rows) = sum_j theta_j F_j, one feature at a time (BLAS would sum in an order
+    that depends on the number of runs). `features`: (runs or 1, rows, p)."""
+    out = theta[:, :1] * features[:, :, 0]
+    for j in range(1, features.shape[2]):
+        out = out + theta[:, j:j + 1] * features[:, :, j]
     return out
 
 
@@ -86,14 +88,14 @@ def matrix_times(matrices: Tensor, vectors: Tensor) -> Tensor:
     return (matrices * vectors.unsqueeze(1)).sum(dim=-1)
 
 
-def gram_moments(features: Tensor, y: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """G = F^T diag(counts) F (runs, p, p) and c = F^T diag(counts) y (runs, p) of each resample."""
-    p = features.shape[1]
-    g = torch.empty(counts.shape[0], p, p, dtype=counts.dtype, device=counts.device)
+def gram_moments(features: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """G = F^T F (runs, p, p) and c = F^T y (runs, p) of each run's (runs, rows, p) features, (runs, rows) y."""
+    p = features.shape[2]
+    g = torch.empty(features.shape[0], p, p, dtype=features.dtype, device=features.device)
     for j in range(p):
         for k in range(j, p):
-            g[:, j, k] = g[:, k, j] = row_sum(counts * (features[:, j] * features[:, k]))
-    c = torch.stack([row_sum(counts * (features[:, j] * y[:, 0])) for j in range(p)], dim=1)
+            g[:, j, k] = g[:, k, j] = row_sum(features[:, :, j] * features[:, :, k])
+    c = torch.stack([row_sum(features[:, :, j] * y) for j in range(p)], dim=1)
     return g, c
 
 
@@ -139,36 +141,24 @@ class EpochMaps:
 
 
 class RowLosses:
-    """Loss and gradient at given parameters from the rows, in the training dtype.
-
-    Each row is weighted by how often the resample drew it (`counts`; None: every row
-    once). Rows a resample did not draw must stay out of its sum even when their
-    residual overflowed (0 * inf is NaN, where the reference loop, which never sees
-    those rows, gets inf): runs hit by that are summed again over their drawn rows.
-    """
+    """Loss and gradient at given parameters from each run's rows, as the reference loop
+    computes them (in the dtype of `features`). `index`: which runs of the chunk."""
 
     def __init__(self, features: Tensor, y: Tensor, scale: float):
-        self.features_t, self.y_t, self.scale = features.T.contiguous(), y.T, scale
+        self.features, self.y, self.scale = features, y, scale  # (runs or 1, rows, p), (runs or 1, rows)
 
-    def residuals(self, theta: Tensor) -> Tensor:
-        return rows_times(theta, self.features_t) - self.y_t  # (runs, rows)
+    def _data(self, index: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        return (self.features, self.y) if index is None else (self.features[index], self.y[index])
 
-    def _weighted_sum(self, values: Tensor, counts: Optional[Tensor]) -> Tensor:
-        if counts is None:
-            return row_sum(values)
-        out = row_sum(counts * values)
-        hit = torch.isnan(out)
-        if bool(hit.any()):
-            zero = torch.zeros((), dtype=values.dtype, device=values.device)
-            out[hit] = row_sum(torch.where(counts[hit] > 0, counts[hit] * values[hit], zero))
-        return out
+    def loss(self, theta: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        features, y = self._data(index)
+        return row_sum((predictions(theta, features) - y).square()) * self.scale
 
-    def loss(self, theta: Tensor, counts: Optional[Tensor]) -> Tensor:
-        return self._weighted_sum(self.residuals(theta).square(), counts) * self.scale
-
-    def grad(self, theta: Tensor, counts: Optional[Tensor]) -> Tensor:
-        res = self.residuals(theta)
-        return torch.stack([self._weighted_sum(res * f, counts) for f in self.features_t], dim=1) * (2 * self.scale)
+    def grad(self, theta: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        features, y = self._data(index)
+        residuals = predictions(theta, features) - y
+        return torch.stack([row_sum(residuals * features[:, :, j]) for j in range(features.shape[2])],
+                           dim=1) * (2 * self.scale)
 
 
 class MomentLosses:
@@ -195,11 +185,12 @@ def _held_out(problem: Problem, model: nn.Module, theta: Tensor) -> Optional[Ten
     if problem.x_test is None:
         return None
     rows = problem.x_test.shape[0] * problem.y_test.shape[1]
-    test = RowLosses(model.features(problem.x_test), problem.y_test, loss_scale(problem.parts.loss_fn, rows))
-    return test.loss(theta, None)
+    test = RowLosses(model.features(problem.x_test).unsqueeze(0), problem.y_test.T,
+                     loss_scale(problem.parts.loss_fn, rows))
+    return test.loss(theta)
 
 
-def _replay(on_rows: RowLosses, counts: Tensor, z: Tensor, start: int, end: int, lrs: Tensor,
+def _replay(on_rows: RowLosses, index: Tensor, z: Tensor, start: int, end: int, lrs: Tensor,
             settings: SGDSettings) -> Tensor:
     """Parameters after epochs start..end stepped one by one in the training dtype.
 
@@ -207,11 +198,11 @@ def _replay(on_rows: RowLosses, counts: Tensor, z: Tensor, start: int, end: int,
     would carry them further than the training dtype can, so they are stepped again
     as the reference loop steps them, and overflow (inf, then NaN) as it does.
     """
-    p = on_rows.features_t.shape[0]
-    theta = z[:, :p].to(on_rows.features_t.dtype)
+    p = on_rows.features.shape[2]
+    theta = z[:, :p].to(on_rows.features.dtype)
     buf = z[:, p:2 * p].to(theta.dtype) if settings.momentum != 0 and start > 0 else None
     for _ in range(start, end):
-        theta, buf = sgd_update(theta, on_rows.grad(theta, counts), buf, lrs, settings)
+        theta, buf = sgd_update(theta, on_rows.grad(theta, index), buf, lrs, settings)
     return theta
 
 
@@ -222,19 +213,18 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
     if not isinstance(settings, SGDSettings):
         raise ValueError(f"the gram engine trains with SGD only; got {optimizer_name(problem.parts.make_optim)}")
     model = problem.parts.make_model().to(problem.device)
-    n, p = problem.x.shape[0], len(problem.parts.param_names)
-    scale = loss_scale(problem.parts.loss_fn, n * problem.y.shape[1])
-    rows = chunk_rows(problem, runs)
-    counts = row_counts(rows, n)
-    features64, y64 = model.features(problem.x.double()), problem.y.double()
-    g_mat, c_vec = gram_moments(features64, y64, counts)
+    x, y = chunk_data(problem, runs)
+    p, n_values = len(problem.parts.param_names), y.shape[1] * y.shape[2]
+    scale = loss_scale(problem.parts.loss_fn, n_values)
+    features64, y64 = features_of(model, x.double()), y.double()[..., 0]
+    g_mat, c_vec = gram_moments(features64, y64)
     lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)
     maps = EpochMaps(epoch_matrix(2 * scale * g_mat, 2 * scale * c_vec, lrs, settings, first=True),
                      epoch_matrix(2 * scale * g_mat, 2 * scale * c_vec, lrs, settings, first=False))
-    on_rows, row_weights = RowLosses(model.features(problem.x), problem.y, scale), counts.to(problem.dtype)
-    moments = MomentLosses(g_mat, c_vec, lambda anchor: RowLosses(features64, y64, scale).loss(anchor, counts), scale)
+    on_rows = RowLosses(features_of(model, x), y[..., 0], scale)
+    moments = MomentLosses(g_mat, c_vec, RowLosses(features64, y64, scale).loss, scale)
     # a loss above this may overflow the dtype on its way (squares, sums): take it from the rows
-    overflow_risk = torch.finfo(problem.dtype).max / (4 * n * problem.y.shape[1])
+    overflow_risk = torch.finfo(problem.dtype).max / (4 * n_values)
 
     theta0 = torch.stack([torch.nn.utils.parameters_to_vector(m.parameters()).detach()
                           for m in initial_models(problem, runs)]).double()
@@ -243,7 +233,7 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
     z[:, :p], z[:, -1] = theta0, 1.0
 
     epochs, log_every = int(train_cfg["epochs"]), int(train_cfg["log_every"])
-    live, live_counts, live_lrs = torch.arange(len(runs), device=problem.device), row_weights, lrs
+    live, live_lrs = torch.arange(len(runs), device=problem.device), lrs
     final = theta0.to(problem.dtype).clone()
     stopped_at: list[Optional[int]] = [None] * len(runs)
     log = LossLog(len(runs), problem.device, problem.dtype)
@@ -255,12 +245,12 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
         loss = loss64.to(problem.dtype)
         risky = ~(loss64 <= overflow_risk) | ~torch.isfinite(theta).all(dim=1)
         if bool(risky.any()):
-            loss[risky] = on_rows.loss(theta[risky], live_counts[risky])
+            loss[risky] = on_rows.loss(theta[risky], live[risky])
         ok = torch.isfinite(loss) & torch.isfinite(theta).all(dim=1)
         if not bool(ok.all()):  # overflowed within the block: step it again as the reference does
             bad = ~ok
-            theta[bad] = _replay(on_rows, live_counts[bad], z_before[bad], reached, epoch, live_lrs[bad], settings)
-            loss[bad] = on_rows.loss(theta[bad], live_counts[bad])
+            theta[bad] = _replay(on_rows, live[bad], z_before[bad], reached, epoch, live_lrs[bad], settings)
+            loss[bad] = on_rows.loss(theta[bad], live[bad])
             ok = torch.isfinite(loss) & torch.isfinite(theta).all(dim=1)
         reached = epoch
         if epoch == epochs:
@@ -272,12 +262,12 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
             for i in live[~ok].tolist():
                 stopped_at[i] = epoch
             keep = ok.nonzero().squeeze(1)
-            z, live, live_counts, live_lrs = z[keep], live[keep], live_counts[keep], live_lrs[keep]
+            z, live, live_lrs = z[keep], live[keep], live_lrs[keep]
             maps.keep(keep)
             moments.keep(keep)
             if len(live) == 0:
                 break
 
-    outcome = ChunkOutcome(final, on_rows.loss(final, row_weights), on_rows.grad(final, row_weights).norm(dim=1),
-                           _held_out(problem, model, final), stopped_at, log, *closed_forms(problem, rows))
+    outcome = ChunkOutcome(final, on_rows.loss(final), on_rows.grad(final).norm(dim=1),
+                           _held_out(problem, model, final), stopped_at, log, *closed_forms(problem, x, y))
     return results_from(outcome, problem, runs, train_cfg, ENGINE, time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""What the batched engines share: a chunk's rows, starting values, closed forms, and
+"""What the batched engines share: a chunk's data, starting values, closed forms, and
 the turning of stacked outcomes into one `RunResult` per run.
 
 The rules for a run's status, epochs and loss curve are the reference loop's
@@ -13,26 +13,30 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
 from pipeline.plan import Run, resample_rows
-from pipeline.train import DIVERGED, NOT_CONVERGED, OK, Problem, RunResult, new_model
+from pipeline.train import DIVERGED, NOT_CONVERGED, OK, Problem, RunResult, new_model, resample_data
 
 
-def chunk_rows(problem: Problem, runs: list[Run]) -> Tensor:
-    """(runs, rows) indices of each run's resample, on the problem's device."""
-    n = problem.x.shape[0]
-    rows = np.stack([resample_rows(n, run.seed, run.resample) for run in runs])
-    return torch.as_tensor(rows, device=problem.device)
+def chunk_data(problem: Problem, runs: list[Run]) -> tuple[Tensor, Tensor]:
+    """(runs, rows, x columns) and (runs, rows, y columns): each run's training data,
+    exactly as `train.resample_data` hands it to the reference loop. The runs must have
+    resamples of one size (`resample_size`)."""
+    data = [resample_data(problem, run) for run in runs]
+    return torch.stack([x for x, _ in data]), torch.stack([y for _, y in data])
 
 
-def row_counts(rows: Tensor, n_rows: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    """(runs, n_rows): how often each row appears in each run's resample."""
-    counts = torch.zeros(rows.shape[0], n_rows, dtype=dtype, device=rows.device)
-    return counts.scatter_add_(1, rows, torch.ones_like(rows, dtype=dtype))
+def resample_size(problem: Problem, run: Run) -> int:
+    """Rows a run trains on (a jackknife resample has one fewer)."""
+    return len(resample_rows(problem.x.shape[0], run.seed, run.resample))
+
+
+def features_of(model: nn.Module, x: Tensor) -> Tensor:
+    """(runs, rows, p) features of a FeatureModel for (runs, rows, x columns) data."""
+    return model.features(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
 def initial_models(problem: Problem, runs: list[Run]) -> list[nn.Module]:
@@ -49,16 +53,15 @@ def initial_models(problem: Problem, runs: list[Run]) -> list[nn.Module]:
     return [built[(run.seed, run.init_index, run.init)] for run in runs]
 
 
-def closed_forms(problem: Problem, rows: Tensor) -> tuple[Tensor, Tensor]:
+def closed_forms(problem: Problem, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """(runs, n_params) least-squares fits and (runs,) their losses, float64 on the CPU.
 
-    The reference loop's computation (`torch.linalg.lstsq` of the features of the
-    resampled rows, then the experiment's loss), batched over runs. LAPACK's least
-    squares is not reproducible to the last bit even call to call, so nothing else
-    is computed from these fits.
+    The reference loop's computation (`torch.linalg.lstsq` of the features of each run's
+    data, then the experiment's loss), batched over runs. LAPACK's least squares is not
+    reproducible to the last bit even call to call, so nothing else is computed from it.
     """
-    features = problem.parts.make_model().features(problem.x.double()).cpu()
-    a, b = features[rows.cpu()], problem.y.double().cpu()[rows.cpu()]
+    a = features_of(problem.parts.make_model(), x.double()).cpu()
+    b = y.double().cpu()
     coef = torch.linalg.lstsq(a, b).solution[..., 0]
     return coef, vmap(problem.parts.loss_fn)((a * coef.unsqueeze(1)).sum(dim=-1, keepdim=True), b)
 

@@ -11,7 +11,8 @@ Parameters are compared relative to the run's largest parameter (in a diverging 
 the small components are differences of huge numbers); other values elementwise,
 with an absolute floor of 1e-10 / 1e-6 for values that are zero up to rounding, and a
 wider floor for the final gradient norm, which at an optimum is rounding noise.
-Each chunk mixes learning rates and initial values and holds a run that diverges.
+Each chunk mixes learning rates, initial values and resamples (bootstrap draws, jackknife
+runs one row short, residual-resampling draws) and holds a run that diverges.
 """
 
 from __future__ import annotations
@@ -29,19 +30,17 @@ import torch
 from torch import nn
 
 from pipeline import engines
-from pipeline.batched import train_batched
 from pipeline.config import ConfigError, validate
 from pipeline.data import Dataset, load_dataset
-from pipeline.gram import row_sum, train_gram
+from pipeline.gram import row_sum
 from pipeline.models import FeatureModel
-from pipeline.plan import Run
+from pipeline.plan import RESIDUAL, Run, plan
 from pipeline.train import DIVERGED, Problem, RunResult, build_problem, train_chunk, train_reference
 from tests.conftest import make_config, run_sweep
 
 TOL = {"float64": dict(rtol=1e-8, atol=1e-10), "float32": dict(rtol=1e-4, atol=1e-6)}
 GRAD_ATOL = {"float64": 1e-7, "float32": 1e-4}
 EPOCHS, LOG_EVERY = 200, 20
-FAST = {"gram": train_gram, "batched": train_batched}
 
 
 class Slope(FeatureModel):
@@ -112,6 +111,7 @@ class Family:
     lrs: tuple[float, ...]  # the last one diverges
     inits: tuple[Optional[tuple[float, ...]], ...]
     engines: tuple[str, ...]
+    linear: bool = True  # a FeatureModel: residual resampling applies
 
 
 MSE, MAE = {"_target_": "torch.nn.MSELoss"}, {"_target_": "torch.nn.L1Loss"}
@@ -140,9 +140,9 @@ FAMILIES = {
                                   ("gram", "batched")),
     "002 mlp, adam": Family({"_target_": "tests.test_batched.toy_mlp"}, MSE,
                             {"_target_": "torch.optim.Adam", "_partial_": True}, toy_mlp_rows,
-                            (1e-2, 3e-2), (None, None, NAN_START), ("batched",)),
+                            (1e-2, 3e-2), (None, None, NAN_START), ("batched",), linear=False),
     "002 mlp, sgd momentum": Family({"_target_": "tests.test_batched.toy_mlp"}, MSE, {**SGD, "momentum": 0.9},
-                                    toy_mlp_rows, (0.1, 0.5), (None, None, NAN_START), ("batched",)),
+                                    toy_mlp_rows, (0.1, 0.5), (None, None, NAN_START), ("batched",), linear=False),
 }
 
 
@@ -153,12 +153,16 @@ def family_problem(family: Family, dtype: str) -> Problem:
 
 
 def chunk_of(family: Family, resamples: int = 2) -> list[Run]:
-    """Every lr x init x resample; run ids are only labels here."""
+    """Every lr x init x resample, and per lr a jackknife run (one row short) and, for
+    models linear in their parameters, a residual-resampling draw. Ids are labels only."""
     runs = []
     for lr in family.lrs:
         for i, init in enumerate(family.inits):
             for k in range(resamples):
                 runs.append(Run(f"{lr}-{i}-{k}", lr, i, init, k, 7))
+        runs.append(Run(f"{lr}-0-jackknife", lr, 0, family.inits[0], -3, 7))
+        if family.linear:
+            runs.append(Run(f"{lr}-0-residual", lr, 0, family.inits[0], 1, 7, RESIDUAL))
     return runs
 
 
@@ -207,7 +211,24 @@ def test_fast_engine_matches_reference_run_by_run(name, engine, dtype):
     diverged = [r.run for r in ref if r.status == DIVERGED]
     assert diverged and len(diverged) < len(runs), "each chunk must hold diverging and healthy runs"
     assert len({r.run.lr for r in ref if r.status != DIVERGED}) > 1
-    assert_matches_reference(FAST[engine](problem, runs, train_cfg()), ref, dtype, engine)
+    assert {r.run.kind for r in ref} == {"original", "bootstrap", "jackknife"}
+    assert_matches_reference(train_chunk(problem, runs, train_cfg(engine=engine)), ref, dtype, engine)
+
+
+PRESET_ENGINES = {"tdm_quadratic": "gram", "linear_synthetic": "gram", "gistemp_slope": "gram",
+                  "gistemp_line": "gram", "gistemp_line_mae": "batched", "gistemp_hinge": "gram",
+                  "sine_cubic": "gram", "toy_mlp": "batched"}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_ENGINES))
+def test_every_preset_trains_with_auto_as_with_the_reference_loop(preset, tmp_path):
+    cfg = make_config(tmp_path, f"experiment={preset}", "sweep=bootstrap", "sweep.resamples=2",
+                      "train.epochs=60", "train.log_every=20", "train.dtype=float64")
+    dataset = load_dataset(cfg["data"])
+    problem, runs = build_problem(cfg, dataset), plan(cfg, dataset.digest())
+    fast = train_chunk(problem, runs, cfg["train"])
+    ref = train_chunk(problem, runs, {**cfg["train"], "engine": "reference"})
+    assert_matches_reference(fast, ref, "float64", PRESET_ENGINES[preset])
 
 
 @pytest.mark.parametrize("engine", ["gram", "batched"])
@@ -215,9 +236,10 @@ def test_a_run_gets_the_same_bits_in_any_chunk(engine):
     family = FAMILIES["000 tdm quadratic"]
     problem = family_problem(family, "float32")
     runs = chunk_of(family, resamples=4)
-    whole = FAST[engine](problem, runs, train_cfg())
-    pieces = FAST[engine](problem, runs[:5], train_cfg()) + FAST[engine](problem, runs[5:][::-1], train_cfg())[::-1]
-    alone = [FAST[engine](problem, [run], train_cfg())[0] for run in runs[:3]]
+    cfg = train_cfg(engine=engine)
+    whole = train_chunk(problem, runs, cfg)
+    pieces = train_chunk(problem, runs[:5], cfg) + train_chunk(problem, runs[5:][::-1], cfg)[::-1]
+    alone = [train_chunk(problem, [run], cfg)[0] for run in runs[:3]]
     for a, b in zip(whole, pieces + alone, strict=False):
         assert (a.params, a.final_loss, a.grad_norm, a.curve_loss, a.status) == \
                (b.params, b.final_loss, b.grad_norm, b.curve_loss, b.status), a.run.run_id
@@ -231,8 +253,8 @@ def test_logging_every_epoch_and_an_epoch_count_off_the_log_grid():
     runs = chunk_of(family, resamples=1)
     for cfg in (train_cfg(epochs=37, log_every=1), train_cfg(epochs=97, log_every=25)):
         ref = [train_reference(problem, run, cfg) for run in runs]
-        for engine, train in FAST.items():
-            assert_matches_reference(train(problem, runs, cfg), ref, "float64", engine)
+        for engine in ("gram", "batched"):
+            assert_matches_reference(train_chunk(problem, runs, {**cfg, "engine": engine}), ref, "float64", engine)
 
 
 def test_row_sum_is_a_sum_in_a_chunk_independent_order():
@@ -270,8 +292,9 @@ def test_train_chunk_splits_a_chunk_that_does_not_fit_memory(monkeypatch, caplog
     batches = []
     with caplog.at_level(logging.INFO, logger="pipeline"):
         split = train_chunk(problem, runs, train_cfg(), on_batch_done=batches.append)
-    assert [len(b) for b in batches] == [5, 5, 5, 3]
-    assert "a test budget fit 5 runs; 18 runs -> 4 batch(es) of up to 5" in caplog.text
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 1, 3]  # the 3 jackknife runs apart
+    assert ("a test budget fit 5 runs; 24 runs -> 6 batch(es) of up to 5 (runs of 2 data sizes, "
+            "rows [999, 1000], apart)") in caplog.text
     assert [r.engine for r in split] == ["gram"] * len(runs)
     for a, b in zip(whole, split, strict=True):
         assert (a.run, a.params, a.curve_loss, a.status) == (b.run, b.params, b.curve_loss, b.status)
@@ -283,8 +306,8 @@ def test_batch_size_follows_the_memory_estimate():
     rows, activations = 20, 4 + 4 + 2 + 2 + 2  # Linear, ReLU, Linear, Sigmoid outputs and the Sequential's
     assert per_run >= 4 * rows * (3 + 2 + 4 * activations)
     size, why = engines.batch_size(1000, per_run, torch.device("cpu"))
-    budget, _ = engines.available_memory(torch.device("cpu"))
-    assert size == min(1000, budget // per_run) and "KiB per run" in why
+    budget, source = engines.available_memory(torch.device("cpu"))
+    assert size == min(1000, budget // per_run) and why.endswith(f"KiB per run; {source} fit {budget // per_run} runs")
 
 
 def test_validate_names_an_engine_that_cannot_train_the_experiment(tmp_path):
@@ -322,7 +345,7 @@ def test_fast_engines_on_cuda_match_the_reference_on_cpu(name, engine):
                    y_test=None if cpu.y_test is None else cpu.y_test.cuda())
     runs = chunk_of(family)
     ref = [train_reference(cpu, run, train_cfg()) for run in runs]
-    fast = FAST[engine](cuda, runs, train_cfg())
+    fast = train_chunk(cuda, runs, train_cfg(engine=engine))
     assert {r.device for r in fast} == {"cuda"}
     for r in fast:
         r.device = "cpu"
