@@ -240,9 +240,9 @@ def test_a_run_gets_the_same_bits_in_any_chunk(engine):
     whole = train_chunk(problem, runs, cfg)
     pieces = train_chunk(problem, runs[:5], cfg) + train_chunk(problem, runs[5:][::-1], cfg)[::-1]
     alone = [train_chunk(problem, [run], cfg)[0] for run in runs[:3]]
-    for a, b in zip(whole, pieces + alone, strict=False):
-        assert (a.params, a.final_loss, a.grad_norm, a.curve_loss, a.status) == \
-               (b.params, b.final_loss, b.grad_norm, b.curve_loss, b.status), a.run.run_id
+    for a, b in [*zip(whole, pieces, strict=True), *zip(whole[:3], alone)]:
+        assert (a.run, a.params, a.final_loss, a.grad_norm, a.curve_loss, a.status) == \
+               (b.run, b.params, b.final_loss, b.grad_norm, b.curve_loss, b.status), a.run.run_id
     assert {r.status for r in whole} >= {"diverged", "not_converged"}
 
 
