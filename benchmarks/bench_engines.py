@@ -38,12 +38,14 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from pipeline.batched import train_batched
 from pipeline.config import CONF_DIR, to_container
 from pipeline.data import Dataset, load_dataset
-from pipeline.gram import train_gram
-from pipeline.plan import Run, plan
-from pipeline.train import Problem, RunResult, build_problem, train_reference
+from pipeline.engines import train_reference
+from pipeline.engines.batched import train_batched
+from pipeline.engines.gram import train_gram
+from pipeline.plan import plan
+from pipeline.problem import Problem, build_problem, build_problem_parts
+from pipeline.records import Run, RunResult, TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,15 +100,15 @@ def report(name: str, per_run_ref: float, per_run_fast: float, note: str = "") -
     print(f"  {name:<34} {per_run_fast * 1e3:10.3f} ms/run   {per_run_ref / per_run_fast:10.0f}x  {note}")
 
 
-def textbook(problem: Problem, runs: list[Run], cfg: dict[str, Any]) -> tuple[float, list[RunResult]]:
-    train_reference(problem, runs[0], {**cfg, "epochs": 20})  # burn-in
+def textbook(problem: Problem, runs: list[Run], cfg: TrainSettings) -> tuple[float, list[RunResult]]:
+    train_reference(problem, runs[0], replace(cfg, epochs=20))  # burn-in
     wall, results = timed(problem.device, lambda: [train_reference(problem, run, cfg) for run in runs])
     return wall / len(runs), results
 
 
 def fast(engine: Callable[..., list[RunResult]], problem: Problem, runs: list[Run],
-         cfg: dict[str, Any]) -> tuple[float, list[RunResult]]:
-    engine(problem, runs[:4], {**cfg, "epochs": 20})  # burn-in
+         cfg: TrainSettings) -> tuple[float, list[RunResult]]:
+    engine(problem, runs[:4], replace(cfg, epochs=20))  # burn-in
     wall, results = timed(problem.device, lambda: engine(problem, runs, cfg))
     return wall / len(runs), results
 
@@ -115,8 +117,11 @@ def bench_tdm(args: argparse.Namespace) -> None:
     cfg = compose_config("experiment=tdm_quadratic", "sweep=bootstrap", "sweep.resamples=999",
                          f"train.dtype={args.dtype}", f"train.device={args.device}")
     dataset = load_dataset(cfg["data"])
-    problem, runs, train = build_problem(cfg, dataset), plan(cfg, dataset.digest()), cfg["train"]
-    print(f"\ntdm_quadratic: {len(runs)} runs x {train['epochs']} epochs, {dataset.n_rows} rows, "
+    train = TrainSettings.from_dict(cfg["train"])
+    problem = build_problem(build_problem_parts(cfg["model"], cfg["loss"], cfg["optim"], dataset), dataset,
+                            device=train.device, dtype=train.dtype)
+    runs = plan(cfg, dataset.digest())
+    print(f"\ntdm_quadratic: {len(runs)} runs x {train.epochs} epochs, {dataset.n_rows} rows, "
           f"{args.dtype} on {problem.device} ({load()})")
     sample = runs[:: len(runs) // args.reference_runs][: args.reference_runs]
     ref_time, ref = textbook(problem, sample, train)
@@ -124,8 +129,8 @@ def bench_tdm(args: argparse.Namespace) -> None:
           f"(mean of {len(sample)} full runs)")
     gram_time, gram = fast(train_gram, problem, runs, train)
     report("gram engine", ref_time, gram_time, f"max gap to textbook {max_relative_gap(gram, ref):.1e}")
-    scale = train["epochs"] / args.batched_epochs
-    batched_time, _ = fast(train_batched, problem, runs, {**train, "epochs": args.batched_epochs})
+    scale = train.epochs / args.batched_epochs
+    batched_time, _ = fast(train_batched, problem, runs, replace(train, epochs=args.batched_epochs))
     report("batched engine", ref_time, batched_time * scale,
            f"({args.batched_epochs} epochs timed, x{scale:g})")
 
@@ -139,15 +144,15 @@ def toy_mlp_rows(n: int = 20) -> Dataset:
 
 
 def bench_mlp(args: argparse.Namespace) -> None:
-    cfg = {"model": TOY_MLP, "loss": {"_target_": "torch.nn.MSELoss"},
-           "optim": {"_target_": "torch.optim.Adam", "_partial_": True},
-           "train": {"device": args.device, "dtype": args.dtype}}
-    problem = build_problem(cfg, toy_mlp_rows())
-    train = {"epochs": 2000, "log_every": 100, "grad_tol": 1e-3}
+    rows = toy_mlp_rows()
+    parts = build_problem_parts(TOY_MLP, {"_target_": "torch.nn.MSELoss"},
+                                {"_target_": "torch.optim.Adam", "_partial_": True}, rows)
+    problem = build_problem(parts, rows, device=args.device, dtype=args.dtype)
+    train = TrainSettings(epochs=2000, log_every=100, grad_tol=1e-3)
     lrs = (3e-3, 1e-2, 3e-2, 1e-1)
     runs = [Run(f"mlp-{lr}-{i}-{k}", lr, i, None, k, 0) for lr in lrs for i in range(8) for k in range(16)]
     print(f"\ntoy MLP 3-4-2 (seed 002): {len(runs)} runs (4 lr x 8 inits x 16 resamples) x "
-          f"{train['epochs']} Adam steps, 20 rows, {args.dtype} on {problem.device} ({load()})")
+          f"{train.epochs} Adam steps, 20 rows, {args.dtype} on {problem.device} ({load()})")
     originals = [run for run in runs if run.resample == 0]  # reordering rows keeps their problem
     sample = originals[:: max(1, len(originals) // args.reference_runs)][: args.reference_runs]
     ref_time, ref = textbook(problem, sample, train)

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import record
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
+from pipeline.records import SweepMeta
 from pipeline.intervals import CLOSED_FORM_METHODS, DegenerateCellWarning, DroppedRunsWarning, bootstrap_intervals
 
 log = logging.getLogger(__name__)
@@ -58,40 +59,22 @@ def curves_frame(parts: pd.DataFrame) -> pd.DataFrame:
                          "loss": long["curve_loss"].astype(float).to_numpy()})
 
 
-def load_sweep(out_dir: Path) -> tuple[dict, pd.DataFrame]:
-    meta_path, plan_path = out_dir / "sweep.json", out_dir / "plan.parquet"
-    if not meta_path.is_file() or not plan_path.is_file():
+def load_sweep(out_dir: Path) -> tuple[SweepMeta, pd.DataFrame]:
+    """The sweep's metadata and plan; a ConfigError when `out_dir` is not a sweep folder."""
+    if not (out_dir / record.SWEEP_META).is_file() or not (out_dir / record.PLAN).is_file():
         raise ConfigError([f"`out_dir`: {out_dir} is not a sweep folder (no sweep.json / plan.parquet)"])
-    return record.read_json(meta_path), pd.read_parquet(plan_path)
+    return record.read_meta(out_dir), pd.read_parquet(out_dir / record.PLAN)
 
 
-def sweep_design(out_dir: Path, meta: dict) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """Features and response of the sweep's original rows, for the closed-form intervals.
-
-    None (with a log line) when the model has no closed form, or the data cannot be
-    loaded or no longer hold the values the sweep was trained on.
-    """
-    if not meta.get("closed_form"):
+def sweep_design(out_dir: Path, meta: SweepMeta) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Features and response of the sweep's original rows, saved at launch, for t / hc3."""
+    if not meta.closed_form:
         return None
-    import torch
-    from omegaconf import OmegaConf
-
-    from pipeline.data import load_dataset
-    from pipeline.train import build_problem_parts
-
-    try:
-        cfg = OmegaConf.to_container(OmegaConf.load(out_dir / "config.yaml"), resolve=True)
-        dataset = load_dataset(cfg["data"])
-        parts = build_problem_parts(cfg, dataset)
-    except (ConfigError, OSError) as err:
-        log.warning("no t / hc3 intervals: the sweep's data cannot be loaded (%s)", err)
-        return None
-    if meta.get("data_digest") not in (None, dataset.digest()):
-        log.warning("no t / hc3 intervals: %s changed since the sweep ran", dataset.source)
-        return None
-    with torch.no_grad():
-        features = parts.make_model().features(torch.tensor(dataset.x, dtype=torch.float64))
-    return features.numpy(), dataset.y[:, 0]
+    design = record.read_design(out_dir, meta.param_names)
+    if design is None:
+        log.warning("no t / hc3 intervals: %s has no %s (a folder from an older version: relaunch the "
+                    "sweep to record it; no run is retrained)", out_dir, record.DESIGN)
+    return design
 
 
 def sorted_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
@@ -103,7 +86,7 @@ def sorted_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns=["_jack", "_index"]).reset_index(drop=True)
 
 
-def interval_table(out_dir: Path, meta: dict, estimates: pd.DataFrame, *, level: float,
+def interval_table(out_dir: Path, meta: SweepMeta, estimates: pd.DataFrame, *, level: float,
                    statuses: Sequence[str], methods: Optional[Sequence[str]],
                    max_dropped_share: float) -> pd.DataFrame:
     """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
@@ -114,7 +97,7 @@ def interval_table(out_dir: Path, meta: dict, estimates: pd.DataFrame, *, level:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DegenerateCellWarning)
         warnings.simplefilter("always", DroppedRunsWarning)
-        table = bootstrap_intervals(estimates, params=meta["param_names"], method=methods, level=level,
+        table = bootstrap_intervals(estimates, params=list(meta.param_names), method=methods, level=level,
                                     statuses=statuses, max_dropped_share=max_dropped_share, X=X, y=y)
     for w in caught:
         log.warning("%s", w.message)
@@ -146,6 +129,6 @@ def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = (
         if plots:
             from pipeline.plots import write_plots  # matplotlib only when plots are wanted
 
-            write_plots(out_dir, estimates, intervals, meta["param_names"], statuses)
+            write_plots(out_dir, estimates, intervals, meta.param_names, statuses)
     log.info("%s", report.summary())
     return report

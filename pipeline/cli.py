@@ -1,8 +1,9 @@
 """Console entry points: `pipeline-sweep`, `pipeline-aggregate`, `pipeline-status`, `pipeline-coverage`.
 
 All are Hydra apps: Hydra composes `conf/` and applies overrides (`sweep.lr=[1e-4,3e-4]`,
-`--cfg job`, `--help`); these functions only turn the composed config into a validated
-plain dict and call the library. User mistakes end in one message and exit code 2.
+`--cfg job`, `--help`); these functions only turn the composed config into a plain
+dict, prepare it (every check, the data read once) and call the library. User mistakes
+end in one message and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.config import CONF_DIR, ConfigError, to_container, validate
+from pipeline.config import CONF_DIR, to_container
+from pipeline.errors import ConfigError
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
 FLAG_OVERRIDES = {"--dry-run": "launcher.dry_run=true", "--wait": "launcher.wait=true"}
@@ -34,14 +36,15 @@ def _print_tables(out_dir: Path, summary: str) -> None:
 def _sweep_app(cfg: DictConfig) -> None:
     from pipeline.aggregate import aggregate
     from pipeline.launch import launch
+    from pipeline.prepare import prepare
 
     container = to_container(cfg)
     try:
-        validate(container)
-        out_dir = Path(container["out_dir"]).resolve()
-        report = launch(container, out_dir)
+        prepared = prepare(container)
+        report = launch(prepared)
     except ConfigError as err:
         _fail(err)
+    out_dir = prepared.out_dir
     if container["launcher"]["dry_run"]:
         return
     if not report.waited:
@@ -105,12 +108,11 @@ def status_main(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="coverage")
 def coverage_main(cfg: DictConfig) -> None:
     """Simulate data sets from a known truth, bootstrap each, report each interval's coverage."""
-    from pipeline.coverage import check_coverage_config, run_coverage
+    from pipeline.coverage import prepare_coverage, run_coverage
 
     container = to_container(cfg)
     try:
-        check_coverage_config(container)
-        report = run_coverage(container, Path(container["out_dir"]).resolve())
+        report = run_coverage(prepare_coverage(container), Path(container["out_dir"]).resolve())
     except ConfigError as err:
         _fail(err)
     print(report.text())

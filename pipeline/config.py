@@ -1,16 +1,12 @@
-"""Config schema, resolvers and the one validation pass that runs before any task.
+"""The config schema (Hydra's ConfigStore) and its resolvers; nothing else.
 
 The schema is registered in Hydra's ConfigStore, so a misspelt key fails when Hydra
-composes the config. `validate` then checks what a type cannot: data files, columns,
-values, the grid, the launcher. It collects every problem and raises one
-`ConfigError` that names each config key, the rule and the value it got.
+composes the config. Everything a type cannot check (files, columns, values, the grid,
+the launcher) is checked by `pipeline.prepare`, which loads the data once.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -21,19 +17,10 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 
-ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines.py)
+ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines/choice.py)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 CLUSTERS = ("debug", "local", "slurm")
-
-
-class ConfigError(ValueError):
-    """A user's config or data cannot be run; the message lists every problem found."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the sweep config:\n{lines}")
 
 
 @dataclass
@@ -183,159 +170,5 @@ register()
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
-    """Resolved plain-dict copy of a config: what tasks receive and run ids hash."""
+    """Resolved plain-dict copy of a config: what `prepare` checks, config.yaml stores and run ids hash."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
-
-
-def lr_grid(cfg: dict[str, Any]) -> list[float]:
-    lrs = cfg["sweep"]["lr"]
-    return [float(cfg["optim"]["lr"])] if lrs is None else [float(v) for v in lrs]
-
-
-def init_grid(cfg: dict[str, Any]) -> list[Optional[list[float]]]:
-    """The distinct initial vectors of the grid, in order (a repeat would be the same runs)."""
-    inits = cfg["sweep"]["init"]
-    if inits is None:
-        return [cfg["init"]]
-    unique = []
-    for vec in ([float(v) for v in vec] for vec in inits):
-        if vec not in unique:
-            unique.append(vec)
-    return unique
-
-
-def _check_lr(cfg: dict[str, Any]) -> list[str]:
-    lrs = cfg["sweep"]["lr"]
-    if lrs is not None and len(lrs) == 0:
-        return ["`sweep.lr` is empty: give at least one learning rate, e.g. sweep.lr=[1e-3]"]
-    if lrs is None and "lr" not in (cfg.get("optim") or {}):
-        return ["`optim.lr` is not set and `sweep.lr` is null: no learning rate to train with"]
-    key = "optim.lr" if lrs is None else "sweep.lr"
-    return [f"`{key}` must hold positive finite learning rates; got {lr}"
-            for lr in lr_grid(cfg) if not (math.isfinite(lr) and lr > 0)]
-
-
-def _check_init(cfg: dict[str, Any], n_params: Optional[int]) -> list[str]:
-    inits = cfg["sweep"]["init"]
-    if inits is not None and len(inits) == 0:
-        return ["`sweep.init` is empty: give at least one initial vector, or null for the experiment's init"]
-    key, problems = ("init" if inits is None else "sweep.init"), []
-    for vec in init_grid(cfg):
-        if vec is None:
-            continue
-        if n_params is not None and len(vec) != n_params:
-            problems.append(f"`{key}` vectors need one value per model parameter ({n_params}); got {vec}")
-        if not all(math.isfinite(v) for v in vec):
-            problems.append(f"`{key}` must hold finite numbers; got {vec}")
-    return problems
-
-
-def _check_numbers(cfg: dict[str, Any]) -> list[str]:
-    t, lc, problems = cfg["train"], cfg["launcher"], []
-    rules = [
-        ("train.epochs", t["epochs"], t["epochs"] >= 1, ">= 1"),
-        ("train.log_every", t["log_every"], t["log_every"] >= 1, ">= 1"),
-        ("train.grad_tol", t["grad_tol"], t["grad_tol"] > 0, "> 0"),
-        ("sweep.resamples", cfg["sweep"]["resamples"], cfg["sweep"]["resamples"] >= 0, ">= 0"),
-        ("launcher.runs_per_task", lc["runs_per_task"], lc["runs_per_task"] >= 1, ">= 1"),
-        ("launcher.max_parallel", lc["max_parallel"], lc["max_parallel"] >= 0, ">= 0"),
-        ("launcher.timeout_min", lc["timeout_min"], lc["timeout_min"] > 0, "> 0"),
-        ("launcher.cpus_per_task", lc["cpus_per_task"], lc["cpus_per_task"] >= 1, ">= 1"),
-        ("launcher.mem_gb", lc["mem_gb"], lc["mem_gb"] > 0, "> 0"),
-        ("launcher.gpus_per_node", lc["gpus_per_node"], lc["gpus_per_node"] >= 0, ">= 0"),
-        ("launcher.array_parallelism", lc["array_parallelism"], lc["array_parallelism"] >= 1, ">= 1"),
-        ("launcher.max_array_size", lc["max_array_size"], lc["max_array_size"] is None or lc["max_array_size"] >= 1,
-         ">= 1 or null"),
-        ("intervals.level", cfg["intervals"]["level"], 0 < cfg["intervals"]["level"] < 1, "between 0 and 1"),
-    ]
-    problems += [f"`{key}` must be {rule}; got {value}" for key, value, ok, rule in rules if not ok]
-    for key, allowed in (("engine", ENGINES), ("dtype", DTYPES), ("device", DEVICES)):
-        if t[key] not in allowed:
-            problems.append(f"`train.{key}` must be one of {', '.join(allowed)}; got {t[key]!r}")
-    if lc["cluster"] not in CLUSTERS:
-        problems.append(f"`launcher.cluster` must be one of {', '.join(CLUSTERS)}; got {lc['cluster']!r}")
-    elif lc["cluster"] == "slurm" and not lc["dry_run"] and shutil.which("sbatch") is None:
-        problems.append("`launcher=slurm` needs `sbatch` on PATH (is this a SLURM login node? "
-                        "bash slurm/local-cluster.sh start brings up a local one)")
-    return problems
-
-
-def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[str]:
-    """Interval methods, statuses and resampling scheme, and what each needs of the sweep."""
-    from pipeline.intervals import CLOSED_FORM_METHODS, METHODS
-    from pipeline.plan import RESIDUAL, SCHEMES
-    from pipeline.train import STATUSES
-
-    ic, sweep, problems = cfg["intervals"], cfg["sweep"], []
-    methods = [str(m).lower() for m in ic["methods"] or []]
-    problems += [f"`intervals.methods` must hold names from {', '.join(METHODS)}; got {m!r}"
-                 for m in methods if m not in METHODS]
-    problems += [f"`intervals.statuses` must hold names from {', '.join(STATUSES)}; got {s!r}"
-                 for s in ic["statuses"] if s not in STATUSES]
-    if not 0 <= ic["max_dropped_share"] <= 1:
-        problems.append(f"`intervals.max_dropped_share` must be between 0 and 1; got {ic['max_dropped_share']}")
-    if "bca" in methods and not sweep["jackknife"]:
-        problems.append("`intervals.methods` includes bca, whose acceleration needs jackknife runs; "
-                        "got sweep.jackknife=false (set it true, or drop bca)")
-    if sweep["scheme"] not in SCHEMES:
-        problems.append(f"`sweep.scheme` must be one of {', '.join(SCHEMES)}; got {sweep['scheme']!r}")
-    no_closed_form = "a model linear in its parameters fitted by MSE (e.g. pipeline.models.Polynomial)"
-    if closed_form is False and sweep["scheme"] == RESIDUAL:
-        problems.append(f"`sweep.scheme` residual needs {no_closed_form}; got model "
-                        f"{(cfg.get('model') or {}).get('_target_')!r} with loss {(cfg.get('loss') or {}).get('_target_')!r}")
-    wanted = [m for m in methods if m in CLOSED_FORM_METHODS]
-    if closed_form is False and wanted:
-        problems.append(f"`intervals.methods` {', '.join(wanted)} need {no_closed_form}; got model "
-                        f"{(cfg.get('model') or {}).get('_target_')!r}")
-    return problems
-
-
-def _check_loss_and_optim(cfg: dict[str, Any], parts: Any, dataset: Any) -> list[str]:
-    """The loss must give one number on the model's output, and the optimiser must accept
-    its keyword arguments: a misspelt `momentum` would otherwise fail in every task."""
-    import torch
-
-    model = parts.make_model()
-    rows = slice(0, 2)
-    try:
-        loss = parts.loss_fn(model(torch.tensor(dataset.x[rows], dtype=torch.float32)),
-                             torch.tensor(dataset.y[rows], dtype=torch.float32))
-    except Exception as err:  # noqa: BLE001 - any failure here is the user's loss spec
-        return [f"`loss` ({cfg['loss'].get('_target_')}) fails on the model's output and y: {err}"]
-    if loss.dim() != 0:
-        return [f"`loss` ({cfg['loss'].get('_target_')}) must give one number; it gives shape "
-                f"{tuple(loss.shape)} (reduction 'none'?)"]
-    try:
-        parts.make_optim(model.parameters(), lr=1e-3)
-    except Exception as err:  # noqa: BLE001
-        return [f"`optim` ({cfg['optim'].get('_target_')}) cannot be built with these arguments: {err}"]
-    return []
-
-
-def validate(cfg: dict[str, Any]) -> None:
-    """Check everything a sweep needs before a task starts; raise one ConfigError.
-
-    Loads the data and builds the model once, so a bad file, column, value or
-    `_target_` is found here rather than in a thousand array tasks.
-    """
-    from pipeline.data import load_dataset
-    from pipeline.engines import engine_problems
-    from pipeline.train import build_problem_parts
-
-    problems = _check_numbers(cfg) + _check_lr(cfg)
-    n_params = closed_form = None
-    try:
-        dataset = load_dataset(cfg["data"])
-        parts = build_problem_parts(cfg, dataset)
-        n_params, closed_form = parts.n_params, parts.closed_form
-        problems += _check_loss_and_optim(cfg, parts, dataset)
-        problems += engine_problems(cfg["train"]["engine"], parts)
-    except ConfigError as err:
-        problems += err.problems
-    problems += _check_init(cfg, n_params) + _check_intervals(cfg, closed_form)
-    if problems:
-        raise ConfigError(problems)
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -5,7 +5,7 @@ design: `rows` x rows drawn with replacement from the experiment's own x, and
 y = features(x) @ truth + N(0, noise_sd^2). The truth defaults to the OLS fit of the
 experiment's data and its residual sd. On that data set the whole bootstrap runs, as
 `pipeline-sweep` would plan it (resample 0, `sweep.resamples` draws by `sweep.scheme`,
-and the jackknife fits when bca is wanted), trained by `train_chunk` (gradient descent,
+and the jackknife fits when bca is wanted), trained by `engines.train_chunk` (gradient descent,
 the engine the sweep uses) or, with `fits=closed_form`, solved by least squares on each
 resample (the optimum gradient descent converges to: fast, for large studies). Every
 interval is then checked against the truth.
@@ -33,12 +33,15 @@ import torch
 from tqdm import tqdm
 
 from pipeline import record
-from pipeline.config import ConfigError, validate
-from pipeline.data import Dataset, load_dataset
+from pipeline.data import Dataset
+from pipeline.engines import train_chunk
+from pipeline.errors import ConfigError
 from pipeline.intervals import bootstrap_intervals
 from pipeline.models import least_squares
-from pipeline.plan import Run, plan
-from pipeline.train import OK, Problem, RunResult, build_problem, build_problem_parts, resample_data, train_chunk
+from pipeline.plan import plan
+from pipeline.prepare import PreparedSweep, prepare
+from pipeline.problem import Problem, ProblemParts, build_problem, resample_data
+from pipeline.records import OK, Run, RunResult, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +91,11 @@ def _features(problem_parts: Any, x: np.ndarray) -> np.ndarray:
         return problem_parts.make_model().features(torch.tensor(x, dtype=torch.float64)).numpy()
 
 
-def check_coverage_config(cfg: dict[str, Any]) -> None:
-    """The sweep checks of `validate`, plus what a coverage study needs; one ConfigError."""
-    problems = []
+def prepare_coverage(cfg: dict[str, Any]) -> PreparedSweep:
+    """The sweep checks of `prepare` (data read once), plus what a coverage study needs; one ConfigError."""
+    problems, prepared = [], None
     try:
-        validate(cfg)
+        prepared = prepare(cfg)
     except ConfigError as err:
         problems += err.problems
     rules = [("reps", cfg["reps"], cfg["reps"] >= 1, ">= 1"),
@@ -101,15 +104,14 @@ def check_coverage_config(cfg: dict[str, Any]) -> None:
     problems += [f"`{key}` must be {rule}; got {value}" for key, value, ok, rule in rules if not ok]
     if cfg["fits"] not in FITS:
         problems.append(f"`fits` must be one of {', '.join(FITS)}; got {cfg['fits']!r}")
-    if not problems:
-        parts = build_problem_parts(cfg, load_dataset(cfg["data"]))
-        if not parts.closed_form:
-            problems.append("`model`: a coverage study needs a model linear in its parameters fitted by MSE "
-                            f"(a known coefficient vector to simulate from); got {cfg['model'].get('_target_')!r}")
-        elif cfg["truth"] is not None and len(cfg["truth"]) != parts.n_params:
-            problems.append(f"`truth` needs one value per parameter {list(parts.param_names)}; got {cfg['truth']}")
-    if problems:
+    if prepared is not None and not prepared.parts.closed_form:
+        problems.append("`model`: a coverage study needs a model linear in its parameters fitted by MSE "
+                        f"(a known coefficient vector to simulate from); got {cfg['model'].get('_target_')!r}")
+    elif prepared is not None and cfg["truth"] is not None and len(cfg["truth"]) != prepared.parts.n_params:
+        problems.append(f"`truth` needs one value per parameter {list(prepared.parts.param_names)}; got {cfg['truth']}")
+    if problems or prepared is None:
         raise ConfigError(problems)
+    return prepared
 
 
 def make_truth(cfg: dict[str, Any], dataset: Dataset, parts: Any) -> Truth:
@@ -158,19 +160,20 @@ def closed_form_fits(problem: Problem, runs: list[Run]) -> list[RunResult]:
     return [results[r.run_id] for r in runs]
 
 
-def replicate_estimates(cfg: dict[str, Any], dataset: Dataset, rep: int) -> pd.DataFrame:
+def replicate_estimates(cfg: dict[str, Any], parts: ProblemParts, dataset: Dataset, rep: int) -> pd.DataFrame:
     """The estimates table of one replicate's whole bootstrap (as `estimates.parquet`)."""
     rep_cfg = copy.deepcopy(cfg)
     rep_cfg["sweep"]["seed"] = replicate_seed(cfg["sweep"]["seed"], rep)
     if cfg["fits"] == "closed_form":
         rep_cfg["train"]["dtype"] = "float64"
-    problem = build_problem(rep_cfg, dataset)
+    settings = TrainSettings.from_dict(rep_cfg["train"])
+    problem = build_problem(parts, dataset, device=settings.device, dtype=settings.dtype)
     runs = plan(rep_cfg, dataset.digest(), dataset.n_rows)
     if cfg["fits"] == "closed_form":
         results = closed_form_fits(problem, runs)
     else:
-        results = train_chunk(problem, runs, rep_cfg["train"])
-    return results_frame(results, problem.parts.param_names)
+        results = train_chunk(problem, runs, settings)
+    return results_frame(results, parts.param_names)
 
 
 def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFrame:
@@ -188,7 +191,7 @@ def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFr
 
 def replicate_intervals(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int) -> pd.DataFrame:
     """Every interval of one replicate, with whether it covers the truth."""
-    estimates = replicate_estimates(cfg, dataset, rep)
+    estimates = replicate_estimates(cfg, parts, dataset, rep)
     ic = cfg["intervals"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate cells are counted in the summary instead
@@ -213,11 +216,10 @@ def summarise(replicates: pd.DataFrame) -> pd.DataFrame:
     return summary[[*keys, "reps", "n_intervals", "covered", "coverage", "mc_se", "mean_width"]]
 
 
-def run_coverage(cfg: dict[str, Any], out_dir: Path) -> CoverageReport:
+def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
     """Simulate `reps` data sets, bootstrap each, and write and return the coverage tables."""
-    source = load_dataset(cfg["data"])
-    parts = build_problem_parts(cfg, source)
-    truth = make_truth(cfg, source, parts)
+    cfg, parts = prepared.cfg, prepared.parts
+    truth = make_truth(cfg, prepared.dataset, parts)
     truth_of = dict(zip(parts.param_names, truth.params))
     frames = []
     for rep in tqdm(range(cfg["reps"]), unit="rep", desc="replicates", disable=not cfg["launcher"]["progress"]):

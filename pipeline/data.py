@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from scipy import stats
 from scipy.linalg import solve_triangular
 from scipy.special import ndtr, ndtri
 
-from pipeline.plan import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL, resample_kind
+from pipeline.records import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL, resample_kind
 
 METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal")
@@ -191,7 +191,8 @@ class _Cell:
         return len(self.boot) + len(self.dropped)
 
 
-def _kinds(frame: pd.DataFrame) -> pd.Series:
+def kinds_of(frame: pd.DataFrame) -> pd.Series:
+    """Each run's kind (original, bootstrap, jackknife): the `kind` column, else from `resample`."""
     from_resample = frame["resample"].map(resample_kind)
     if "kind" not in frame.columns:
         return from_resample
@@ -199,7 +200,7 @@ def _kinds(frame: pd.DataFrame) -> pd.Series:
 
 
 def _split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> _Cell:
-    kinds = _kinds(cell)
+    kinds = kinds_of(cell)
     used = cell["status"].isin(statuses)
     original = cell[kinds == ORIGINAL]
     boot_all = cell[kinds == BOOTSTRAP]
@@ -327,7 +328,7 @@ def _closed_form_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str]
 def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame, has_design: bool) -> list[str]:
     """The methods to compute, lower-cased and checked; None picks every one that applies."""
     if method is None:
-        kinds = set(_kinds(estimates)) if len(estimates) else set()
+        kinds = set(kinds_of(estimates)) if len(estimates) else set()
         chosen = ["percentile"] + (["basic", "normal"] if BOOTSTRAP in kinds else [])
         chosen += ["bca"] if JACKKNIFE in kinds else []
         return chosen + (list(CLOSED_FORM_METHODS) if has_design else [])

@@ -1,4 +1,4 @@
-"""Turn a validated config into tasks and hand them to submitit.
+"""Turn a prepared sweep into tasks and hand them to submitit.
 
 Every launcher goes through submitit and runs the same `TaskRunner`: `debug` in this
 process, `local` in subprocesses (at most `launcher.max_parallel` at once), `slurm` as
@@ -11,28 +11,33 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import logging
+import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import submitit
-import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from pipeline import record
-from pipeline.config import ConfigError, cpu_count
-from pipeline.data import load_dataset
-from pipeline.plan import Run, Task, chunk, plan
-from pipeline.train import RunResult, build_problem, build_problem_parts, train_chunk
+from pipeline.cluster import max_array_size
+from pipeline.errors import ConfigError
+from pipeline.plan import chunk
+from pipeline.prepare import PreparedSweep
+from pipeline.records import RunResult, Task, TaskSpec
+from pipeline.status import wait_for_sweep
+from pipeline.train import set_threads, train_runs
 
 log = logging.getLogger(__name__)
 
-LAUNCHES = "launches.jsonl"
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _ensure_task_logging() -> None:
@@ -41,29 +46,28 @@ def _ensure_task_logging() -> None:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
 
-def _set_task_threads(launcher: dict[str, Any]) -> None:
-    """One thread per core the task owns: on tiny tensors, extra threads only fight
-    (a 2000-epoch MLP fit ran 16x slower with 2 threads than with 1 on a busy 2-core box)."""
-    if launcher["cluster"] != "debug":
-        torch.set_num_threads(max(1, launcher["cpus_per_task"]) if launcher["cluster"] == "slurm" else 1)
+def task_threads(launcher: dict[str, Any]) -> Optional[int]:
+    """torch threads per task: the cores a SLURM task owns, one locally, untouched in-process."""
+    if launcher["cluster"] == "debug":
+        return None
+    return max(1, launcher["cpus_per_task"]) if launcher["cluster"] == "slurm" else 1
 
 
 @dataclass
 class TaskRunner(submitit.helpers.Checkpointable):
     """The callable every task runs (pickled by submitit): train a chunk, write its part.
 
-    Finished runs are saved to `progress/` after each one, so a task that is requeued
+    Finished runs are saved to `progress/` after each batch, so a task that is requeued
     (preemption, timeout, `scontrol requeue`) trains only the runs it had not finished.
     A task that raises leaves a failure record and re-raises, so SLURM marks it FAILED.
     """
 
-    cfg: dict[str, Any]
+    spec: TaskSpec
     out_dir: str
-    meta: dict[str, Any]
 
     def __call__(self, task: Task) -> dict[str, Any]:
         _ensure_task_logging()
-        _set_task_threads(self.cfg["launcher"])
+        set_threads(self.spec.threads)
         out = Path(self.out_dir)
         try:
             rows = self._train(task, out)
@@ -72,12 +76,13 @@ class TaskRunner(submitit.helpers.Checkpointable):
                                "traceback": traceback.format_exc(),
                                "runs": [r.run_id for r in task.runs]}, record.failure_path(out, task.part_name))
             raise
-        path = record.write_part(out, task.part_name, rows, self.meta)
+        path = record.write_part(out, task.part_name, rows, self.spec.meta)
         record.finish_task(out, task.part_name)
         statuses = [r["status"] for r in rows]
         return {"part": str(path), "runs": len(rows), **{s: statuses.count(s) for s in set(statuses)}}
 
     def _train(self, task: Task, out: Path) -> list[dict[str, Any]]:
+        meta = self.spec.meta
         rows = record.read_progress(out, task.part_name)
         done = {r["run_id"] for r in rows}
         todo = [r for r in task.runs if r.run_id not in done]
@@ -87,14 +92,13 @@ class TaskRunner(submitit.helpers.Checkpointable):
 
         def save(results: list[RunResult]) -> None:  # once per batch: a fast engine finishes many runs at once
             for result in results:
-                rows.append(record.result_row(result, self.meta["experiment"], self.meta["param_names"], task.index))
+                rows.append(record.result_row(result, meta.experiment, meta.param_names, task.index))
                 log.info("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
                          result.run.run_id, result.status, result.final_loss, result.epochs)
-            record.write_progress(out, task.part_name, rows, self.meta)
+            record.write_progress(out, task.part_name, rows, meta)
 
         if todo:
-            problem = build_problem(self.cfg, load_dataset(self.cfg["data"]))
-            train_chunk(problem, todo, self.cfg["train"], on_batch_done=save)
+            train_runs(self.spec, todo, on_batch_done=save)
         order = {r.run_id: i for i, r in enumerate(task.runs)}
         return sorted(rows, key=lambda r: order[r["run_id"]])
 
@@ -110,19 +114,14 @@ class LaunchReport:
     waited: bool = True
 
 
-def sweep_meta(cfg: dict[str, Any]) -> dict[str, Any]:
-    dataset = load_dataset(cfg["data"])
-    parts = build_problem_parts(cfg, dataset)
-    return {"experiment": cfg["experiment"], "param_names": list(parts.param_names),
-            "closed_form": parts.closed_form, "data_digest": dataset.digest(), "data_source": dataset.source,
-            "n_rows": dataset.n_rows}
-
-
-def write_sweep_files(cfg: dict[str, Any], out_dir: Path, runs: list[Run], meta: dict[str, Any]) -> None:
-    record.write_json(meta, out_dir / "sweep.json")
-    record.write_frame(record.plan_frame(runs), out_dir / "plan.parquet")
-    with record.atomic_path(out_dir / "config.yaml") as tmp:
-        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+def write_sweep_files(prepared: PreparedSweep) -> None:
+    out_dir = prepared.out_dir
+    record.write_meta(prepared.meta, out_dir)
+    record.write_frame(record.plan_frame(prepared.runs), out_dir / record.PLAN)
+    if prepared.design is not None:
+        record.write_design(*prepared.design, prepared.meta.param_names, out_dir)
+    with record.atomic_path(out_dir / record.CONFIG) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(prepared.cfg)))
 
 
 def executor_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
@@ -200,8 +199,6 @@ def array_groups(tasks: list[Task], max_size: int) -> list[list[Task]]:
 
 
 def array_limit(launcher: dict[str, Any]) -> int:
-    from pipeline.cluster import max_array_size
-
     return launcher["max_array_size"] or max_array_size()
 
 
@@ -213,14 +210,28 @@ def submit_arrays(executor: Any, runner: TaskRunner, tasks: list[Task], launcher
         jobs = executor.map_array(runner, group)
         job_id = jobs[0].job_id.split("_")[0]
         job_ids.append(job_id)
-        line = {"time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job_id,
-                # submitit submits a one-task "array" as a plain job: keep the id it got
-                "tasks": [{"array_index": i, "slurm_id": job.job_id, "task": t.index, "part": t.part_name,
-                           "runs": [r.run_id for r in t.runs]} for i, (t, job) in enumerate(zip(group, jobs))]}
-        with open(out_dir / LAUNCHES, "a") as fh:  # appended whole: one line per array
-            fh.write(json.dumps(line) + "\n")
+        record.append_launch(out_dir, {
+            "time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job_id,
+            # submitit submits a one-task "array" as a plain job: keep the id it got
+            "tasks": [{"array_index": i, "slurm_id": job.job_id, "task": t.index, "part": t.part_name,
+                       "runs": [r.run_id for r in t.runs]} for i, (t, job) in enumerate(zip(group, jobs))]})
         log.info("submitted job array %s: %d task(s)", job_id, len(group))
     return job_ids
+
+
+def sbatch_preview(executor: submitit.AutoExecutor, n_tasks: int) -> str:
+    """The sbatch script submitit would submit for an array of `n_tasks`.
+
+    submitit has no public call that returns this text: `_make_sbatch_string` is the
+    function its SlurmExecutor submits with, given the executor's (public) converted
+    parameters. tests/test_slurm.py pins the lines we rely on, so an upgrade that
+    changes it fails there rather than silently.
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = f"{sys.executable} -u -m submitit.core._submit <folder>"
+    return _make_sbatch_string(command=command, folder=executor.folder,
+                               **{**executor.parameters, "map_count": n_tasks})
 
 
 def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_runs: int, n_skipped: int) -> str:
@@ -234,21 +245,14 @@ def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_r
         specs = [f"--array=0-{len(g) - 1}%{min(throttle, len(g))}" for g in groups]
         lines.append(f"arrays: {len(groups)} (MaxArraySize {limit}): {', '.join(specs)}")
         lines.append(f"resources per task: {executor_parameters(launcher)}")
-        from submitit.slurm.slurm import _make_sbatch_string  # the text submitit itself submits
-
-        inner = executor._executor
-        script = _make_sbatch_string(command=f"{inner.python} -u -m submitit.core._submit <folder>",
-                                     folder=inner.folder, **{**inner.parameters, "map_count": len(groups[0])})
-        lines += ["sbatch script (first array):", script]
+        lines += ["sbatch script (first array):", sbatch_preview(executor, len(groups[0]))]
     lines.append("dry run: nothing submitted")
     return "\n".join(lines)
 
 
-def launch(cfg: dict[str, Any], out_dir: Path) -> LaunchReport:
-    """Plan the sweep, skip runs that already have results, run or submit the rest."""
-    launcher = cfg["launcher"]
-    meta = sweep_meta(cfg)
-    runs = plan(cfg, meta["data_digest"], meta["n_rows"])
+def launch(prepared: PreparedSweep) -> LaunchReport:
+    """Skip runs that already have results; run or submit the rest of a prepared sweep."""
+    launcher, out_dir, runs = prepared.launcher, prepared.out_dir, prepared.runs
     done = record.finished_run_ids(out_dir) if out_dir.exists() else set()
     todo = [r for r in runs if r.run_id not in done]
     tasks = chunk(todo, launcher["runs_per_task"])
@@ -259,32 +263,17 @@ def launch(cfg: dict[str, Any], out_dir: Path) -> LaunchReport:
         report.waited = False
         return report
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_sweep_files(cfg, out_dir, runs, meta)
+    write_sweep_files(prepared)
     log.info("%d runs planned; skipped %d that already have results; %d to train in %d task(s)",
              len(runs), report.n_skipped, len(todo), len(tasks))
     if not tasks:
         return report
-    runner = TaskRunner(cfg, str(out_dir), meta)
+    runner = TaskRunner(prepared.task_spec(task_threads(launcher)), str(out_dir))
     if launcher["cluster"] == "slurm":
         report.job_ids = submit_arrays(executor, runner, tasks, launcher, out_dir)
         report.waited = launcher["wait"]
         if launcher["wait"]:
-            from pipeline.status import wait_for_sweep
-
             report.failed_tasks = wait_for_sweep(out_dir, progress=launcher["progress"])
     else:
         report.failed_tasks = run_tasks_here(executor, runner, tasks, launcher)
     return report
-
-
-def submitted_tasks(out_dir: Path) -> list[dict[str, Any]]:
-    """Every task ever submitted to SLURM for this sweep folder, newest last."""
-    path = Path(out_dir) / LAUNCHES
-    if not path.is_file():
-        return []
-    tasks = []
-    for line in path.read_text().splitlines():
-        launch_line = json.loads(line)
-        tasks += [{**t, "job_id": launch_line["job_id"]} for t in launch_line["tasks"]]
-    return tasks
-

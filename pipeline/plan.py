@@ -17,16 +17,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-from pipeline.config import init_grid, lr_grid
-
-CASE, RESIDUAL = "case", "residual"  # resampling schemes of the bootstrap draws
-SCHEMES = (CASE, RESIDUAL)
-ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample
+from pipeline.records import CASE, Run, Task
 
 # Settings that change how a run is computed but not its numbers: left out of the id.
 # The data enter by content (`data_digest`), not by path: moving a file keeps its runs,
@@ -35,41 +30,22 @@ _NOT_IN_ID = {"train": ("engine", "device"), "launcher": None, "intervals": None
               "sweep": None, "data": None, "data_dir": None}
 
 
-@dataclass(frozen=True)
-class Run:
-    """One training run: a grid point on one resample."""
-
-    run_id: str
-    lr: float
-    init_index: int
-    init: Optional[tuple[float, ...]]  # None: the model's own initialisation
-    resample: int  # 0: the original rows; k >= 1: bootstrap draw k; -(j+1): jackknife, row j left out
-    seed: int
-    scheme: str = CASE  # the sweep's resampling scheme; it changes the numbers of bootstrap draws only
-
-    @property
-    def kind(self) -> str:
-        return resample_kind(self.resample)
-
-    def as_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["init"] = None if self.init is None else list(self.init)
-        row["kind"] = self.kind
-        return row
+def lr_grid(cfg: dict[str, Any]) -> list[float]:
+    """The learning rates of the grid: `sweep.lr`, or the experiment's `optim.lr`."""
+    lrs = cfg["sweep"]["lr"]
+    return [float(cfg["optim"]["lr"])] if lrs is None else [float(v) for v in lrs]
 
 
-@dataclass(frozen=True)
-class Task:
-    """What one (array) task trains: a chunk of runs, in plan order."""
-
-    index: int
-    runs: tuple[Run, ...]
-
-    @property
-    def part_name(self) -> str:
-        """File stem of the task's Parquet part: fixed by its runs, so a rerun replaces it."""
-        digest = hashlib.sha1("".join(r.run_id for r in self.runs).encode()).hexdigest()[:12]
-        return f"part-{self.index:05d}-{digest}"
+def init_grid(cfg: dict[str, Any]) -> list[Optional[list[float]]]:
+    """The distinct initial vectors of the grid, in order (a repeat would be the same runs)."""
+    inits = cfg["sweep"]["init"]
+    if inits is None:
+        return [cfg["init"]]
+    unique = []
+    for vec in ([float(v) for v in vec] for vec in inits):
+        if vec not in unique:
+            unique.append(vec)
+    return unique
 
 
 def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -93,10 +69,6 @@ def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], 
     if resample > 0 and scheme != CASE:  # keeps the ids of case-resampling sweeps as they were
         fields["scheme"] = scheme
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def resample_kind(resample: int) -> str:
-    return ORIGINAL if resample == 0 else (BOOTSTRAP if resample > 0 else JACKKNIFE)
 
 
 def resample_indices(cfg: dict[str, Any], n_rows: Optional[int]) -> list[int]:

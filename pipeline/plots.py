@@ -19,16 +19,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from pipeline.plan import BOOTSTRAP, ORIGINAL, resample_kind
+from pipeline.intervals import kinds_of
+from pipeline.records import BOOTSTRAP, ORIGINAL
 
 MAX_PANELS = 12  # cells per parameter figure; a larger grid shows its first cells and says so
 METHOD_COLOURS = {"percentile": "tab:blue", "basic": "tab:orange", "bca": "tab:green", "normal": "tab:purple",
                   "t": "tab:red", "hc3": "tab:brown"}
 STATUS_MARKS = {"ok": "ok", "not_converged": "not conv.", "diverged": "diverged"}
-
-
-def _kinds(frame: pd.DataFrame) -> pd.Series:
-    return frame["kind"] if "kind" in frame.columns else frame["resample"].map(resample_kind)
 
 
 def _cell_label(lr: float, init_index: int) -> str:
@@ -62,7 +59,7 @@ def _draw_cell(ax, values: np.ndarray, estimate: float, rows: pd.DataFrame) -> N
 def plot_bootstrap(estimates: pd.DataFrame, intervals: pd.DataFrame, name: str, statuses: Sequence[str],
                    path: Path) -> Path:
     """One figure for one parameter: a panel per grid cell with usable bootstrap values."""
-    kinds = _kinds(estimates)
+    kinds = kinds_of(estimates)
     boot = estimates[(kinds == BOOTSTRAP) & estimates["status"].isin(statuses)]
     original = estimates[kinds == ORIGINAL].set_index(["lr", "init_index"])
     cells = [key for key, frame in boot.groupby(["lr", "init_index"]) if len(frame) >= 2]
@@ -100,7 +97,7 @@ def _text_colour(rgba: tuple) -> str:
 
 def plot_grid(estimates: pd.DataFrame, path: Path) -> Path:
     """Heat map of the final loss of the original-rows fit over lr x init, with statuses."""
-    original = estimates[_kinds(estimates) == ORIGINAL]
+    original = estimates[kinds_of(estimates) == ORIGINAL]
     lrs = sorted(original["lr"].unique())
     inits = sorted(original["init_index"].unique())
     loss = np.full((len(inits), len(lrs)), np.nan)
@@ -143,7 +140,7 @@ def write_plots(out_dir: Path, estimates: pd.DataFrame, intervals: pd.DataFrame,
     """Every figure that applies to this sweep, as PNGs in `out_dir`; returns their paths."""
     out_dir = Path(out_dir)
     paths = []
-    if (_kinds(estimates) == BOOTSTRAP).any():
+    if (kinds_of(estimates) == BOOTSTRAP).any():
         paths += [plot_bootstrap(estimates, intervals, name, statuses, out_dir / f"bootstrap_{name}.png")
                   for name in params]
     if estimates["lr"].nunique() > 1 or estimates["init_index"].nunique() > 1:

@@ -8,8 +8,11 @@ Layout of a sweep folder (`out_dir`):
     progress/            finished runs of a task still going, for resume after requeue
     failures/            one JSON per task that raised: error and traceback
     launches.jsonl       one line per submitted array: job id, tasks and their runs
+    design.parquet       features and response of the original rows (closed-form intervals)
     logs/                submitit's per-task logs
     estimates.parquet, curves.parquet, intervals.parquet   built by aggregate
+
+Reading a folder imports neither torch nor Hydra: these are plain files.
 """
 
 from __future__ import annotations
@@ -20,16 +23,16 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.plan import Run
-from pipeline.train import RunResult
+from pipeline.records import Run, RunResult, SweepMeta
 
 PARTS = "parts"
+SWEEP_META, PLAN, CONFIG, DESIGN, LAUNCHES = "sweep.json", "plan.parquet", "config.yaml", "design.parquet", "launches.jsonl"
 PROGRESS = "progress"  # finished runs of tasks still going (or requeued)
 FAILURES = "failures"  # one JSON per task that raised, with its error
 CURVE_COLUMNS = ("curve_epoch", "curve_loss")
@@ -71,7 +74,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def part_schema(param_names: list[str], closed_form: bool) -> pa.Schema:
+def part_schema(param_names: Sequence[str], closed_form: bool) -> pa.Schema:
     """One explicit schema, so every part of a sweep has the same columns and types."""
     f64, i64, s = pa.float64(), pa.int64(), pa.string()
     fields = [("run_id", s), ("experiment", s), ("lr", f64), ("init_index", i64),
@@ -87,7 +90,7 @@ def part_schema(param_names: list[str], closed_form: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-def result_row(result: RunResult, experiment: str, param_names: list[str], task: int) -> dict[str, Any]:
+def result_row(result: RunResult, experiment: str, param_names: Sequence[str], task: int) -> dict[str, Any]:
     row = result.run.as_row()
     row.update(experiment=experiment, final_loss=result.final_loss, test_loss=result.test_loss,
                grad_norm=result.grad_norm, epochs=result.epochs, status=result.status,
@@ -102,11 +105,11 @@ def result_row(result: RunResult, experiment: str, param_names: list[str], task:
     return row
 
 
-def rows_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=part_schema(meta["param_names"], meta["closed_form"]))
+def rows_table(rows: list[dict[str, Any]], meta: SweepMeta) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=part_schema(list(meta.param_names), meta.closed_form))
 
 
-def write_part(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
+def write_part(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: SweepMeta) -> Path:
     """Write one task's result rows as `parts/<part_name>.parquet`, atomically."""
     path = Path(out_dir) / PARTS / f"{part_name}.parquet"
     write_table(rows_table(rows, meta), path)
@@ -117,7 +120,7 @@ def progress_path(out_dir: Path, part_name: str) -> Path:
     return Path(out_dir) / PROGRESS / f"{part_name}.parquet"
 
 
-def write_progress(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write_progress(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: SweepMeta) -> None:
     """Save a task's finished runs so far: a requeued or preempted task resumes from here."""
     write_table(rows_table(rows, meta), progress_path(out_dir, part_name))
 
@@ -170,3 +173,45 @@ def finished_run_ids(out_dir: Path) -> set[str]:
 
 def plan_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame([r.as_row() for r in runs])
+
+
+def write_meta(meta: SweepMeta, out_dir: Path) -> None:
+    write_json(meta.to_json(), Path(out_dir) / SWEEP_META)
+
+
+def read_meta(out_dir: Path) -> SweepMeta:
+    return SweepMeta.from_json(read_json(Path(out_dir) / SWEEP_META))
+
+
+def write_design(features: Any, response: Any, names: Sequence[str], out_dir: Path) -> None:
+    """The closed-form design of the original rows, so aggregation never rebuilds the model."""
+    columns = {name: features[:, j] for j, name in enumerate(names)}
+    write_table(pa.table({**columns, "__y__": response}), Path(out_dir) / DESIGN)
+
+
+def read_design(out_dir: Path, names: Sequence[str]) -> Optional[tuple[Any, Any]]:
+    """(features, response) saved at launch, or None when the sweep has none (no closed form,
+    or a folder from before the design was saved)."""
+    path = Path(out_dir) / DESIGN
+    if not path.is_file():
+        return None
+    frame = pq.read_table(path).to_pandas()
+    return frame[list(names)].to_numpy(dtype=float), frame["__y__"].to_numpy(dtype=float)
+
+
+def append_launch(out_dir: Path, line: dict[str, Any]) -> None:
+    """One submitted array (job id, tasks and their runs) as one line of launches.jsonl."""
+    with open(Path(out_dir) / LAUNCHES, "a") as fh:  # appended whole: one line per array
+        fh.write(json.dumps(line) + "\n")
+
+
+def submitted_tasks(out_dir: Path) -> list[dict[str, Any]]:
+    """Every task ever submitted to SLURM for this sweep folder, newest last."""
+    path = Path(out_dir) / LAUNCHES
+    if not path.is_file():
+        return []
+    tasks = []
+    for line in path.read_text().splitlines():
+        launch_line = json.loads(line)
+        tasks += [{**t, "job_id": launch_line["job_id"]} for t in launch_line["tasks"]]
+    return tasks

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pipeline import record
 from pipeline.cluster import QueueError, queue_states
-from pipeline.launch import submitted_tasks
+from pipeline.record import submitted_tasks
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def failure_messages(out_dir: Path, table: pd.DataFrame) -> list[str]:
 
 
 def summary(out_dir: Path, table: pd.DataFrame) -> str:
-    plan = pd.read_parquet(Path(out_dir) / "plan.parquet", columns=["run_id"])
+    plan = pd.read_parquet(Path(out_dir) / record.PLAN, columns=["run_id"])
     finished = _run_statuses(out_dir)
     done = sum(r in finished for r in plan["run_id"])
     diverged = sum(finished.get(r) == "diverged" for r in plan["run_id"])
@@ -79,7 +79,7 @@ def summary(out_dir: Path, table: pd.DataFrame) -> str:
 
 def wait_for_sweep(out_dir: Path, progress: bool = True, poll_s: float = 2.0) -> list[str]:
     """Block until no submitted task is pending or running; return failure messages."""
-    plan_size = len(pd.read_parquet(Path(out_dir) / "plan.parquet", columns=["run_id"]))
+    plan_size = len(pd.read_parquet(Path(out_dir) / record.PLAN, columns=["run_id"]))
     with tqdm(total=plan_size, unit="run", desc="runs", disable=not progress) as bar:
         while True:
             try:

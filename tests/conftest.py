@@ -13,8 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pipeline.aggregate import aggregate
-from pipeline.config import CONF_DIR, to_container, validate
+from pipeline.config import CONF_DIR, to_container
+from pipeline.data import Dataset
 from pipeline.launch import launch
+from pipeline.prepare import prepare
+from pipeline.problem import Problem, build_problem, build_problem_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,11 +29,17 @@ def make_config(out_dir: Path, *overrides: str) -> dict[str, Any]:
     return to_container(cfg)
 
 
+def problem_from(cfg: dict[str, Any], dataset: Dataset) -> Problem:
+    """The Problem of a config's model, loss, optimiser and `train.device`/`train.dtype`."""
+    parts = build_problem_parts(cfg["model"], cfg["loss"], cfg["optim"], dataset)
+    train = cfg.get("train", {})
+    return build_problem(parts, dataset, device=train.get("device", "auto"), dtype=train.get("dtype", "float32"))
+
+
 def run_sweep(out_dir: Path, *overrides: str):
-    """Validate, launch and aggregate in this process; returns (launch report, estimates)."""
+    """Prepare, launch and aggregate in this process; returns (launch report, estimates)."""
     cfg = make_config(out_dir, *overrides)
-    validate(cfg)
-    report = launch(cfg, out_dir)
+    report = launch(prepare(cfg))
     aggregate(out_dir, **cfg["intervals"])
     return report, pd.read_parquet(out_dir / "estimates.parquet")
 

@@ -30,13 +30,17 @@ import torch
 from torch import nn
 
 from pipeline import engines
-from pipeline.config import ConfigError, validate
+from pipeline.engines import memory
+from pipeline.errors import ConfigError
+from pipeline.prepare import validate
 from pipeline.data import Dataset, load_dataset
-from pipeline.gram import row_sum
+from pipeline.engines.gram import row_sum
 from pipeline.models import FeatureModel
-from pipeline.plan import RESIDUAL, Run, plan
-from pipeline.train import DIVERGED, Problem, RunResult, build_problem, train_chunk, train_reference
-from tests.conftest import make_config, run_sweep
+from pipeline.plan import plan
+from pipeline.records import DIVERGED, RESIDUAL, Run, RunResult, TrainSettings
+from pipeline.engines import train_chunk, train_reference
+from pipeline.problem import Problem
+from tests.conftest import make_config, problem_from, run_sweep
 
 TOL = {"float64": dict(rtol=1e-8, atol=1e-10), "float32": dict(rtol=1e-4, atol=1e-6)}
 GRAD_ATOL = {"float64": 1e-7, "float32": 1e-4}
@@ -149,7 +153,7 @@ FAMILIES = {
 def family_problem(family: Family, dtype: str) -> Problem:
     cfg = {"model": family.model, "loss": family.loss, "optim": family.optim,
            "train": {"device": "cpu", "dtype": dtype}}
-    return build_problem(cfg, family.data())
+    return problem_from(cfg, family.data())
 
 
 def chunk_of(family: Family, resamples: int = 2) -> list[Run]:
@@ -166,8 +170,8 @@ def chunk_of(family: Family, resamples: int = 2) -> list[Run]:
     return runs
 
 
-def train_cfg(**changes: Any) -> dict[str, Any]:
-    return {"epochs": EPOCHS, "log_every": LOG_EVERY, "grad_tol": 1e-3, "engine": "auto", **changes}
+def train_cfg(**changes: Any) -> TrainSettings:
+    return TrainSettings(**{"epochs": EPOCHS, "log_every": LOG_EVERY, "grad_tol": 1e-3, "engine": "auto", **changes})
 
 
 def _close(actual: Any, expected: Any, what: str, **tol: float) -> None:
@@ -225,9 +229,9 @@ def test_every_preset_trains_with_auto_as_with_the_reference_loop(preset, tmp_pa
     cfg = make_config(tmp_path, f"experiment={preset}", "sweep=bootstrap", "sweep.resamples=2",
                       "train.epochs=60", "train.log_every=20", "train.dtype=float64")
     dataset = load_dataset(cfg["data"])
-    problem, runs = build_problem(cfg, dataset), plan(cfg, dataset.digest())
-    fast = train_chunk(problem, runs, cfg["train"])
-    ref = train_chunk(problem, runs, {**cfg["train"], "engine": "reference"})
+    problem, runs, settings = problem_from(cfg, dataset), plan(cfg, dataset.digest()), TrainSettings.from_dict(cfg["train"])
+    fast = train_chunk(problem, runs, settings)
+    ref = train_chunk(problem, runs, replace(settings, engine="reference"))
     assert_matches_reference(fast, ref, "float64", PRESET_ENGINES[preset])
 
 
@@ -254,7 +258,7 @@ def test_logging_every_epoch_and_an_epoch_count_off_the_log_grid():
     for cfg in (train_cfg(epochs=37, log_every=1), train_cfg(epochs=97, log_every=25)):
         ref = [train_reference(problem, run, cfg) for run in runs]
         for engine in ("gram", "batched"):
-            assert_matches_reference(train_chunk(problem, runs, {**cfg, "engine": engine}), ref, "float64", engine)
+            assert_matches_reference(train_chunk(problem, runs, replace(cfg, engine=engine)), ref, "float64", engine)
 
 
 def test_row_sum_is_a_sum_in_a_chunk_independent_order():
@@ -288,7 +292,7 @@ def test_train_chunk_splits_a_chunk_that_does_not_fit_memory(monkeypatch, caplog
     runs = chunk_of(family, resamples=3)
     whole = train_chunk(problem, runs, train_cfg())
     per_run = engines.FAST_ENGINES["gram"][1](problem)
-    monkeypatch.setattr(engines, "available_memory", lambda device: (5 * per_run, "a test budget"))
+    monkeypatch.setattr(memory, "available_memory", lambda device: (5 * per_run, "a test budget"))
     batches = []
     with caplog.at_level(logging.INFO, logger="pipeline"):
         split = train_chunk(problem, runs, train_cfg(), on_batch_done=batches.append)
@@ -305,8 +309,8 @@ def test_batch_size_follows_the_memory_estimate():
     per_run = engines.FAST_ENGINES["batched"][1](problem)
     rows, activations = 20, 4 + 4 + 2 + 2 + 2  # Linear, ReLU, Linear, Sigmoid outputs and the Sequential's
     assert per_run >= 4 * rows * (3 + 2 + 4 * activations)
-    size, why = engines.batch_size(1000, per_run, torch.device("cpu"))
-    budget, source = engines.available_memory(torch.device("cpu"))
+    size, why = memory.batch_size(1000, per_run, torch.device("cpu"))
+    budget, source = memory.available_memory(torch.device("cpu"))
     assert size == min(1000, budget // per_run) and why.endswith(f"KiB per run; {source} fit {budget // per_run} runs")
 
 

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import CONF_DIR, ConfigError, to_container
-from pipeline.coverage import check_coverage_config, make_truth, run_coverage, simulate
-from pipeline.data import load_dataset
-from pipeline.train import build_problem_parts
+from pipeline.config import CONF_DIR, to_container
+from pipeline.errors import ConfigError
+from pipeline.coverage import make_truth, prepare_coverage, run_coverage, simulate
 from tests.conftest import run_cli
 
 
@@ -24,8 +23,8 @@ def coverage_config(out_dir, *overrides: str) -> dict:
 
 def test_simulated_data_follow_the_truth_and_the_design(tmp_path):
     cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "rows=5000", "truth=[2.0,-1.5,0.8]", "noise_sd=0.5")
-    source = load_dataset(cfg["data"])
-    parts = build_problem_parts(cfg, source)
+    prepared = prepare_coverage(cfg)
+    source, parts = prepared.dataset, prepared.parts
     truth = make_truth(cfg, source, parts)
     data = simulate(truth, parts, np.random.default_rng(0))
     x = data.x[:, 0]
@@ -50,7 +49,7 @@ def test_percentile_and_bca_cover_the_truth_about_95_percent(tmp_path):
     3.4 of them (the 500-replicate figure with its 1-point error is in benchmarks/README.md)."""
     cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "reps=150", "rows=250", "fits=closed_form",
                           "sweep.resamples=200", "intervals.methods=[percentile,bca,t]")
-    report = run_coverage(cfg, tmp_path)
+    report = run_coverage(prepare_coverage(cfg), tmp_path)
     summary = report.summary
     assert len(summary) == 9 and (summary["reps"] == 150).all() and (summary["n_intervals"] == 150).all()
     for row in summary.itertuples():
@@ -76,7 +75,8 @@ def test_cli_trains_by_gradient_descent_and_agrees_with_closed_form(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "3 simulated data sets of 30 rows" in proc.stdout and "percentile" in proc.stdout
     gd = pd.read_parquet(tmp_path / "gd" / "coverage_reps.parquet")
-    exact = run_coverage(coverage_config(tmp_path / "cf", *args, "fits=closed_form"), tmp_path / "cf").replicates
+    exact = run_coverage(prepare_coverage(coverage_config(tmp_path / "cf", *args, "fits=closed_form")),
+                         tmp_path / "cf").replicates
     assert len(gd) == len(exact) == 3 * 2 * 3
     np.testing.assert_allclose(gd[["lower", "upper"]].to_numpy(), exact[["lower", "upper"]].to_numpy(), atol=1e-6)
     assert (gd["n_used"].dropna() == 9).all()
@@ -85,9 +85,9 @@ def test_cli_trains_by_gradient_descent_and_agrees_with_closed_form(tmp_path):
 def test_bad_coverage_settings_are_reported_together(tmp_path):
     cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "reps=0", "fits=exact", "noise_sd=-1")
     with pytest.raises(ConfigError) as err:
-        check_coverage_config(cfg)
+        prepare_coverage(cfg)
     text = str(err.value)
     assert "`reps` must be >= 1; got 0" in text and "`fits` must be one of train, closed_form; got 'exact'" in text
     assert "`noise_sd` must be > 0 or null; got -1" in text
     with pytest.raises(ConfigError, match="one value per parameter"):
-        check_coverage_config(coverage_config(tmp_path, "experiment=tdm_quadratic", "truth=[1.0,2.0]"))
+        prepare_coverage(coverage_config(tmp_path, "experiment=tdm_quadratic", "truth=[1.0,2.0]"))

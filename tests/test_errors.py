@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from pipeline.config import ConfigError, validate
+from pipeline.errors import ConfigError
+from pipeline.prepare import validate
 from tests.conftest import make_config, run_cli
 
 

@@ -11,14 +11,15 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from pipeline.config import ConfigError, validate
+from pipeline.errors import ConfigError
+from pipeline.prepare import validate
 from pipeline.data import load_dataset
 from pipeline.intervals import (
     COLUMNS, DegenerateCellWarning, DroppedRunsWarning, _density, bootstrap_intervals, percentile_bounds,
 )
 from pipeline.plan import plan, resample_rows
-from pipeline.train import build_problem, resample_data
-from tests.conftest import REPO, make_config, run_sweep
+from pipeline.problem import resample_data
+from tests.conftest import REPO, make_config, problem_from, run_sweep
 
 
 def quadratic_coef(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -197,7 +198,7 @@ def test_residual_resampling_adds_drawn_residuals_to_the_fitted_values(tmp_path)
     cfg = make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=2", "sweep.scheme=residual",
                       "train.dtype=float64")
     dataset = load_dataset(cfg["data"])
-    problem = build_problem(cfg, dataset)
+    problem = problem_from(cfg, dataset)
     run = next(r for r in plan(cfg, dataset.digest()) if r.resample == 2)
     x, y = resample_data(problem, run)
     X = np.column_stack([np.ones(dataset.n_rows), dataset.x[:, 0]])

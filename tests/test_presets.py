@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import CONF_DIR, validate
+from pipeline.config import CONF_DIR
+from pipeline.prepare import validate
 from tests.conftest import REPO, make_config, run_cli
 
 GISTEMP = REPO / "data" / "gistemp" / "gistemp_annual.csv"

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cluster import max_array_size, queue_states
-from pipeline.launch import submitted_tasks
+from pipeline.record import submitted_tasks
 from pipeline.status import task_table
 from tests.conftest import REPO, make_config, run_cli, run_sweep
 
@@ -54,12 +54,11 @@ def submit(out_dir: Path, *overrides: str) -> None:
 
 
 def run_sweep_nowait(out_dir: Path, *overrides: str):
-    from pipeline.config import validate
     from pipeline.launch import launch
+    from pipeline.prepare import prepare
 
     cfg = make_config(out_dir, *overrides, "launcher=slurm", "launcher.wait=false")
-    validate(cfg)
-    return launch(cfg, out_dir), cfg
+    return launch(prepare(cfg)), cfg
 
 
 def queue_empty(out_dir: Path) -> bool:

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import ConfigError, validate
+from pipeline.errors import ConfigError
+from pipeline.prepare import validate
 from pipeline.data import load_dataset, split_rows
 from pipeline.models import Features
 from tests.conftest import REPO, make_config, run_cli, run_sweep

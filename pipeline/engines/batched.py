@@ -17,10 +17,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from pipeline.plan import Run
-from pipeline.stacked import ChunkOutcome, LossLog, chunk_data, closed_forms, initial_models, results_from
-from pipeline.stacked_optim import optimizer_name, optimizer_settings, stacked_optimizer
-from pipeline.train import Problem, RunResult
+from pipeline.engines.fate import LiveRuns
+from pipeline.engines.stacked import ChunkOutcome, LossLog, chunk_data, closed_forms, initial_models, results_from
+from pipeline.engines.stacked_optim import optimizer_name, optimizer_settings, stacked_optimizer
+from pipeline.problem import Problem
+from pipeline.records import Run, RunResult, TrainSettings
 
 ENGINE = "batched"
 
@@ -84,11 +85,11 @@ def _run_loss(model: nn.Module, loss_fn: nn.Module) -> Callable[..., Tensor]:
     return loss
 
 
-def train_batched(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> list[RunResult]:
+def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) -> list[RunResult]:
     """Train `runs` together; the results equal `train_reference`'s run by run, up to rounding."""
     start = time.perf_counter()
-    settings = optimizer_settings(problem.parts.make_optim)
-    if settings is None:
+    optim_settings = optimizer_settings(problem.parts.make_optim)
+    if optim_settings is None:
         raise ValueError(f"the batched engine cannot step {optimizer_name(problem.parts.make_optim)}")
     models = initial_models(problem, runs)
     _, buffers = stack_module_state(models)  # constant buffers (stateful modules are refused)
@@ -97,37 +98,30 @@ def train_batched(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) 
     run_loss = _run_loss(models[0], problem.parts.loss_fn)
     loss_and_grads = vmap(grad_and_value(run_loss))
     lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)
-    optimizer = stacked_optimizer(settings, lrs)
+    optimizer = stacked_optimizer(optim_settings, lrs)
 
-    epochs, log_every = int(train_cfg["epochs"]), int(train_cfg["log_every"])
-    live = torch.arange(len(runs), device=problem.device)
-    final = params.clone()
-    stopped_at: list[Optional[int]] = [None] * len(runs)
+    live = LiveRuns(params)
     log = LossLog(len(runs), problem.device, problem.dtype)
     x, y, bufs = x_all, y_all, buffers
-    for epoch in range(epochs):
+    for epoch in range(settings.epochs):
         grads, loss = loss_and_grads(params, bufs, x, y)
-        if epoch % log_every == 0:  # one host sync per logged epoch, as in the reference loop
-            log.add(epoch, live, loss)
-            ok = torch.isfinite(loss) & torch.isfinite(params).all(dim=1)
-            if not bool(ok.all()):
-                final[live[~ok]] = params[~ok]
-                for i in live[~ok].tolist():
-                    stopped_at[i] = epoch
-                keep = ok.nonzero().squeeze(1)
-                params, grads, live, x, y = params[keep], grads[keep], live[keep], x[keep], y[keep]
+        if epoch % settings.log_every == 0:  # one host sync per logged epoch, as in the reference loop
+            log.add(epoch, live.index, loss)
+            keep = live.check(epoch, loss, params)
+            if keep is not None:
+                params, grads, x, y = params[keep], grads[keep], x[keep], y[keep]
                 bufs = {k: v[keep] for k, v in bufs.items()}
                 optimizer.keep(keep)
-                if len(live) == 0:
+                if not len(live):
                     break
         params = optimizer.step({"params": params}, {"params": grads})["params"]
-    final[live] = params
+    live.finish(params)
 
-    grads, final_loss = loss_and_grads(final, buffers, x_all, y_all)
+    grads, final_loss = loss_and_grads(live.final, buffers, x_all, y_all)
     with torch.no_grad():
         test_loss = None if problem.x_test is None else vmap(run_loss, in_dims=(0, 0, None, None))(
-            final, buffers, problem.x_test, problem.y_test)
-    outcome = ChunkOutcome(final, final_loss, grads.norm(dim=1), test_loss, stopped_at, log)
+            live.final, buffers, problem.x_test, problem.y_test)
+    outcome = ChunkOutcome(live.final, final_loss, grads.norm(dim=1), test_loss, live.stopped_at, log)
     if problem.parts.closed_form:
         outcome.ols, outcome.ols_loss = closed_forms(problem, x_all, y_all)
-    return results_from(outcome, problem, runs, train_cfg, ENGINE, time.perf_counter() - start)
+    return results_from(outcome, problem, runs, settings, ENGINE, time.perf_counter() - start)

@@ -2,9 +2,9 @@
 the turning of stacked outcomes into one `RunResult` per run.
 
 The rules for a run's status, epochs and loss curve are the reference loop's
-(`train.train_reference`): divergence is checked at logged epochs only, a diverged
-run stops there with the parameters it had, and the final loss and gradient norm
-are taken at the final parameters.
+(`fate`): divergence is checked at logged epochs only, a diverged run stops there
+with the parameters it had, and the final loss and gradient norm are taken at the
+final parameters.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from pipeline.plan import Run, resample_rows
-from pipeline.train import DIVERGED, NOT_CONVERGED, OK, Problem, RunResult, new_model, resample_data
+from pipeline.engines.fate import closed_curve, run_status
+from pipeline.plan import resample_rows
+from pipeline.problem import Problem, new_model, resample_data
+from pipeline.records import Run, RunResult, TrainSettings
 
 
 def chunk_data(problem: Problem, runs: list[Run]) -> tuple[Tensor, Tensor]:
     """(runs, rows, x columns) and (runs, rows, y columns): each run's training data,
-    exactly as `train.resample_data` hands it to the reference loop. The runs must have
+    exactly as `problem.resample_data` hands it to the reference loop. The runs must have
     resamples of one size (`resample_size`)."""
     data = [resample_data(problem, run) for run in runs]
     return torch.stack([x for x, _ in data]), torch.stack([y for _, y in data])
@@ -105,24 +107,20 @@ def _cpu_lists(*tensors: Optional[Tensor]) -> list[Optional[list[Any]]]:
     return [None if t is None else t.double().cpu().tolist() for t in tensors]
 
 
-def results_from(outcome: ChunkOutcome, problem: Problem, runs: list[Run], train_cfg: dict[str, Any],
+def results_from(outcome: ChunkOutcome, problem: Problem, runs: list[Run], settings: TrainSettings,
                  engine: str, wall_time: float) -> list[RunResult]:
     """One RunResult per run, with the reference loop's rules for status, epochs and curve."""
-    epochs = int(train_cfg["epochs"])
     params, final, grad, test, ols, ols_loss = _cpu_lists(outcome.params, outcome.final_loss, outcome.grad_norm,
                                                           outcome.test_loss, outcome.ols, outcome.ols_loss)
     logged = outcome.log.matrix()
     results = []
     for i, run in enumerate(runs):
         stop = outcome.stopped_at[i]
-        end = epochs if stop is None else stop
+        end = settings.epochs if stop is None else stop
         n_logged = sum(1 for e in outcome.log.epochs if e <= end)
-        curve_epoch, curve_loss = list(outcome.log.epochs[:n_logged]), logged[:n_logged, i].tolist()
-        diverged = stop is not None or not (math.isfinite(final[i]) and all(map(math.isfinite, params[i])))
-        if not diverged and (not curve_epoch or curve_epoch[-1] != end):
-            curve_epoch.append(end)
-            curve_loss.append(final[i])
-        status = DIVERGED if diverged else (NOT_CONVERGED if not grad[i] <= train_cfg["grad_tol"] else OK)
+        status = run_status(stop is not None, final[i], params[i], grad[i], settings.grad_tol)
+        curve_epoch, curve_loss = closed_curve(list(outcome.log.epochs[:n_logged]), logged[:n_logged, i].tolist(),
+                                               end, final[i], status)
         result = RunResult(run, params[i], final[i], None if test is None else test[i], grad[i], end, status,
                            curve_epoch, curve_loss, wall_time=wall_time / len(runs), device=str(problem.device),
                            engine=engine)

@@ -1,7 +1,7 @@
 """The Gram engine: full-batch SGD on a model linear in its parameters, fitted by MSE,
 at a cost per epoch that does not depend on the number of rows.
 
-For prediction F theta (F: the features of a run's rows, as `train.resample_data` gives
+For prediction F theta (F: the features of a run's rows, as `problem.resample_data` gives
 them: drawn rows, or every row with drawn residuals) the MSE gradient
 is s (G theta - c), with G = F^T F, c = F^T y and s = 2/n (2 for a summed loss). So
 one epoch of SGD, momentum and weight decay included, is an affine map of the state
@@ -29,11 +29,12 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from pipeline.plan import Run
-from pipeline.stacked import (ChunkOutcome, LossLog, chunk_data, closed_forms, features_of, initial_models,
-                              results_from)
-from pipeline.stacked_optim import SGDSettings, optimizer_name, optimizer_settings, sgd_update
-from pipeline.train import Problem, RunResult
+from pipeline.engines.fate import LiveRuns
+from pipeline.engines.stacked import (ChunkOutcome, LossLog, chunk_data, closed_forms, features_of, initial_models,
+                                      results_from)
+from pipeline.engines.stacked_optim import SGDSettings, optimizer_name, optimizer_settings, sgd_update
+from pipeline.problem import Problem
+from pipeline.records import Run, RunResult, TrainSettings
 
 ENGINE = "gram"
 
@@ -206,7 +207,7 @@ def _replay(on_rows: RowLosses, index: Tensor, z: Tensor, start: int, end: int, 
     return theta
 
 
-def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> list[RunResult]:
+def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings) -> list[RunResult]:
     """Train `runs` together; the results equal `train_reference`'s run by run, up to rounding."""
     start = time.perf_counter()
     settings = optimizer_settings(problem.parts.make_optim)
@@ -232,10 +233,9 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
     z = torch.zeros(len(runs), q, dtype=torch.float64, device=problem.device)
     z[:, :p], z[:, -1] = theta0, 1.0
 
-    epochs, log_every = int(train_cfg["epochs"]), int(train_cfg["log_every"])
-    live, live_lrs = torch.arange(len(runs), device=problem.device), lrs
-    final = theta0.to(problem.dtype).clone()
-    stopped_at: list[Optional[int]] = [None] * len(runs)
+    epochs, log_every = train_settings.epochs, train_settings.log_every
+    runs_live, live_lrs = LiveRuns(theta0.to(problem.dtype)), lrs
+    live = runs_live.index
     log = LossLog(len(runs), problem.device, problem.dtype)
     reached = 0
     for epoch in [*range(0, epochs, log_every), epochs]:
@@ -254,20 +254,18 @@ def train_gram(problem: Problem, runs: list[Run], train_cfg: dict[str, Any]) -> 
             ok = torch.isfinite(loss) & torch.isfinite(theta).all(dim=1)
         reached = epoch
         if epoch == epochs:
-            final[live] = theta
+            runs_live.finish(theta)
             break
         log.add(epoch, live, loss)
-        if not bool(ok.all()):
-            final[live[~ok]] = theta[~ok]
-            for i in live[~ok].tolist():
-                stopped_at[i] = epoch
-            keep = ok.nonzero().squeeze(1)
-            z, live, live_lrs = z[keep], live[keep], live_lrs[keep]
+        keep = runs_live.check(epoch, loss, theta)
+        if keep is not None:
+            z, live, live_lrs = z[keep], runs_live.index, live_lrs[keep]
             maps.keep(keep)
             moments.keep(keep)
-            if len(live) == 0:
+            if not len(runs_live):
                 break
 
+    final = runs_live.final
     outcome = ChunkOutcome(final, on_rows.loss(final), on_rows.grad(final).norm(dim=1),
-                           _held_out(problem, model, final), stopped_at, log, *closed_forms(problem, x, y))
-    return results_from(outcome, problem, runs, train_cfg, ENGINE, time.perf_counter() - start)
+                           _held_out(problem, model, final), runs_live.stopped_at, log, *closed_forms(problem, x, y))
+    return results_from(outcome, problem, runs, train_settings, ENGINE, time.perf_counter() - start)

@@ -1,0 +1,145 @@
+"""The records that cross module lines, as frozen dataclasses. Imports nothing of ours.
+
+A `Run` is planned (`plan`), trained (`engines`) into a `RunResult`, and written
+(`record`); a `Task` is a chunk of runs one (array) task trains from its `TaskSpec`;
+`SweepMeta` is what a sweep folder says about itself (`sweep.json`); `TrainSettings`
+is the `train` config section as the loops read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+OK, NOT_CONVERGED, DIVERGED = "ok", "not_converged", "diverged"  # a run's status
+STATUSES = (OK, NOT_CONVERGED, DIVERGED)
+CASE, RESIDUAL = "case", "residual"  # resampling schemes of the bootstrap draws
+SCHEMES = (CASE, RESIDUAL)
+ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample
+
+
+def resample_kind(resample: int) -> str:
+    """0: the original rows; k >= 1: bootstrap draw k; -(j+1): the jackknife fit without row j."""
+    return ORIGINAL if resample == 0 else (BOOTSTRAP if resample > 0 else JACKKNIFE)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a grid point on one resample."""
+
+    run_id: str
+    lr: float
+    init_index: int
+    init: Optional[tuple[float, ...]]  # None: the model's own initialisation
+    resample: int  # 0: the original rows; k >= 1: bootstrap draw k; -(j+1): jackknife, row j left out
+    seed: int
+    scheme: str = CASE  # the sweep's resampling scheme; it changes the numbers of bootstrap draws only
+
+    @property
+    def kind(self) -> str:
+        return resample_kind(self.resample)
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["init"] = None if self.init is None else list(self.init)
+        row["kind"] = self.kind
+        return row
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one (array) task trains: a chunk of runs, in plan order."""
+
+    index: int
+    runs: tuple[Run, ...]
+
+    @property
+    def part_name(self) -> str:
+        """File stem of the task's Parquet part: fixed by its runs, so a rerun replaces it."""
+        digest = hashlib.sha1("".join(r.run_id for r in self.runs).encode()).hexdigest()[:12]
+        return f"part-{self.index:05d}-{digest}"
+
+
+@dataclass
+class RunResult:
+    """A finished run, whatever its status: crosses from the engines to `record`."""
+
+    run: Run
+    params: list[float]
+    final_loss: float
+    test_loss: Optional[float]
+    grad_norm: float
+    epochs: int
+    status: str
+    curve_epoch: list[int] = field(default_factory=list)
+    curve_loss: list[float] = field(default_factory=list)
+    ols: Optional[list[float]] = None  # closed-form fit on the same rows, if linear
+    ols_loss: Optional[float] = None
+    wall_time: float = 0.0
+    device: str = "cpu"
+    engine: str = "reference"
+
+
+def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The `train` config section, typed: what every training loop reads."""
+
+    epochs: int = 1000
+    log_every: int = 100  # epochs between logged losses (and divergence checks)
+    grad_tol: float = 1e-3  # final gradient norm above this: not_converged
+    device: str = "auto"
+    dtype: str = "float32"
+    engine: str = "auto"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":
+        return cls(**_known(cls, values))
+
+
+@dataclass(frozen=True)
+class SweepMeta:
+    """What a sweep folder records about its sweep (`sweep.json`), read without the config."""
+
+    experiment: str
+    param_names: tuple[str, ...]
+    closed_form: bool  # linear in its parameters and fitted by MSE: OLS is the optimum
+    data_digest: str
+    data_source: str
+    n_rows: int
+    x_names: tuple[str, ...] = ()
+    y_names: tuple[str, ...] = ()
+    # x as fitted = (x as read - x_shift) / x_scale, per x column
+    x_shift: tuple[float, ...] = ()
+    x_scale: tuple[float, ...] = ()
+    standardize: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "SweepMeta":
+        known = _known(cls, values)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a task needs to train its runs: pickled into each task instead of the config.
+
+    The data spec is the `data` config section (a task reads its data once); model, loss
+    and optimiser are Hydra `_target_` specs; `threads` caps torch's threads (None: leave).
+    """
+
+    data: dict[str, Any]
+    model: dict[str, Any]
+    loss: dict[str, Any]
+    optim: dict[str, Any]
+    train: TrainSettings
+    meta: SweepMeta
+    threads: Optional[int] = None
