@@ -20,6 +20,7 @@ import pandas as pd
 from hydra.utils import instantiate
 
 from pipeline.errors import ConfigError
+from pipeline.rowfilter import RowFilterError, row_mask
 
 
 @dataclass(frozen=True)
@@ -106,17 +107,13 @@ def _row_number(frame: pd.DataFrame, position: int) -> int:
 
 
 def select_rows(frame: pd.DataFrame, condition: Optional[str], source: str) -> pd.DataFrame:
-    """The rows for which `data.rows` (a pandas expression on the columns) is true."""
+    """The rows for which `data.rows` (a condition on the columns, see `pipeline.rowfilter`) is true."""
     if not condition:
         return frame
     try:
-        mask = frame.eval(condition)
-    except Exception as err:  # noqa: BLE001 - pandas raises many kinds for a bad expression
-        raise ConfigError([f"`data.rows`: cannot evaluate {condition!r} on {source} "
-                           f"(columns: {', '.join(map(str, frame.columns))}): {err}"]) from err
-    if not (isinstance(mask, pd.Series) and mask.dtype == bool):
-        raise ConfigError([f"`data.rows` must be a condition on the columns, e.g. \"year <= 2022\"; "
-                           f"{condition!r} does not give true/false per row"])
+        mask = row_mask(frame, condition)
+    except RowFilterError as err:  # its messages begin with `data.rows`; add which table it was
+        raise ConfigError([f"{err} (data: {source})"]) from err
     return frame[mask]
 
 
