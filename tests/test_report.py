@@ -1,0 +1,234 @@
+"""report.html: built from real sweep folders and opened in headless Chromium.
+
+Needs Debian's `chromium` and `chromium-driver` (`bash tests/install_browser.sh`) and
+selenium (the `test` extra); without them these tests fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.report import write_report
+from tests.conftest import REPO, run_sweep
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+SECTIONS = ("command", "runs", "grid", "curves", "bootstrap", "intervals", "diagnostics")
+FIGURES = ("grid", "curves", "bootstrap", "diagnostics")  # sections that always have a figure here
+SWEEP = ("experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=10", "sweep.lr=[0.01,0.1,5]",
+         "sweep.init=[[0.194,0.139],[0,0]]", "launcher=debug", "launcher.runs_per_task=100", "intervals.plots=false")
+
+
+class Browser:
+    """One headless Chromium for the module, started at the first page so a missing one fails that test."""
+
+    def __init__(self, chromium: Path = CHROMIUM, chromedriver: Path = CHROMEDRIVER):
+        self.chromium, self.chromedriver, self.driver = chromium, chromedriver, None
+
+    def _start(self):
+        absent = [str(p) for p in (self.chromium, self.chromedriver) if not p.exists()]
+        if absent:
+            pytest.fail(f"{', '.join(absent)} not found: run `bash tests/install_browser.sh` "
+                        "(Debian's chromium and chromium-driver)", pytrace=False)
+        try:
+            from selenium import webdriver
+            from selenium.webdriver.chrome.service import Service
+        except ImportError:
+            pytest.fail("selenium is not installed: pip install -e '.[test]'", pytrace=False)
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(self.chromium)
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1300,2400", "--hide-scrollbars"):
+            options.add_argument(arg)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(service=Service(str(self.chromedriver)), options=options)
+
+    def open(self, path: Path) -> dict:
+        """Load a page; return its console errors, a screenshot, its sections and images."""
+        if self.driver is None:
+            self._start()
+        self.driver.get(path.resolve().as_uri())
+        errors = [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+        facts = self.driver.execute_script(PAGE_FACTS)
+        facts["sections"] = dict(facts["sections"])  # in page order
+        return {"errors": errors, "screenshot": self.driver.get_screenshot_as_png(), **facts}
+
+    def close(self):
+        if self.driver is not None:
+            self.driver.quit()
+
+
+PAGE_FACTS = """
+const sections = [...document.querySelectorAll('section')].map(s => [s.id, {
+  heading: (s.querySelector('h2') || {}).textContent || '',
+  images: [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth, i.naturalHeight])}]);
+return {sections: sections, title: document.title, h1: (document.querySelector('h1') || {}).textContent || '',
+        scripts: document.querySelectorAll('script').length, text: document.body.innerText};
+"""
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def _decoded_images(page: str) -> list[bytes]:
+    parser = _Images()
+    parser.feed(page)
+    assert parser.sources, "the page has no <img>"
+    prefix = "data:image/png;base64,"
+    assert all(src.startswith(prefix) for src in parser.sources), "every figure is an embedded PNG"
+    return [base64.b64decode(src[len(prefix):], validate=True) for src in parser.sources]
+
+
+def _distinct_colours(png: bytes) -> int:
+    from PIL import Image  # matplotlib's own dependency
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return len(image.getcolors(maxcolors=image.width * image.height))
+
+
+def _assert_page(facts: dict, figures=FIGURES) -> None:
+    assert facts["errors"] == [], f"console errors: {facts['errors']}"
+    assert _distinct_colours(facts["screenshot"]) > 200, "the screenshot looks blank"
+    assert list(facts["sections"]) == list(SECTIONS)
+    for key, section in facts["sections"].items():
+        assert section["heading"].strip(), f"section {key} has no heading"
+        assert all(done and w > 50 and h > 50 for done, w, h in section["images"]), f"{key}: an image did not render"
+    for key in figures:
+        assert facts["sections"][key]["images"], f"section {key} has no figure"
+    assert "could not be drawn" not in facts["text"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = Browser()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """A small sweep (3 lr incl. one that diverges, 2 inits, 10 draws) and one where every run diverged."""
+    root = tmp_path_factory.mktemp("report")
+    run_sweep(root / "main", *SWEEP)
+    run_sweep(root / "diverged", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=3",
+              "sweep.lr=[5]", "launcher=debug", "intervals.plots=false")
+    return {name: (root / name, write_report(root / name)) for name in ("main", "diverged")}
+
+
+def test_report_of_a_sweep_renders_every_section(sweeps, browser):
+    out_dir, path = sweeps["main"]
+    assert path == out_dir / "report.html"
+    page = path.read_text()
+    pngs = _decoded_images(page)
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000 for png in pngs)
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained, no JS
+    facts = browser.open(path)
+    _assert_page(facts)
+    assert len(facts["sections"]["bootstrap"]["images"]) == 2  # one figure per parameter: b, w
+    assert "linear_synthetic" in facts["title"] and out_dir.name in facts["h1"]
+    est = pd.read_parquet(out_dir / "estimates.parquet")
+    assert f"{len(est)} of {len(est)} planned runs have results" in facts["text"]
+    assert set(est["status"]) >= {"ok", "diverged"}  # the sweep really has a diverging learning rate
+    assert "command is unknown" in facts["text"]  # run in-process: no .hydra/overrides.yaml
+
+
+def test_report_of_an_all_diverged_sweep(sweeps, browser):
+    out_dir, path = sweeps["diverged"]
+    _decoded_images(path.read_text())
+    facts = browser.open(path)
+    _assert_page(facts)
+    assert "No gap to the closed form" in facts["text"]
+    assert "diverged: 3" in facts["text"]
+
+
+def test_console_errors_are_caught(tmp_path, browser):
+    """The check above is real: a page that logs an error, or throws, is caught."""
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><body><p>x</p><script>console.error('deliberate');"
+                    "throw new Error('uncaught');</script></body></html>")
+    errors = browser.open(page)["errors"]
+    assert any("deliberate" in e["message"] for e in errors)
+    assert any("uncaught" in e["message"] for e in errors)
+
+
+def test_missing_chromium_fails_not_skips():
+    with pytest.raises(pytest.fail.Exception, match="install_browser.sh"):
+        Browser(chromium=Path("/nonexistent/chromium")).open(Path("/dev/null"))
+
+
+def test_user_text_is_escaped_and_command_quoted(sweeps, browser, tmp_path):
+    folder = tmp_path / "odd"
+    shutil.copytree(sweeps["diverged"][0], folder)
+    meta = json.loads((folder / "sweep.json").read_text())
+    (folder / "sweep.json").write_text(json.dumps({**meta, "experiment": "<script>console.error('x')</script>"}))
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "overrides.yaml").write_text("- experiment=linear_synthetic\n- 'data.rows=x < 2'\n")
+    facts = browser.open(write_report(folder))
+    assert facts["errors"] == [] and facts["scripts"] == 0
+    assert "<script>console.error('x')</script>" in facts["h1"]  # shown as text
+    assert "pipeline-sweep experiment=linear_synthetic 'data.rows=x < 2'" in facts["text"]
+
+
+def test_missing_and_empty_inputs_are_said_not_raised(sweeps, tmp_path):
+    folder = tmp_path / "partial"
+    shutil.copytree(sweeps["diverged"][0], folder)
+    for name in ("intervals.parquet", "curves.parquet", "sweep.json", "config.yaml"):
+        (folder / name).unlink()
+    page = write_report(folder).read_text()
+    for said in ("intervals.parquet (not found)", "curves.parquet (not found)", "sweep.json (not found)",
+                 "config.yaml (not found)", "No intervals", "No loss curves", "config.yaml is missing"):
+        assert said in page
+    assert "could not be drawn" not in page
+    assert page.count("<img") == 4  # grid, bootstrap b and w (parameters from the estimates), diagnostics
+    est = pd.read_parquet(folder / "estimates.parquet")
+    est.head(0).to_parquet(folder / "estimates.parquet")
+    page = write_report(folder).read_text()
+    assert "estimates.parquet (empty)" in page and "could not be drawn" not in page
+    assert all(f'<section id="{key}">' in page for key in SECTIONS)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "plan.parquet (not found)" in write_report(empty).read_text()
+
+
+def test_report_modules_need_neither_torch_nor_hydra(sweeps):
+    """Imported without the package's __init__ (which pulls torch), the report still writes."""
+    modules = ("report", "report_data", "report_html", "report_figures")
+    for name in modules:
+        tree = ast.parse((REPO / "pipeline" / f"{name}.py").read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m.split(".")[0] for m in imported} & {"torch", "hydra", "omegaconf"}, name
+        assert {m for m in imported if m.startswith("pipeline")} <= {f"pipeline.{m}" for m in modules}, name
+    code = ("import sys, types; pkg = types.ModuleType('pipeline'); pkg.__path__ = [sys.argv[1]];"
+            "sys.modules['pipeline'] = pkg; from pipeline.report import write_report;"
+            "write_report(sys.argv[2]); assert not {'torch', 'hydra'} & set(sys.modules), 'imported'")
+    subprocess.run([sys.executable, "-c", code, str(REPO / "pipeline"), str(sweeps["diverged"][0])], check=True)
+
+
+def test_report_config_composes(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.config import CONF_DIR, to_container
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("report", overrides=[f"out_dir={tmp_path}"])
+    assert to_container(cfg) == {"out_dir": str(tmp_path)}
