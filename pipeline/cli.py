@@ -1,4 +1,5 @@
-"""Console entry points: `pipeline-sweep`, `pipeline-aggregate`, `pipeline-status`, `pipeline-coverage`.
+"""Console entry points: `pipeline-sweep`, `pipeline-aggregate`, `pipeline-status`, `pipeline-coverage`,
+`pipeline-report`.
 
 All are Hydra apps: Hydra composes `conf/` and applies overrides (`sweep.lr=[1e-4,3e-4]`,
 `--cfg job`, `--help`); these functions only turn the composed config into a plain
@@ -32,6 +33,18 @@ def _print_tables(out_dir: Path, summary: str) -> None:
     print("  tables: estimates.parquet, curves.parquet, intervals.parquet (pandas.read_parquet)")
 
 
+def _write_report(out_dir: Path) -> None:
+    """report.html after the tables; a report that cannot be drawn costs a warning, never the tables."""
+    from pipeline.report import write_report
+
+    try:
+        path = write_report(out_dir)
+    except Exception as err:  # noqa: BLE001 - the tables are written; say why the page is not
+        print(f"warning: report.html not written: {err!r}", file=sys.stderr)
+        return
+    print(f"  report: {path} (open it in a browser)")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _sweep_app(cfg: DictConfig) -> None:
     from pipeline.aggregate import aggregate
@@ -57,6 +70,8 @@ def _sweep_app(cfg: DictConfig) -> None:
         return
     summary = aggregate(out_dir, **container["intervals"])
     _print_tables(out_dir, summary.summary())
+    if container["report"]:
+        _write_report(out_dir)
     if report.failed_tasks:
         print(f"error: {len(report.failed_tasks)} task(s) failed; relaunch to retry only their runs",
               file=sys.stderr)
@@ -81,6 +96,22 @@ def aggregate_main(cfg: DictConfig) -> None:
     except ConfigError as err:
         _fail(err)
     _print_tables(out_dir, summary.summary())
+    if container["report"]:
+        _write_report(out_dir)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
+def report_main(cfg: DictConfig) -> None:
+    """(Re)write report.html of a sweep folder from its files."""
+    from pipeline.aggregate import load_sweep
+
+    out_dir = Path(to_container(cfg)["out_dir"]).resolve()
+    try:
+        load_sweep(out_dir)
+    except ConfigError as err:
+        _fail(err)
+    print(f"sweep folder: {out_dir}")
+    _write_report(out_dir)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="status")

@@ -113,12 +113,19 @@ class PipelineConf:
     intervals: IntervalsConf = field(default_factory=IntervalsConf)
     data_dir: str = MISSING
     out_dir: str = MISSING
+    report: bool = True  # write report.html (one self-contained page of the sweep) at the end
 
 
 @dataclass
 class AggregateConf:
     out_dir: str = MISSING
     intervals: IntervalsConf = field(default_factory=IntervalsConf)
+    report: bool = True
+
+
+@dataclass
+class ReportConf:
+    out_dir: str = MISSING
 
 
 @dataclass
@@ -164,6 +171,7 @@ def register() -> None:
     cs.store(name="pipeline_schema", node=PipelineConf)
     cs.store(name="aggregate_schema", node=AggregateConf)
     cs.store(name="coverage_schema", node=CoverageConf)
+    cs.store(name="report_schema", node=ReportConf)
 
 
 register()

@@ -26,7 +26,7 @@ from pipeline.records import CASE, Run, Task
 # Settings that change how a run is computed but not its numbers: left out of the id.
 # The data enter by content (`data_digest`), not by path: moving a file keeps its runs,
 # editing it makes new ones.
-_NOT_IN_ID = {"train": ("engine", "device"), "launcher": None, "intervals": None, "out_dir": None,
+_NOT_IN_ID = {"train": ("engine", "device"), "launcher": None, "intervals": None, "out_dir": None, "report": None,
               "sweep": None, "data": None, "data_dir": None}
 
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (README, "Run the tests"); .ci/run calls it.
 # Installs the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA
-# build), then the package with its test extra, starts the one-node SLURM cluster the
+# build), then the package with its test extra and a headless browser, starts the one-node SLURM cluster the
 # slurm tests talk to, and runs pytest. Any failure, the cluster's included, fails it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Debian's chromium and chromedriver for the report's browser test (tests/test_report.py)
+bash tests/install_browser.sh
 # MaxArraySize 5, the value tests/test_slurm.py expects, so sweeps there split into several arrays
 SLURM_LOCAL_MAX_ARRAY_SIZE=5 bash slurm/local-cluster.sh start
 eval "$(bash slurm/local-cluster.sh env)"
