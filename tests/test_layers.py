@@ -22,7 +22,7 @@ LAYERS: dict[str, float] = {
     "errors": 0, "records": 0,
     # pure parts: the schema, models, formulas, the sweep folder's files, the queue
     "config": 1, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
-    "intervals": 1, "report_data": 1, "report_html": 1, "report_figures": 1,
+    "intervals": 1, "report_data": 1, "report_figures": 1, "report_html": 1.5,
     "data": 2, "plan": 2, "plots": 2,
     "problem": 3,
     # the engines, in their own order
