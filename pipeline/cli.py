@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.config import CONF_DIR, to_container
+from pipeline.config import CONF_DIR, PROJECT_ROOT, to_container
 from pipeline.errors import ConfigError
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
@@ -78,9 +78,24 @@ def _sweep_app(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def _find_our_sweeper() -> None:
+    """Let Hydra's plugin scan see hydra_plugins/pipeline_sweeper under an editable install.
+
+    setuptools' editable finder gives the `hydra_plugins` namespace a path hook that
+    `pkgutil.iter_modules` (Hydra's plugin discovery) cannot list, so `-m` would fail with
+    "Could not find 'hydra/sweeper/pipeline'"; the real folder on the namespace path fixes it.
+    """
+    import hydra_plugins
+
+    ours = str(PROJECT_ROOT / "hydra_plugins")
+    if (PROJECT_ROOT / "hydra_plugins").is_dir() and ours not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(ours)
+
+
 def sweep_main() -> None:
     """Plan, validate, launch and aggregate one sweep (`--dry-run`, `--wait` accepted)."""
     sys.argv = [FLAG_OVERRIDES.get(arg, arg) for arg in sys.argv]
+    _find_our_sweeper()
     _sweep_app()
 
 
