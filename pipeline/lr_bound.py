@@ -130,11 +130,13 @@ def fastest_lr(lams: np.ndarray, rule: SGDRule) -> float:
 
 
 def epochs_to_tol(rate: float, g0: float, tol: float) -> float:
-    """log(tol / g0) / log(rate): 0 when the start is already within tol, inf when rate >= 1."""
+    """log(tol / g0) / log(rate): 0 when the start is already within tol, 1 when rate is 0, inf when rate >= 1."""
     if not (math.isfinite(rate) and math.isfinite(g0)):
         return math.nan
     if g0 <= tol:
         return 0.0
+    if rate <= 0:  # every mode is solved in one step (lr = 1 / lambda for every lambda)
+        return 1.0
     return math.inf if rate >= 1 else math.log(tol / g0) / math.log(rate)
 
 
