@@ -10,7 +10,7 @@ import torch
 
 from pipeline.data import load_dataset
 from pipeline.errors import ConfigError
-from pipeline.lr_bound import SGDRule, contraction, curvatures, fastest_lr, max_stable_lr
+from pipeline.lr_bound import SGDRule, contraction, curvatures, fastest_lr, max_stable_lr, mode_maps, radii
 from pipeline.prepare import prepare
 from tests.conftest import make_config, run_sweep
 
@@ -49,6 +49,14 @@ def test_the_bound_separates_torch_sgd_that_converges_from_sgd_that_diverges(rul
     below = _torch_sgd_error(features, y, 0.97 * bound, rule, 3000)
     above = _torch_sgd_error(features, y, 1.03 * bound, rule, 3000)
     assert below < 100 and (not np.isfinite(above) or above > 1e6), (below, above)
+
+
+@pytest.mark.parametrize("rule", RULES.values(), ids=RULES.keys())
+def test_closed_form_radii_equal_the_eigenvalues_of_each_modes_map(rule):
+    lams, lrs = np.array([0.3, 1.0, 4.0]), np.array([0.01, 0.2, 0.45, 0.9])
+    direct = [np.abs(np.linalg.eigvals(mode_maps(lr, lams, rule))).max() if rule.momentum else
+              np.abs(1 - lr * lams).max() for lr in lrs]
+    np.testing.assert_allclose(radii(lrs, lams, rule), direct, rtol=1e-12)
 
 
 def test_fastest_lr_minimises_the_contraction():
