@@ -20,7 +20,9 @@ import pandas as pd
 from pipeline import record
 from pipeline.errors import ConfigError
 from pipeline.records import SweepMeta
-from pipeline.intervals import CLOSED_FORM_METHODS, DegenerateCellWarning, DroppedRunsWarning, bootstrap_intervals
+from pipeline.intervals import DESIGN_METHODS, DegenerateCellWarning, DroppedRunsWarning, bootstrap_intervals
+from pipeline.lr_bound import with_lr_bounds
+from pipeline.units import folder_units, with_raw_columns
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +94,18 @@ def interval_table(out_dir: Path, meta: SweepMeta, estimates: pd.DataFrame, *, l
     """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
     design = sweep_design(out_dir, meta)
     if design is None and methods is not None:
-        methods = [m for m in methods if m.lower() not in CLOSED_FORM_METHODS] or ["percentile"]
+        methods = [m for m in methods if m.lower() not in DESIGN_METHODS] or ["percentile"]
     X, y = design if design is not None else (None, None)
+    units = folder_units(out_dir, meta)  # raw-unit rows beside the fitted ones (pipeline/units.py)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DegenerateCellWarning)
         warnings.simplefilter("always", DroppedRunsWarning)
         table = bootstrap_intervals(estimates, params=list(meta.param_names), method=methods, level=level,
-                                    statuses=statuses, max_dropped_share=max_dropped_share, X=X, y=y)
+                                    statuses=statuses, max_dropped_share=max_dropped_share, X=X, y=y,
+                                    raw_units=units.matrix)
     for w in caught:
         log.warning("%s", w.message)
-    return table
+    return units.label(table)
 
 
 def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = ("ok",),
@@ -120,6 +124,8 @@ def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = (
                              parts["status"].value_counts().to_dict() if len(parts) else {},
                              sorted(set(plan["run_id"]) - set(parts["run_id"])), tuple(statuses))
     estimates = sorted_estimates(parts.drop(columns=list(record.CURVE_COLUMNS), errors="ignore"))
+    # raw-unit parameters and the learning-rate bound of each run (pipeline/units.py, lr_bound.py)
+    estimates = with_lr_bounds(out_dir, meta, with_raw_columns(estimates, meta.param_names, folder_units(out_dir, meta)))
     record.write_frame(estimates, out_dir / "estimates.parquet")
     record.write_frame(curves_frame(parts), out_dir / "curves.parquet")
     if len(estimates):

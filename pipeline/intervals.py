@@ -18,7 +18,14 @@ the B usable bootstrap values:
     t           the OLS fit on the original rows -/+ t(n - p) x its classical se
     hc3         the OLS fit -/+ z(1 - alpha/2) x its HC3 (heteroskedasticity-robust) se;
                 statsmodels' `fit(cov_type="HC3").conf_int()`, which uses the normal quantile
-`t` and `hc3` need the design: pass the feature matrix `X` and the response `y`.
+    studentized bootstrap-t: [theta_hat - q_t(1 - alpha/2) se_hat, theta_hat - q_t(alpha/2) se_hat],
+                q_t the quantiles of t* = (theta* - theta_hat) / se*, se* each draw's own
+                classical OLS se on its rows (`pipeline.studentized`), se_hat the original rows'
+`t`, `hc3` and `studentized` need the design: pass the feature matrix `X` and the response `y`.
+
+Units (`units` column): with `raw_units` = M (theta_raw = M theta, `pipeline.rawunits`),
+every row comes twice: `raw` (each draw's parameters mapped by M, the closed-form fit and
+covariances by M cov M^T, which is the fit on the raw design) and `fitted` (as fitted).
 
 Monte-Carlo error of an endpoint (`mc_se_lower`, `mc_se_upper`): for the quantile-based
 methods the asymptotic standard error of a sample quantile, sqrt(p (1 - p) / B) / f(q),
@@ -35,15 +42,19 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.linalg import solve_triangular
-from scipy.special import ndtr, ndtri
 
+from pipeline.interval_formulas import (OLSFit, _Bounds, _density, basic_bounds, bca_bounds,  # noqa: F401 - re-exported
+                                        closed_form_bounds, normal_bounds, ols_fit, percentile_bounds,
+                                        studentized_bounds)
 from pipeline.records import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL, resample_kind
+from pipeline.studentized import draw_covariances, standard_errors
 
-METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
-BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal")
+METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "studentized")
+BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal", "studentized")
 CLOSED_FORM_METHODS = ("t", "hc3")
+DESIGN_METHODS = ("t", "hc3", "studentized")  # need the design (X, y): models linear in their parameters
+RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
+_SE = "__se__"  # prefix of the per-draw OLS standard-error columns the studentized method reads
 GRID_COLUMNS = ("lr", "init_index")
 DROP_REASONS = ("diverged", "not_converged")
 # A point estimate further than this share of a bootstrap SE from the closed-form optimum
@@ -52,7 +63,7 @@ GAP_SHARE_OF_SE = 0.1
 
 COLUMNS = ("parameter", "method", "level", "scheme", "estimate", "lower", "upper", "se", "n_used",
            "n_dropped", "n_dropped_diverged", "n_dropped_not_converged", "dropped", "mc_se_lower",
-           "mc_se_upper", "gap_to_ols", "z0", "acceleration", "estimate_status", "note")
+           "mc_se_upper", "gap_to_ols", "z0", "acceleration", "estimate_status", "note", "units")
 
 
 class DegenerateCellWarning(UserWarning):
@@ -61,115 +72,6 @@ class DegenerateCellWarning(UserWarning):
 
 class DroppedRunsWarning(UserWarning):
     """A grid cell left out more than `max_dropped_share` of its bootstrap draws."""
-
-
-@dataclass
-class _Bounds:
-    """One interval of one parameter, with its Monte-Carlo errors and why it may be missing."""
-
-    lower: float = np.nan
-    upper: float = np.nan
-    mc_se_lower: float = np.nan
-    mc_se_upper: float = np.nan
-    z0: float = np.nan
-    acceleration: float = np.nan
-    note: str = ""
-
-
-# --- the formulas, on plain arrays --------------------------------------------------------------
-
-
-def _density(values: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Gaussian kernel density with Scott's bandwidth: scipy.stats.gaussian_kde in one dimension."""
-    bandwidth = np.std(values, ddof=1) * len(values) ** -0.2
-    z = (points[:, None] - values[None, :]) / bandwidth
-    return np.exp(-0.5 * z**2).mean(axis=1) / (bandwidth * np.sqrt(2 * np.pi))
-
-
-def _quantile_mc_se(values: np.ndarray, probs: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    """sqrt(p (1 - p) / B) / f(q): the Monte-Carlo standard error of sample quantiles."""
-    if len(values) < 3 or np.ptp(values) == 0:
-        return np.full(len(probs), np.nan)
-    with np.errstate(divide="ignore"):
-        return np.sqrt(probs * (1 - probs) / len(values)) / _density(values, quantiles)
-
-
-def _quantile_bounds(values: np.ndarray, probs: np.ndarray) -> _Bounds:
-    q = np.quantile(values, probs)
-    mc = _quantile_mc_se(values, probs, q)
-    return _Bounds(float(q[0]), float(q[1]), float(mc[0]), float(mc[1]))
-
-
-def percentile_bounds(boot: np.ndarray, alpha: float) -> _Bounds:
-    return _quantile_bounds(boot, np.array([alpha / 2, 1 - alpha / 2]))
-
-
-def basic_bounds(boot: np.ndarray, theta_hat: float, alpha: float) -> _Bounds:
-    p = percentile_bounds(boot, alpha)
-    return _Bounds(2 * theta_hat - p.upper, 2 * theta_hat - p.lower, p.mc_se_upper, p.mc_se_lower)
-
-
-def normal_bounds(boot: np.ndarray, theta_hat: float, alpha: float) -> _Bounds:
-    se, z = float(np.std(boot, ddof=1)), float(ndtri(1 - alpha / 2))
-    mc = z * se / np.sqrt(2 * (len(boot) - 1))
-    return _Bounds(theta_hat - z * se, theta_hat + z * se, mc, mc)
-
-
-def bca_bounds(boot: np.ndarray, theta_hat: float, jack: np.ndarray, alpha: float) -> _Bounds:
-    """scipy.stats.bootstrap's BCa interval (Efron and Tibshirani 14.3, 15.4) from given values."""
-    share = (np.count_nonzero(boot < theta_hat) + np.count_nonzero(boot <= theta_hat)) / (2 * len(boot))
-    z0 = float(ndtri(share))
-    u = jack.mean() - jack  # scipy's (n - 1) factor cancels in the ratio below
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = float(np.sum(u**3) / (6 * np.sum(u**2) ** 1.5))
-    levels = []
-    for z in (float(ndtri(alpha / 2)), float(ndtri(1 - alpha / 2))):
-        num = z0 + z
-        with np.errstate(divide="ignore", invalid="ignore"):
-            levels.append(float(ndtr(z0 + num / (1 - a * num))))
-    if not np.isfinite(z0):
-        return _Bounds(z0=z0, acceleration=a, note="bca undefined: the estimate lies outside the bootstrap "
-                                                   "distribution (z0 infinite)")
-    if not all(np.isfinite(levels)):
-        return _Bounds(z0=z0, acceleration=a, note="bca undefined: the jackknife values are all equal "
-                                                   "(no acceleration)")
-    bounds = _quantile_bounds(boot, np.array(levels))
-    bounds.z0, bounds.acceleration = z0, a
-    return bounds
-
-
-@dataclass(frozen=True)
-class OLSFit:
-    """Closed-form least squares on the original rows, with classical and HC3 standard errors."""
-
-    coef: np.ndarray
-    se: np.ndarray
-    se_hc3: np.ndarray
-    df: int
-
-
-def ols_fit(X: np.ndarray, y: np.ndarray) -> OLSFit:
-    """OLS by QR; the classical se from s^2 (X'X)^-1, HC3 from residuals scaled by 1 / (1 - h)."""
-    n, p = X.shape
-    q, r = np.linalg.qr(X)
-    coef = solve_triangular(r, q.T @ y)
-    resid = y - X @ coef
-    r_inv = solve_triangular(r, np.eye(p))
-    xtx_inv = r_inv @ r_inv.T
-    s2 = resid @ resid / (n - p)
-    leverage = np.sum(q**2, axis=1)
-    scaled = X * (resid / (1 - leverage))[:, None]
-    cov_hc3 = xtx_inv @ (scaled.T @ scaled) @ xtx_inv
-    return OLSFit(coef, np.sqrt(s2 * np.diag(xtx_inv)), np.sqrt(np.diag(cov_hc3)), n - p)
-
-
-def closed_form_bounds(fit: OLSFit, method: str, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(se, lower, upper) of every coefficient for `t` or `hc3`."""
-    if method == "t":
-        se, crit = fit.se, stats.t.ppf(1 - alpha / 2, fit.df)
-    else:
-        se, crit = fit.se_hc3, ndtri(1 - alpha / 2)
-    return se, fit.coef - crit * se, fit.coef + crit * se
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -255,7 +157,12 @@ def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) 
     return fatal, caveats, gap
 
 
-def _bootstrap_bounds(method: str, boot: np.ndarray, theta_hat: float, jack: np.ndarray, alpha: float) -> _Bounds:
+def _bootstrap_bounds(method: str, boot: np.ndarray, theta_hat: float, jack: np.ndarray, alpha: float,
+                      student: Optional[tuple[np.ndarray, float]] = None) -> _Bounds:
+    if method == "studentized":
+        if student is None:
+            return _Bounds(note="studentized needs the design (X, y) of a model linear in its parameters")
+        return studentized_bounds(boot, student[0], theta_hat, student[1], alpha)
     if method == "percentile":
         return percentile_bounds(boot, alpha)
     if method == "basic":
@@ -293,12 +200,14 @@ def _bootstrap_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], 
         se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
         est_fatal, est_caveats, gap = _estimate_notes(cell, name, statuses, se)
         theta_hat = np.nan if cell.original is None else float(cell.original[name])
+        student = None if _SE + name not in cell.boot.columns or cell.original is None else (
+            cell.boot[_SE + name].to_numpy(dtype=float), float(cell.original[_SE + name]))
         for method in methods:
             # percentile needs only the distribution; the others are built around theta_hat
             fatal = bool(cell_fatal or (est_fatal and method != "percentile"))
             bca_ok, bca_note = _bca_note(cell) if method == "bca" else (True, "")
             bounds = _Bounds() if fatal or not bca_ok else _bootstrap_bounds(
-                method, boot, theta_hat, cell.jack[name].to_numpy(dtype=float), alpha)
+                method, boot, theta_hat, cell.jack[name].to_numpy(dtype=float), alpha, student)
             notes = cell_fatal + est_fatal + [bca_note, bounds.note] + cell_caveats + est_caveats
             rows.append({"parameter": name, "method": method, **common, "estimate": theta_hat,
                          "lower": bounds.lower, "upper": bounds.upper, "se": se,
@@ -336,9 +245,9 @@ def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
         raise ValueError(f"`method` must be one or more of {', '.join(METHODS)}; got {method!r}")
-    if not has_design and any(m in CLOSED_FORM_METHODS for m in chosen):
-        raise ValueError("`method` t and hc3 are closed-form OLS intervals: pass the design as X= (features) "
-                         "and y= (response)")
+    if not has_design and any(m in DESIGN_METHODS for m in chosen):
+        raise ValueError("`method` t, hc3 and studentized need the closed-form OLS design: pass it as X= "
+                         "(features) and y= (response)")
     return list(dict.fromkeys(chosen))
 
 
@@ -383,6 +292,58 @@ def _warn(table: pd.DataFrame, by: Sequence[str], max_dropped_share: float) -> N
                       DroppedRunsWarning, stacklevel=3)
 
 
+def _with_draw_se(estimates: pd.DataFrame, params: Sequence[str], X: np.ndarray, y: np.ndarray,
+                  matrix: Optional[np.ndarray], covs: Optional[np.ndarray]) -> pd.DataFrame:
+    """The estimates with each original and bootstrap run's own OLS se beside its parameters."""
+    kinds = kinds_of(estimates)
+    runs = estimates[kinds.isin([ORIGINAL, BOOTSTRAP])]
+    se = standard_errors(draw_covariances(runs, X, y) if covs is None else covs, matrix)
+    columns = {_SE + name: pd.Series(se[:, j], index=runs.index).reindex(estimates.index)
+               for j, name in enumerate(params)}
+    return estimates.assign(**columns)
+
+
+def in_raw_units(estimates: pd.DataFrame, params: Sequence[str], matrix: np.ndarray) -> pd.DataFrame:
+    """The estimates with every run's parameters (and `ols_` fit, where present) mapped to
+    raw units: theta_raw = M theta, a linear map of each draw."""
+    out = estimates.copy()
+    out[list(params)] = estimates[list(params)].to_numpy(dtype=float) @ matrix.T
+    ols = [f"ols_{name}" for name in params]
+    if all(c in estimates.columns for c in ols):
+        out[ols] = estimates[ols].to_numpy(dtype=float) @ matrix.T
+    return out
+
+
+def _raw_matrix_iv(raw_units: Optional[np.ndarray], params: Sequence[str]) -> Optional[np.ndarray]:
+    if raw_units is None:
+        return None
+    matrix = np.asarray(raw_units, dtype=float)
+    if matrix.shape != (len(params), len(params)) or not np.isfinite(matrix).all():
+        raise ValueError(f"`raw_units` must be a finite ({len(params)}, {len(params)}) matrix (theta_raw = M theta); "
+                         f"got shape {matrix.shape}")
+    return matrix
+
+
+def _table(estimates: pd.DataFrame, params: Sequence[str], methods: Sequence[str], level: float,
+           by: Sequence[str], statuses: Sequence[str], max_dropped_share: float,
+           fit: Optional[OLSFit], units: str) -> pd.DataFrame:
+    """The intervals of every cell in one set of units."""
+    boot_methods = [m for m in methods if m in BOOTSTRAP_METHODS]
+    form_methods = [m for m in methods if m in CLOSED_FORM_METHODS]
+    order = {(p, m): i for i, (p, m) in enumerate((p, m) for p in params for m in methods)}
+    rows = []
+    for key, frame in _cells(estimates, by):
+        cell = _split_cell(frame, statuses)
+        cell_rows = _bootstrap_rows(cell, params, boot_methods, level, statuses, max_dropped_share)
+        cell_rows += _closed_form_rows(cell, params, form_methods, level, fit) if form_methods else []
+        rows += [{**key, **row, "units": units}
+                 for row in sorted(cell_rows, key=lambda r: order[r["parameter"], r["method"]])]
+    table = pd.DataFrame(rows, columns=[*by, *COLUMNS])
+    for col in ("n_used", "n_dropped", "n_dropped_diverged", "n_dropped_not_converged"):
+        table[col] = table[col].astype("Int64")  # NA for the closed-form methods, which use no draws
+    return table
+
+
 def bootstrap_intervals(
     estimates: pd.DataFrame,
     *,
@@ -394,19 +355,25 @@ def bootstrap_intervals(
     max_dropped_share: float = 0.1,
     X: Optional[np.ndarray] = None,
     y: Optional[np.ndarray] = None,
+    raw_units: Optional[np.ndarray] = None,
 ) -> pd.DataFrame:
     """Per grid cell, parameter and method: the estimate on the original rows and its interval.
 
     `method` is one name or a list of `METHODS`; None takes every one that applies:
     percentile, basic and normal (the latter two when there are bootstrap draws), bca
     when there are jackknife fits, t and hc3 when `X` (features, one column per
-    parameter) and `y` (response) are given.
+    parameter) and `y` (response) are given. `studentized` (bootstrap-t) is computed
+    only when asked for, and needs `X` and `y` (each draw's OLS se from its own rows).
 
     Runs whose status is not in `statuses` (by default: diverged or not converged) are
     left out and counted in `n_dropped` (and by reason). A cell with fewer than two
     usable draws gets NaN bounds, a `note` saying why, and a `DegenerateCellWarning`;
     a cell dropping more than `max_dropped_share` of its draws gets a note and a
     `DroppedRunsWarning`. Columns: the `by` columns, then `COLUMNS`.
+
+    `raw_units`: the matrix M of `pipeline.rawunits` (theta_raw = M theta). Given, the
+    table has `units` raw rows (every parameter in the data's own units) before the
+    `units` fitted rows; otherwise every row's `units` is fitted.
     """
     if not 0 < level < 1:
         raise ValueError(f"`level` must lie between 0 and 1; got {level}")
@@ -417,17 +384,18 @@ def bootstrap_intervals(
         raise ValueError(f"`estimates` lack column(s) {', '.join(missing)}")
     fit = _design_iv(X, y, params)
     methods = _methods_iv(method, estimates, fit is not None)
-    boot_methods = [m for m in methods if m in BOOTSTRAP_METHODS]
-    form_methods = [m for m in methods if m in CLOSED_FORM_METHODS]
-    rows = []
-    for key, frame in _cells(estimates, by):
-        cell = _split_cell(frame, statuses)
-        cell_rows = _bootstrap_rows(cell, params, boot_methods, level, statuses, max_dropped_share)
-        cell_rows += _closed_form_rows(cell, params, form_methods, level, fit) if form_methods else []
-        order = {(p, m): i for i, (p, m) in enumerate((p, m) for p in params for m in methods)}
-        rows += [{**key, **row} for row in sorted(cell_rows, key=lambda r: order[r["parameter"], r["method"]])]
-    table = pd.DataFrame(rows, columns=[*by, *COLUMNS])
-    for col in ("n_used", "n_dropped", "n_dropped_diverged", "n_dropped_not_converged"):
-        table[col] = table[col].astype("Int64")  # NA for the closed-form methods, which use no draws
-    _warn(table, by, max_dropped_share)
-    return table
+    matrix = _raw_matrix_iv(raw_units, params)
+    covs = None
+    if "studentized" in methods:  # each draw solved once, for both units
+        runs = estimates[kinds_of(estimates).isin([ORIGINAL, BOOTSTRAP])]
+        covs = draw_covariances(runs, np.asarray(X, dtype=float), np.asarray(y, dtype=float))
+    common = (methods, level, by, statuses, max_dropped_share)
+    tables = []
+    if matrix is not None:
+        raw = in_raw_units(estimates, params, matrix)
+        raw = _with_draw_se(raw, params, X, y, matrix, covs) if covs is not None else raw
+        tables.append(_table(raw, params, *common, None if fit is None else fit.mapped(matrix), RAW))
+    fitted = _with_draw_se(estimates, params, X, y, None, covs) if covs is not None else estimates
+    tables.append(_table(fitted, params, *common, fit, FITTED))
+    _warn(tables[-1], by, max_dropped_share)  # once: the raw rows share the fitted rows' draws
+    return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]

@@ -19,9 +19,8 @@ import hashlib
 import json
 from typing import Any, Optional
 
-import numpy as np
-
 from pipeline.records import CASE, Run, Task
+from pipeline.resampling import resample_rows  # noqa: F401 - re-exported: plan.resample_rows is public
 
 # Settings that change how a run is computed but not its numbers: left out of the id.
 # The data enter by content (`data_digest`), not by path: moving a file keeps its runs,
@@ -100,17 +99,3 @@ def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) ->
 
 def chunk(runs: list[Run], runs_per_task: int) -> list[Task]:
     return [Task(i, tuple(runs[s:s + runs_per_task])) for i, s in enumerate(range(0, len(runs), runs_per_task))]
-
-
-def resample_rows(n_rows: int, seed: int, resample: int) -> np.ndarray:
-    """Row indices of a resample: all rows for 0, n draws with replacement for k >= 1,
-    all rows but row j for jackknife resample -(j+1)."""
-    if resample == 0:
-        return np.arange(n_rows)
-    if resample < 0:
-        if -resample > n_rows:
-            raise ValueError(f"jackknife resample {resample} leaves out row {-resample - 1}, "
-                             f"but the data have {n_rows} rows")
-        return np.delete(np.arange(n_rows), -resample - 1)
-    rng = np.random.default_rng([seed, resample])
-    return rng.integers(0, n_rows, size=n_rows)

@@ -56,6 +56,8 @@ def plot_bootstrap(estimates: pd.DataFrame, intervals: pd.DataFrame, name: str, 
                    path: Path) -> Path:
     """One figure for one parameter: a panel per grid cell with usable bootstrap values."""
     kinds = kinds_of(estimates)
+    if "units" in intervals.columns and (intervals["units"] == "fitted").any():  # the histogram's units
+        intervals = intervals[intervals["units"] == "fitted"]
     boot = estimates[(kinds == BOOTSTRAP) & estimates["status"].isin(statuses)]
     original = estimates[kinds == ORIGINAL].set_index(["lr", "init_index"])
     cells = [key for key, frame in boot.groupby(["lr", "init_index"]) if len(frame) >= 2]

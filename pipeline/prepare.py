@@ -21,7 +21,8 @@ from pipeline.config import CLUSTERS, DEVICES, DTYPES, ENGINES
 from pipeline.data import Dataset, load_dataset
 from pipeline.engines import engine_problems
 from pipeline.errors import ConfigError
-from pipeline.intervals import CLOSED_FORM_METHODS, METHODS
+from pipeline.intervals import DESIGN_METHODS, METHODS
+from pipeline.lr_bound import resolve_auto_lr
 from pipeline.plan import init_grid, lr_grid, plan
 from pipeline.problem import ProblemParts, build_problem_parts, design_matrix
 from pipeline.records import RESIDUAL, SCHEMES, STATUSES, Run, SweepMeta, TaskSpec, TrainSettings
@@ -124,7 +125,7 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
     if closed_form is False and sweep["scheme"] == RESIDUAL:
         problems.append(f"`sweep.scheme` residual needs {no_closed_form}; got model "
                         f"{(cfg.get('model') or {}).get('_target_')!r} with loss {(cfg.get('loss') or {}).get('_target_')!r}")
-    wanted = [m for m in methods if m in CLOSED_FORM_METHODS]
+    wanted = [m for m in methods if m in DESIGN_METHODS]
     if closed_form is False and wanted:
         problems.append(f"`intervals.methods` {', '.join(wanted)} need {no_closed_form}; got model "
                         f"{(cfg.get('model') or {}).get('_target_')!r}")
@@ -170,8 +171,14 @@ def _load(cfg: dict[str, Any]) -> tuple[Optional[Dataset], Optional[ProblemParts
 def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     """Check everything a sweep needs before a task starts; raise one ConfigError listing
     every problem, or return the prepared sweep (data, problem and plan built once)."""
-    problems = _check_numbers(cfg) + _check_lr(cfg)
+    problems = _check_numbers(cfg)
     dataset, parts, found = _load(cfg)
+    # sweep.lr=auto: a grid around the stability bound of SGD on these rows (pipeline/lr_bound.py)
+    if parts is not None and dataset is not None:
+        features = (design_matrix(parts, dataset) or (None,))[0]
+        cfg, auto_problems = resolve_auto_lr(cfg, features, getattr(parts.loss_fn, "reduction", "mean"))
+        problems += auto_problems
+    problems += [] if isinstance(cfg["sweep"]["lr"], str) else _check_lr(cfg)  # a string left: reported above
     problems += found
     problems += _check_init(cfg, parts.n_params if parts else None)
     problems += _check_intervals(cfg, parts.closed_form if parts else None)

@@ -148,7 +148,7 @@ def _intervals(sweep: Sweep) -> str:
         return missing("No intervals (intervals.parquet is missing or empty).")
     ci = _interval_rows(ci, sweep.params)
     notes = list(dict.fromkeys(n for n in ci.get("note", pd.Series(dtype=str)).fillna("") if n))
-    cols = [c for c in ("lr", "init_index", "parameter", "method", "scheme", "estimate", "lower", "upper", "se",
+    cols = [c for c in ("lr", "init_index", "parameter", "units", "method", "scheme", "estimate", "lower", "upper", "se",
                         "mc_se_lower", "mc_se_upper", "n_used", "n_dropped") if c in ci.columns]
     shown = ci.head(MAX_TABLE_ROWS)
     table = shown[cols].copy()

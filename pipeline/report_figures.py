@@ -182,6 +182,8 @@ def bootstrap_figure(estimates: pd.DataFrame, intervals: pd.DataFrame, name: str
                      statuses: Sequence[str]) -> Figure:
     """A panel per grid cell that has bootstrap draws: usable values, the estimate, every interval."""
     boot = estimates[estimates["kind"] == "bootstrap"]
+    if "units" in intervals.columns and (intervals["units"] == "fitted").any():  # the histogram's units
+        intervals = intervals[intervals["units"] == "fitted"]
     original = estimates[estimates["kind"] == "original"].drop_duplicates(["lr", "init_index"])
     original = original.set_index(["lr", "init_index"])[name]
     cells = sorted(boot.groupby(["lr", "init_index"]).groups)

@@ -180,7 +180,8 @@ def test_readme_walkthrough_runs_as_written(tmp_path):
         assert proc.returncode == 0, f"{lang} block failed:\n{code}\n{proc.stderr[-3000:]}"
         outputs.append(proc.stdout)
     ci = pd.read_parquet(tmp_path / "results" / "plants" / "intervals.parquet")
-    ci = ci[ci["method"] == "percentile"].set_index("parameter")
+    assert list(ci["units"].unique()) == ["raw", "fitted"]  # x standardised: raw units first, then per sd
+    ci = ci[(ci["method"] == "percentile") & (ci["units"] == "raw")].set_index("parameter")
     assert list(ci.index) == ["w1", "w2", "b"] and (ci["n_used"] == 30).all()
     assert ci.loc["w1", "lower"] > 0 and ci.loc["w2", "upper"] < 0  # light helps, water hurts, as simulated
     (fit,) = pd.read_parquet(tmp_path / "results" / "plants-interaction" / "estimates.parquet").itertuples()
