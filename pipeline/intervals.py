@@ -35,11 +35,12 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.linalg import solve_triangular
 from scipy.special import ndtr, ndtri
 
+from pipeline.closed_form import ClosedFormDesign, OLSFit, closed_form_bounds, closed_form_problem, fit_design, ols_fit
 from pipeline.records import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL, resample_kind
+
+__all__ = ["OLSFit", "ols_fit", "closed_form_bounds", "closed_form_problem", "bootstrap_intervals"]  # OLS re-exported: its old home
 
 METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal")
@@ -138,40 +139,6 @@ def bca_bounds(boot: np.ndarray, theta_hat: float, jack: np.ndarray, alpha: floa
     return bounds
 
 
-@dataclass(frozen=True)
-class OLSFit:
-    """Closed-form least squares on the original rows, with classical and HC3 standard errors."""
-
-    coef: np.ndarray
-    se: np.ndarray
-    se_hc3: np.ndarray
-    df: int
-
-
-def ols_fit(X: np.ndarray, y: np.ndarray) -> OLSFit:
-    """OLS by QR; the classical se from s^2 (X'X)^-1, HC3 from residuals scaled by 1 / (1 - h)."""
-    n, p = X.shape
-    q, r = np.linalg.qr(X)
-    coef = solve_triangular(r, q.T @ y)
-    resid = y - X @ coef
-    r_inv = solve_triangular(r, np.eye(p))
-    xtx_inv = r_inv @ r_inv.T
-    s2 = resid @ resid / (n - p)
-    leverage = np.sum(q**2, axis=1)
-    scaled = X * (resid / (1 - leverage))[:, None]
-    cov_hc3 = xtx_inv @ (scaled.T @ scaled) @ xtx_inv
-    return OLSFit(coef, np.sqrt(s2 * np.diag(xtx_inv)), np.sqrt(np.diag(cov_hc3)), n - p)
-
-
-def closed_form_bounds(fit: OLSFit, method: str, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(se, lower, upper) of every coefficient for `t` or `hc3`."""
-    if method == "t":
-        se, crit = fit.se, stats.t.ppf(1 - alpha / 2, fit.df)
-    else:
-        se, crit = fit.se_hc3, ndtri(1 - alpha / 2)
-    return se, fit.coef - crit * se, fit.coef + crit * se
-
-
 # --- the table ----------------------------------------------------------------------------------
 
 
@@ -237,6 +204,12 @@ def _cell_notes(cell: _Cell, statuses: Sequence[str], max_dropped_share: float) 
     return fatal, caveats
 
 
+def _as_float(value: object) -> float:
+    """A parameter value as a float; NaN for a missing one (None, NA) instead of a TypeError."""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return float(number) if pd.notna(number) else np.nan
+
+
 def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) -> tuple[list[str], list[str], float]:
     """(fatal notes, caveats, gap to the closed-form optimum) for the point estimate."""
     if cell.original is None:
@@ -246,8 +219,8 @@ def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) 
     if status not in statuses:
         fatal.append(f"the fit on the original rows is {status}")
     ols_col = f"ols_{name}"
-    gap = abs(float(cell.original[name]) - float(cell.original[ols_col])) if ols_col in cell.original.index \
-        and pd.notna(cell.original[ols_col]) else np.nan
+    gap = abs(_as_float(cell.original[name]) - _as_float(cell.original[ols_col])) \
+        if ols_col in cell.original.index else np.nan
     if np.isfinite(gap) and (status != "ok" or (np.isfinite(se) and gap > GAP_SHARE_OF_SE * se)):
         share = f" = {gap / se:.2g} bootstrap SEs" if np.isfinite(se) and se > 0 else ""
         caveats.append(f"the point estimate is {gap:.3g} from the closed-form optimum{share}: an interval of "
@@ -292,7 +265,7 @@ def _bootstrap_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], 
         boot = cell.boot[name].to_numpy(dtype=float)
         se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
         est_fatal, est_caveats, gap = _estimate_notes(cell, name, statuses, se)
-        theta_hat = np.nan if cell.original is None else float(cell.original[name])
+        theta_hat = np.nan if cell.original is None else _as_float(cell.original[name])
         for method in methods:
             # percentile needs only the distribution; the others are built around theta_hat
             fatal = bool(cell_fatal or (est_fatal and method != "percentile"))
@@ -309,19 +282,20 @@ def _bootstrap_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], 
 
 
 def _closed_form_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], level: float,
-                      fit: OLSFit) -> list[dict]:
+                      design: ClosedFormDesign) -> list[dict]:
     rows = []
     for method in methods:
-        se, lower, upper = closed_form_bounds(fit, method, 1.0 - level)
+        se, lower, upper, note = design.bounds(method, 1.0 - level, len(params))
         for j, name in enumerate(params):
-            gap = np.nan if cell.original is None else abs(float(cell.original[name]) - fit.coef[j])
+            estimate = np.nan if design.fit is None else float(design.fit.coef[j])
+            gap = np.nan if cell.original is None else abs(_as_float(cell.original[name]) - estimate)
             rows.append({"parameter": name, "method": method, "level": level, "scheme": None,
-                         "estimate": fit.coef[j], "lower": lower[j], "upper": upper[j], "se": se[j],
+                         "estimate": estimate, "lower": lower[j], "upper": upper[j], "se": se[j],
                          "n_used": pd.NA, "n_dropped": pd.NA, "n_dropped_diverged": pd.NA,
                          "n_dropped_not_converged": pd.NA, "dropped": "", "mc_se_lower": 0.0,
                          "mc_se_upper": 0.0, "gap_to_ols": gap, "z0": np.nan, "acceleration": np.nan,
                          "estimate_status": None if cell.original is None else cell.original["status"],
-                         "note": ""})
+                         "note": note})
     return rows
 
 
@@ -342,7 +316,9 @@ def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame
     return list(dict.fromkeys(chosen))
 
 
-def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[OLSFit]:
+def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[ClosedFormDesign]:
+    """The closed-form fit of the design, if one was given; a misuse of the arguments raises,
+    a design that cannot be fitted (data) gives a fit of None and the reason."""
     if X is None and y is None:
         return None
     if X is None or y is None:
@@ -351,10 +327,7 @@ def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequenc
     if X.ndim != 2 or X.shape[1] != len(params) or X.shape[0] != len(y):
         raise ValueError(f"`X` must be (rows, {len(params)}: one column per parameter) and `y` (rows,); "
                          f"got X {X.shape} and y {y.shape}")
-    if X.shape[0] <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
-        raise ValueError(f"`X` must have full column rank and more rows than columns; got {X.shape} "
-                         f"of rank {np.linalg.matrix_rank(X)}")
-    return ols_fit(X, y)
+    return fit_design(X, y)
 
 
 def _cells(estimates: pd.DataFrame, by: Sequence[str]):
@@ -366,6 +339,10 @@ def _cells(estimates: pd.DataFrame, by: Sequence[str]):
 
 
 def _warn(table: pd.DataFrame, by: Sequence[str], max_dropped_share: float) -> None:
+    closed = table[table["method"].isin(CLOSED_FORM_METHODS) & table["lower"].isna()]
+    if len(closed):
+        warnings.warn(f"{len(closed)} closed-form interval(s) without bounds: {closed['note'].iloc[0]}",
+                      DegenerateCellWarning, stacklevel=3)
     boot = table[table["method"].isin(BOOTSTRAP_METHODS)]
     if boot.empty:
         return
@@ -406,7 +383,10 @@ def bootstrap_intervals(
     left out and counted in `n_dropped` (and by reason). A cell with fewer than two
     usable draws gets NaN bounds, a `note` saying why, and a `DegenerateCellWarning`;
     a cell dropping more than `max_dropped_share` of its draws gets a note and a
-    `DroppedRunsWarning`. Columns: the `by` columns, then `COLUMNS`.
+    `DroppedRunsWarning`. A design that cannot give the closed-form fit (rank-deficient,
+    no more rows than parameters, non-finite) gives t and hc3 rows with NaN bounds and a
+    `note`: data never make this raise; wrong arguments (columns, shapes, level) do.
+    Columns: the `by` columns, then `COLUMNS`.
     """
     if not 0 < level < 1:
         raise ValueError(f"`level` must lie between 0 and 1; got {level}")
@@ -415,15 +395,15 @@ def bootstrap_intervals(
     missing = [c for c in ("resample", "status", *params, *by) if c not in estimates.columns]
     if missing:
         raise ValueError(f"`estimates` lack column(s) {', '.join(missing)}")
-    fit = _design_iv(X, y, params)
-    methods = _methods_iv(method, estimates, fit is not None)
+    design = _design_iv(X, y, params)
+    methods = _methods_iv(method, estimates, design is not None)
     boot_methods = [m for m in methods if m in BOOTSTRAP_METHODS]
     form_methods = [m for m in methods if m in CLOSED_FORM_METHODS]
     rows = []
     for key, frame in _cells(estimates, by):
         cell = _split_cell(frame, statuses)
         cell_rows = _bootstrap_rows(cell, params, boot_methods, level, statuses, max_dropped_share)
-        cell_rows += _closed_form_rows(cell, params, form_methods, level, fit) if form_methods else []
+        cell_rows += _closed_form_rows(cell, params, form_methods, level, design) if form_methods else []
         order = {(p, m): i for i, (p, m) in enumerate((p, m) for p in params for m in methods)}
         rows += [{**key, **row} for row in sorted(cell_rows, key=lambda r: order[r["parameter"], r["method"]])]
     table = pd.DataFrame(rows, columns=[*by, *COLUMNS])
