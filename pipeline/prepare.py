@@ -85,8 +85,7 @@ def _positive_finite(value: Any) -> bool:
 def _vector_problems(vec: Any, key: str, n_params: Optional[int]) -> list[str]:
     """What is wrong with one initial vector: its type, its length, its values."""
     if not isinstance(vec, list):
-        return [f"`{key}` vectors must be lists of numbers, one per model parameter; got {vec!r}"
-                + (" (sweep.init is a list of vectors: sweep.init=[[1,2,3]])" if key == "sweep.init" else "")]
+        return [f"`{key}` vectors must be lists of numbers, one per model parameter; got {vec!r}"]
     numbers = [_as_number(v) for v in vec]
     if any(n is None for n in numbers):
         return [f"`{key}` must hold numbers; got {vec!r}"]
@@ -106,6 +105,9 @@ def _check_init(cfg: dict[str, Any], n_params: Optional[int]) -> list[str]:
         return [f"`sweep.init` must be a list of initial vectors, e.g. sweep.init=[[0,0],[1,1]]; got {inits!r}"]
     if len(inits) == 0:
         return ["`sweep.init` is empty: give at least one initial vector, or null for the experiment's init"]
+    if all(_as_number(v) is not None for v in inits):
+        return [f"`sweep.init` is a list of initial vectors; got one flat vector {inits!r}: "
+                f"write sweep.init=[{inits!r}] (or init={inits!r})".replace("'", "")]
     problems = [p for vec in inits for p in _vector_problems(vec, "sweep.init", n_params)]
     return list(dict.fromkeys(problems))
 
