@@ -50,13 +50,13 @@ def _syntax_problems(overrides: list[str]) -> tuple[list[str], list[str]]:
 def _culprit(err: Exception, overrides: list[str]) -> Optional[str]:
     """The override a composition error is about, if it can be told."""
     text = str(err)
-    key = getattr(err.__cause__, "full_key", None) or ""
-    for override in overrides:
-        if f"override {override}" in text or (key and _override_key(override) == str(key).split("[")[0]):
-            return override
-    for override in overrides:  # "Could not override 'train.epoch'", "'nokey' does not exist"
-        if f"'{_override_key(override)}'" in text:
-            return override
+    key = str(getattr(err.__cause__, "full_key", None) or "").split("[")[0]
+    latest_first = overrides[::-1]  # of two overrides of one key, Hydra applies (and fails on) the last
+    for matches in (lambda o: text.endswith(f"override {o}"), lambda o: bool(key) and _override_key(o) == key,
+                    lambda o: f"'{_override_key(o)}'" in text):  # "Could not override 'train.epoch'"
+        found = [o for o in latest_first if matches(o)]
+        if found:
+            return found[0]
     return None
 
 

@@ -207,6 +207,11 @@ def _frame_to_arrays(frame: pd.DataFrame, data_cfg: dict[str, Any], source: str)
 def _read_frames(data_cfg: dict[str, Any]) -> tuple[pd.DataFrame, Optional[pd.DataFrame], str, str]:
     """(train, test or None, source, test source) from the file(s) or `data.generate`."""
     if data_cfg.get("generate"):
+        ignored = [key for key in ("path", "test_path") if data_cfg.get(key)]
+        if ignored:
+            raise ConfigError([f"`data.{key}` ({data_cfg[key]}) is set but `data.generate` makes this experiment's "
+                               f"rows, so the file would be ignored: use experiment=user_data for a file, or "
+                               f"drop data.{key}" for key in ignored])
         try:
             train, test = instantiate(data_cfg["generate"])
         except Exception as err:  # noqa: BLE001

@@ -239,7 +239,8 @@ def _check_loss_and_optim(cfg: dict[str, Any], parts: ProblemParts, dataset: Dat
     try:
         parts.make_optim(model.parameters(), lr=1e-3)
     except Exception as err:  # noqa: BLE001
-        return [f"`optim` ({cfg['optim'].get('_target_')}) cannot be built with these arguments: {err}"]
+        args = {k: v for k, v in cfg["optim"].items() if not k.startswith("_")}
+        return [f"`optim` ({cfg['optim'].get('_target_')}) cannot be built with arguments {args}: {err}"]
     return []
 
 
