@@ -73,8 +73,14 @@ def _check_lr(cfg: dict[str, Any]) -> list[str]:
     if lrs is None and "lr" not in (cfg.get("optim") or {}):
         return ["`optim.lr` is not set and `sweep.lr` is null: no learning rate to train with"]
     key, values = ("optim.lr", [cfg["optim"]["lr"]]) if lrs is None else ("sweep.lr", lrs)
-    return [f"`{key}` must hold positive finite learning rates (numbers > 0); got {lr!r}"
+    return [f"`{key}` must hold positive finite learning rates; got {_shown(lr)}"
             for lr in values if not _positive_finite(lr)]
+
+
+def _shown(value: Any) -> str:
+    """A number as the float it is read as (0 -> 0.0), anything else as written ('abc')."""
+    number = _as_number(value)
+    return repr(value) if number is None else str(number)
 
 
 def _positive_finite(value: Any) -> bool:

@@ -95,7 +95,7 @@ CASES = {
     "engine unknown": (("train.engine=turbo",), ["`train.engine`", "turbo"]),
     "misspelt key": (("train.epoch=5",), ["`train.epoch`", "not a config key"]),
     # the grid
-    "lr text": (("sweep.lr=[abc]",), ["`sweep.lr`", "'abc'", "positive"]),
+    "lr text": (("sweep.lr=[abc]",), ["`sweep.lr`", "got 'abc'", "positive"]),
     "lr empty": (("sweep.lr=[]",), ["`sweep.lr`", "empty"]),
     "lr zero": (("sweep.lr=[1e-3,0]",), ["`sweep.lr`", "got 0"]),
     "lr negative": (("sweep.lr=[-0.001]",), ["`sweep.lr`", "-0.001"]),
@@ -288,3 +288,11 @@ def test_intervals_never_raise_on_data_but_still_on_misuse():
         bootstrap_intervals(est, params=["b", "v"], X=leverage_one, y=np.arange(4.0))
     with pytest.raises(ValueError, match="one column per parameter"):
         bootstrap_intervals(est, params=["b", "w"], X=np.ones((4, 3)), y=np.arange(4.0))
+
+
+def test_a_constant_y_is_fine(tmp_path):
+    """Not every odd table is a mistake: a constant response fits (slope 0), and is not refused."""
+    path = tmp_path / "flat.csv"
+    path.write_text("x,y\n1,3\n2,3\n3,3\n4,3\n")
+    prepared = prepare(compose_config([*BASE, "experiment=user_data", f"data.path={path}", f"out_dir={tmp_path / 's'}"]))
+    assert prepared.dataset.n_rows == 4 and (prepared.dataset.y == 3).all()
