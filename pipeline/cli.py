@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.compose import compose_config, resolved as to_container
-from pipeline.config import CONF_DIR
+from pipeline.config import CONF_DIR, PROJECT_ROOT
 from pipeline.errors import ConfigError
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
@@ -98,9 +98,24 @@ def _precheck(config_name: str) -> None:
         _fail(err)
 
 
+def _find_our_sweeper() -> None:
+    """Let Hydra's plugin scan see hydra_plugins/pipeline_sweeper under an editable install.
+
+    setuptools' editable finder gives the `hydra_plugins` namespace a path hook that
+    `pkgutil.iter_modules` (Hydra's plugin discovery) cannot list, so `-m` would fail with
+    "Could not find 'hydra/sweeper/pipeline'"; the real folder on the namespace path fixes it.
+    """
+    import hydra_plugins
+
+    ours = str(PROJECT_ROOT / "hydra_plugins")
+    if (PROJECT_ROOT / "hydra_plugins").is_dir() and ours not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(ours)
+
+
 def sweep_main() -> None:
     """Plan, validate, launch and aggregate one sweep (`--dry-run`, `--wait` accepted)."""
     sys.argv = [FLAG_OVERRIDES.get(arg, arg) for arg in sys.argv]
+    _find_our_sweeper()
     _precheck("config")
     _sweep_app()
 

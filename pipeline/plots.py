@@ -3,7 +3,7 @@
 - `bootstrap_<parameter>.png`: per grid cell, the histogram of the parameter's usable
   bootstrap values, the estimate on the original rows, and every method's interval
   drawn as a bar under the histogram;
-- `grid_final_loss.png` (grids with more than one lr or init): the final loss of the
+- `grid_final_loss.png` (grids with more than one lr or init; drawn by the report's `grid_figure`): the final loss of the
   fit on the original rows per (lr, init), coloured on a log scale, with its status.
 """
 
@@ -14,18 +14,14 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from pipeline.intervals import kinds_of
+from pipeline.report_figures import METHOD_COLOURS, grid_figure
 from pipeline.records import BOOTSTRAP, ORIGINAL
 
 MAX_PANELS = 12  # cells per parameter figure; a larger grid shows its first cells and says so
-METHOD_COLOURS = {"percentile": "tab:blue", "basic": "tab:orange", "bca": "tab:green", "normal": "tab:purple",
-                  "t": "tab:red", "hc3": "tab:brown"}
-STATUS_MARKS = {"ok": "ok", "not_converged": "not conv.", "diverged": "diverged"}
 
 
 def _cell_label(lr: float, init_index: int) -> str:
@@ -90,49 +86,13 @@ def plot_bootstrap(estimates: pd.DataFrame, intervals: pd.DataFrame, name: str, 
     return _save(fig, path)
 
 
-def _text_colour(rgba: tuple) -> str:
-    luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-    return "black" if luminance > 0.5 else "white"
-
-
 def plot_grid(estimates: pd.DataFrame, path: Path) -> Path:
-    """Heat map of the final loss of the original-rows fit over lr x init, with statuses."""
-    original = estimates[kinds_of(estimates) == ORIGINAL]
-    lrs = sorted(original["lr"].unique())
-    inits = sorted(original["init_index"].unique())
-    loss = np.full((len(inits), len(lrs)), np.nan)
-    for row in original.itertuples():
-        if np.isfinite(row.final_loss) and row.final_loss > 0:
-            loss[inits.index(row.init_index), lrs.index(row.lr)] = row.final_loss
-    finite = loss[np.isfinite(loss)]
-    norm = LogNorm(finite.min(), max(finite.max(), finite.min() * 1.0001)) if len(finite) else None
-    cmap = colormaps["viridis"].with_extremes(bad="0.25")
-    fig = Figure(figsize=(1.2 * len(lrs) + 2.5, 0.7 * len(inits) + 1.8), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(loss), cmap=cmap, norm=norm, aspect="auto")
-    if len(finite):
-        fig.colorbar(image, ax=ax, label="final loss (log scale)")
-    for row in original.itertuples():
-        i, j = inits.index(row.init_index), lrs.index(row.lr)
-        text = STATUS_MARKS.get(row.status, row.status)
-        if np.isfinite(loss[i, j]):
-            text += f"\n{row.final_loss:.3g}"
-        colour = _text_colour(cmap(norm(loss[i, j])) if np.isfinite(loss[i, j]) else cmap.get_bad())
-        ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs], fontsize=8)
-    init_labels = original.drop_duplicates("init_index").set_index("init_index")["init"]
-    ax.set_yticks(range(len(inits)), [_init_label(i, init_labels.get(i)) for i in inits], fontsize=8)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("initial values")
-    ax.set_title("final loss of the fit on the original rows, and its status (dark grey: no finite loss)",
-                 fontsize=9)
+    """Heat map of the final loss of the original-rows fit over lr x init, with statuses
+    (the report's figure, `report_figures.grid_figure`, with a title)."""
+    fig = grid_figure(estimates[kinds_of(estimates) == ORIGINAL])
+    fig.axes[0].set_title("final loss of the fit on the original rows, and its status (dark grey: no finite loss)",
+                          fontsize=9)
     return _save(fig, path)
-
-
-def _init_label(index: int, init) -> str:
-    if init is None or (isinstance(init, float) and np.isnan(init)):
-        return f"#{index} (model default)"
-    return f"#{index}: [{', '.join(f'{v:g}' for v in init)}]"
 
 
 def write_plots(out_dir: Path, estimates: pd.DataFrame, intervals: pd.DataFrame, params: Sequence[str],

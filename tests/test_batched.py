@@ -304,14 +304,20 @@ def test_train_chunk_splits_a_chunk_that_does_not_fit_memory(monkeypatch, caplog
         assert (a.run, a.params, a.curve_loss, a.status) == (b.run, b.params, b.curve_loss, b.status)
 
 
-def test_batch_size_follows_the_memory_estimate():
+def test_batch_size_follows_the_memory_estimate(monkeypatch):
+    """A batch takes a quarter of the RAM available, at the engine's estimate per run; the
+    estimate grows with the rows a run holds and with the dtype's width."""
+    monkeypatch.setattr(memory, "_available_ram", lambda: 8 * 2**30)
     problem = family_problem(FAMILIES["002 mlp, adam"], "float32")
     per_run = engines.FAST_ENGINES["batched"][1](problem)
-    rows, activations = 20, 4 + 4 + 2 + 2 + 2  # Linear, ReLU, Linear, Sigmoid outputs and the Sequential's
-    assert per_run >= 4 * rows * (3 + 2 + 4 * activations)
-    size, why = memory.batch_size(1000, per_run, torch.device("cpu"))
-    budget, source = memory.available_memory(torch.device("cpu"))
-    assert size == min(1000, budget // per_run) and why.endswith(f"KiB per run; {source} fit {budget // per_run} runs")
+    size, why = memory.batch_size(10**9, per_run, torch.device("cpu"))
+    assert size == 2 * 2**30 // per_run
+    assert why == f"about {per_run / 2**10:.1f} KiB per run; 25% of 8.0 GiB RAM available fit {size} runs"
+    assert memory.batch_size(10, per_run, torch.device("cpu"))[0] == 10
+    wide = family_problem(FAMILIES["002 mlp, adam"], "float64")
+    assert engines.FAST_ENGINES["batched"][1](wide) == 2 * per_run
+    doubled = replace(problem, x=torch.cat([problem.x, problem.x]), y=torch.cat([problem.y, problem.y]))
+    assert per_run < engines.FAST_ENGINES["batched"][1](doubled) <= 2 * per_run
 
 
 def test_validate_names_an_engine_that_cannot_train_the_experiment(tmp_path):

@@ -52,8 +52,9 @@ def test_empty_grid(tmp_path):
 @pytest.mark.parametrize("lr", ["0", "-0.1"])
 def test_non_positive_learning_rate(tmp_path, lr):
     msg = _problems(tmp_path, f"sweep.lr=[1e-3,{lr}]")
-    assert "`sweep.lr` must hold positive" in msg and lr.lstrip("-").rstrip("0") in msg
-    assert "`optim.lr`" in _problems(tmp_path, f"optim.lr={lr}")
+    assert f"`sweep.lr` must hold positive finite learning rates; got {float(lr)}" in msg
+    assert "got 0.001" not in msg  # only the bad value is named
+    assert f"`optim.lr` must hold positive finite learning rates; got {float(lr)}" in _problems(tmp_path, f"optim.lr={lr}")
 
 
 def test_wrong_init_length_and_several_problems_at_once(tmp_path):

@@ -6,6 +6,8 @@ process shows. The rule itself (which keys fold, what the refusal says) is teste
 this process on parsed overrides.
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -134,3 +136,13 @@ def test_meaningless_axis_sweeps_are_refused_with_the_fix_and_no_per_value_comma
 def test_many_equivalent_commands_are_summarised():
     message = refusal_message(_fold("train.epochs=1,2,3", "sweep.seed=1,2,3"))
     assert message.count("\n  pipeline-sweep ") == 8 and "(9 commands in all)" in message
+
+
+def test_the_sweeper_is_found_outside_the_repository(tmp_path):
+    """As the installed console script runs: another working folder, no repository on sys.path
+    (`python -P`), so Hydra finds the sweeper only through the installed package."""
+    code = "from pipeline.cli import sweep_main; sweep_main()"
+    proc = subprocess.run([sys.executable, "-P", "-c", code, "--cfg", "hydra"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "PipelineSweeper" in proc.stdout

@@ -38,13 +38,15 @@ def slurm_cluster():
     assert max_array_size() == TEST_MAX_ARRAY_SIZE
 
 
-def wait_until(predicate, timeout=120, every=0.5, what="condition"):
-    deadline = time.monotonic() + timeout
+def wait_until(predicate, timeout=120, what="condition"):
+    """Poll with back-off (0.05 s, doubling to 1 s) until `predicate` is truthy."""
+    deadline, every = time.monotonic() + timeout, 0.05
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
+        every = min(1.0, every * 2)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -118,7 +120,9 @@ def test_dry_run_submits_nothing_and_prints_the_arrays(out_dir):
 
 
 def test_killed_task_leaves_no_partial_part_and_relaunch_completes(out_dir):
-    args = (*FAST, "train.epochs=1000", "sweep.resamples=11", "launcher.runs_per_task=4")
+    # the reference loop at ~1 s a run keeps each task RUNNING for seconds: the kill
+    # below catches one mid-training, not a race with a task that ends in milliseconds
+    args = (*FAST, "train.epochs=5000", "train.engine=reference", "sweep.resamples=11", "launcher.runs_per_task=4")
     submit(out_dir, *args)
     victim = wait_until(lambda: running_task(out_dir), what="a running task")
     subprocess.run(["scancel", "--signal=KILL", victim["job"]], check=True)

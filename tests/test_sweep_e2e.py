@@ -60,7 +60,7 @@ def test_chunk_size_and_launcher_do_not_change_estimates(tmp_path):
 
 
 def test_relaunch_skips_finished_runs_and_fills_a_deleted_part(out_dir):
-    args = (*BOOT, "launcher=local", "launcher.runs_per_task=3")
+    args = (*BOOT, "launcher=debug", "launcher.runs_per_task=3")
     first, est = run_sweep(out_dir, *args)
     assert (first.n_skipped, first.n_tasks) == (0, 3)
     again, _ = run_sweep(out_dir, *args)
