@@ -220,7 +220,7 @@ CLI_CASES = {
     "resolver": (["optim.lr=abc", "sweep=lr_grid"], "`sweep.lr`"),
     "unknown option": (["launcher=nope"], "`launcher`: no option 'nope'"),
     "out_dir a file": (["out_dir={good}"], "`out_dir`"),
-    "duplicate header": (["experiment=user_data", "data.path={dup}"], "more than one column named 'x'"),
+    "misspelt key": (["train.epoch=5"], "`train.epoch` is not a config key"),
 }
 
 
