@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.config import CONF_DIR, PROJECT_ROOT, to_container
+from pipeline.compose import compose_config, resolved as to_container
+from pipeline.config import CONF_DIR, PROJECT_ROOT
 from pipeline.errors import ConfigError
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
@@ -51,8 +53,8 @@ def _sweep_app(cfg: DictConfig) -> None:
     from pipeline.launch import launch
     from pipeline.prepare import prepare
 
-    container = to_container(cfg)
     try:
+        container = to_container(cfg)
         prepared = prepare(container)
         report = launch(prepared)
     except ConfigError as err:
@@ -78,6 +80,24 @@ def _sweep_app(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def _precheck(config_name: str) -> None:
+    """Compose the command line's config before Hydra does, so that a bad override (or, for
+    sweeps, an `out_dir` Hydra could not create) ends in one message and exit code 2 instead
+    of Hydra's text and code 1. Runs with Hydra's own flags (-m, --cfg, --help) are left to it."""
+    args = sys.argv[1:]
+    if any(arg.startswith("-") for arg in args):
+        return
+    try:
+        cfg = compose_config(args, config_name)
+        if config_name == "config":
+            from pipeline.prepare import out_dir_problems, validate
+
+            if out_dir_problems(cfg["out_dir"]):
+                validate(cfg)  # Hydra would fail creating out_dir: list every problem now
+    except ConfigError as err:
+        _fail(err)
+
+
 def _find_our_sweeper() -> None:
     """Let Hydra's plugin scan see hydra_plugins/pipeline_sweeper under an editable install.
 
@@ -96,11 +116,12 @@ def sweep_main() -> None:
     """Plan, validate, launch and aggregate one sweep (`--dry-run`, `--wait` accepted)."""
     sys.argv = [FLAG_OVERRIDES.get(arg, arg) for arg in sys.argv]
     _find_our_sweeper()
+    _precheck("config")
     _sweep_app()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="aggregate")
-def aggregate_main(cfg: DictConfig) -> None:
+def _aggregate_app(cfg: DictConfig) -> None:
     """(Re)build estimates, curves and intervals of a sweep folder."""
     from pipeline.aggregate import aggregate
 
@@ -116,7 +137,7 @@ def aggregate_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
-def report_main(cfg: DictConfig) -> None:
+def _report_app(cfg: DictConfig) -> None:
     """(Re)write report.html of a sweep folder from its files."""
     from pipeline.aggregate import load_sweep
 
@@ -130,7 +151,7 @@ def report_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="status")
-def status_main(cfg: DictConfig) -> None:
+def _status_app(cfg: DictConfig) -> None:
     """Runs done / pending / running / failed / diverged per task of a sweep folder."""
     from pipeline.aggregate import load_sweep
     from pipeline.status import failure_messages, summary, task_table
@@ -152,7 +173,7 @@ def status_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="coverage")
-def coverage_main(cfg: DictConfig) -> None:
+def _coverage_app(cfg: DictConfig) -> None:
     """Simulate data sets from a known truth, bootstrap each, report each interval's coverage."""
     from pipeline.coverage import prepare_coverage, run_coverage
 
@@ -162,3 +183,17 @@ def coverage_main(cfg: DictConfig) -> None:
     except ConfigError as err:
         _fail(err)
     print(report.text())
+
+
+def _entry_point(app: Any, config_name: str) -> Callable[[], None]:
+    def main() -> None:
+        _precheck(config_name)
+        app()
+    main.__doc__ = app.__doc__
+    return main
+
+
+aggregate_main = _entry_point(_aggregate_app, "aggregate")
+report_main = _entry_point(_report_app, "report")
+status_main = _entry_point(_status_app, "status")
+coverage_main = _entry_point(_coverage_app, "coverage")

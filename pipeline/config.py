@@ -156,8 +156,9 @@ def _bca_requested(methods: Any) -> bool:
 
 
 def _n_columns(names: Any) -> int:
-    """`${n_columns:${data.x}}`: how many columns a `data.x` / `data.y` value names."""
-    return 1 if isinstance(names, str) else len(names)
+    """`${n_columns:${data.x}}`: how many columns a `data.x` / `data.y` value names. Any
+    value resolves (a bad one counts as 1), so that `prepare` can name the key, not Hydra."""
+    return len(names) if isinstance(names, (list, tuple, ListConfig)) else 1
 
 
 def register() -> None:

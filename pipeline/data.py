@@ -10,6 +10,7 @@ single task is launched.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +55,72 @@ def _as_names(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+def column_names(value: Any, key: str) -> tuple[tuple[str, ...], list[str]]:
+    """`data.x` / `data.y` as a tuple of column names, and what is wrong with the value."""
+    if isinstance(value, str):
+        return (value,), ([] if value else [f"`{key}` is an empty column name"])
+    if not isinstance(value, (list, tuple)):
+        return (), [f"`{key}` must be a column name or a list of column names; got {value!r} "
+                    f"({type(value).__name__}){_quote_hint(key, value)}"]
+    if not value:
+        return (), [f"`{key}` is an empty list: name at least one column"]
+    bad = [v for v in value if not isinstance(v, str) or not v]
+    if bad:
+        return (), [f"`{key}` must hold column names (text); got {bad[0]!r} in {list(value)!r}"
+                    f"{_quote_hint(key, bad[0])}"]
+    repeated = sorted({v for v in value if list(value).count(v) > 1})
+    if repeated:
+        return (), [f"`{key}` names column(s) {', '.join(map(repr, repeated))} more than once; got {list(value)!r}"]
+    return tuple(value), []
+
+
+def _quote_hint(key: str, value: Any) -> str:
+    """Hydra reads `data.x=2020` as a number: a column named 2020 needs quotes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f" (a column named {value}? quote it: {key}='\"{value}\"')"
+    return ""
+
+
+def _csv_header_repeats(file: Path) -> list[str]:
+    """Names the CSV header gives more than once: pandas would rename the second `x` to `x.1`."""
+    try:
+        with open(file, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
+    except OSError:
+        return []
+    return sorted({name for name in header if header.count(name) > 1})
+
+
 def read_table(path: str, key: str) -> pd.DataFrame:
     """Read a CSV or Parquet file; `key` is the config key that named it."""
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError([f"`{key}`: {file} is a folder, not a CSV or Parquet file"])
     if not file.is_file():
         raise ConfigError([f"`{key}`: data file not found: {file}"])
+    parquet = file.suffix.lower() in (".parquet", ".pq")
     try:
-        if file.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(file)
-        return pd.read_csv(file)
+        frame = pd.read_parquet(file) if parquet else pd.read_csv(file)
     except Exception as err:  # noqa: BLE001 - any reader failure is a user-facing data error
         raise ConfigError([f"`{key}`: cannot read {file}: {err}"]) from err
+    repeated = sorted(set(frame.columns[frame.columns.duplicated()])) if parquet else _csv_header_repeats(file)
+    if repeated:
+        raise ConfigError([f"`{key}`: {file} has more than one column named {', '.join(map(repr, repeated))}; "
+                           "rename them so each name is one column"])
+    return frame
+
+
+# Kinds of column a number cannot be read from, though pandas would convert them silently.
+_NOT_NUMBERS = (("boolean", pd.api.types.is_bool_dtype), ("datetime", pd.api.types.is_datetime64_any_dtype),
+                ("timedelta", pd.api.types.is_timedelta64_dtype), ("complex", pd.api.types.is_complex_dtype))
+
+
+def _dtype_problem(column: pd.Series, name: str, source: str, key: str) -> Optional[str]:
+    for kind, test in _NOT_NUMBERS:
+        if test(column.dtype):
+            return (f"`{key}`: column {name!r} of {source} is {kind} (dtype {column.dtype}), not numbers; "
+                    "convert it to numbers in the file (e.g. 0/1, or years)")
+    return None
 
 
 def numeric_columns(frame: pd.DataFrame, names: tuple[str, ...], source: str, key: str) -> np.ndarray:
@@ -77,7 +133,15 @@ def numeric_columns(frame: pd.DataFrame, names: tuple[str, ...], source: str, ke
         )
     problems = []
     for c in names:
-        values = pd.to_numeric(frame[c], errors="coerce")
+        wrong_dtype = _dtype_problem(frame[c], c, source, key)
+        if wrong_dtype:
+            problems.append(wrong_dtype)
+            continue
+        try:
+            values = pd.to_numeric(frame[c], errors="coerce")
+        except (TypeError, ValueError) as err:  # e.g. lists or dicts in a Parquet cell
+            problems.append(f"`{key}`: column {c!r} of {source} (dtype {frame[c].dtype}) is not numbers: {err}")
+            continue
         bad_text = values.isna() & frame[c].notna()
         if bad_text.any():
             row = int(np.flatnonzero(bad_text.to_numpy())[0])
@@ -118,7 +182,10 @@ def select_rows(frame: pd.DataFrame, condition: Optional[str], source: str) -> p
 
 
 def _frame_to_arrays(frame: pd.DataFrame, data_cfg: dict[str, Any], source: str) -> tuple[np.ndarray, np.ndarray]:
-    x_names, y_names = _as_names(data_cfg["x"]), _as_names(data_cfg["y"])
+    x_names, problems = column_names(data_cfg["x"], "data.x")
+    y_names, more = column_names(data_cfg["y"], "data.y")
+    if problems + more:
+        raise ConfigError(problems + more)
     shared = [c for c in x_names if c in y_names]
     if shared:
         raise ConfigError([f"`data.x` and `data.y` share column(s) {', '.join(map(repr, shared))}"])
@@ -140,6 +207,11 @@ def _frame_to_arrays(frame: pd.DataFrame, data_cfg: dict[str, Any], source: str)
 def _read_frames(data_cfg: dict[str, Any]) -> tuple[pd.DataFrame, Optional[pd.DataFrame], str, str]:
     """(train, test or None, source, test source) from the file(s) or `data.generate`."""
     if data_cfg.get("generate"):
+        ignored = [key for key in ("path", "test_path") if data_cfg.get(key)]
+        if ignored:
+            raise ConfigError([f"`data.{key}` ({data_cfg[key]}) is set but `data.generate` makes this experiment's "
+                               f"rows, so the file would be ignored: use experiment=user_data for a file, or "
+                               f"drop data.{key}" for key in ignored])
         try:
             train, test = instantiate(data_cfg["generate"])
         except Exception as err:  # noqa: BLE001
@@ -160,10 +232,20 @@ def split_rows(n_rows: int, share: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def split_seed_problems(data_cfg: dict[str, Any]) -> list[str]:
+    """`data.split_seed` seeds numpy's generator, which takes whole numbers >= 0 only."""
+    seed = data_cfg.get("split_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        return [f"`data.split_seed` must be a whole number >= 0 (a numpy seed); got {seed!r}"]
+    return []
+
+
 def _check_split(data_cfg: dict[str, Any], n_rows: int, has_test: bool) -> list[str]:
     share = data_cfg.get("test_share")
     if share is None:
-        return []
+        return split_seed_problems(data_cfg)
+    if split_seed_problems(data_cfg):
+        return split_seed_problems(data_cfg)
     if not 0 < share < 1:
         return [f"`data.test_share` must be between 0 and 1 (the share of rows held out); got {share}"]
     if has_test:

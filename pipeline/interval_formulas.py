@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from scipy import stats
-from scipy.linalg import solve_triangular
 from scipy.special import ndtr, ndtri
 
 from pipeline.studentized import studentized_quantiles
@@ -105,43 +103,3 @@ def studentized_bounds(boot: np.ndarray, boot_se: np.ndarray, theta_hat: float, 
     return _Bounds(theta_hat - q[1] * se_hat, theta_hat - q[0] * se_hat, float(mc[1]), float(mc[0]), note=note)
 
 
-@dataclass(frozen=True)
-class OLSFit:
-    """Closed-form least squares on the original rows, with classical and HC3 standard errors."""
-
-    coef: np.ndarray
-    se: np.ndarray
-    se_hc3: np.ndarray
-    df: int
-    cov: Optional[np.ndarray] = None  # s^2 (X'X)^-1
-    cov_hc3: Optional[np.ndarray] = None
-
-    def mapped(self, matrix: np.ndarray) -> "OLSFit":
-        """The same fit of M theta: coefficients M coef, covariances M cov M^T (classical and
-        HC3 alike, as both are invariant to the reparametrisation X -> X M^-1)."""
-        cov, cov_hc3 = matrix @ self.cov @ matrix.T, matrix @ self.cov_hc3 @ matrix.T
-        return OLSFit(matrix @ self.coef, np.sqrt(np.diag(cov)), np.sqrt(np.diag(cov_hc3)), self.df, cov, cov_hc3)
-
-
-def ols_fit(X: np.ndarray, y: np.ndarray) -> OLSFit:
-    """OLS by QR; the classical se from s^2 (X'X)^-1, HC3 from residuals scaled by 1 / (1 - h)."""
-    n, p = X.shape
-    q, r = np.linalg.qr(X)
-    coef = solve_triangular(r, q.T @ y)
-    resid = y - X @ coef
-    r_inv = solve_triangular(r, np.eye(p))
-    xtx_inv = r_inv @ r_inv.T
-    s2 = resid @ resid / (n - p)
-    leverage = np.sum(q**2, axis=1)
-    scaled = X * (resid / (1 - leverage))[:, None]
-    cov_hc3 = xtx_inv @ (scaled.T @ scaled) @ xtx_inv
-    return OLSFit(coef, np.sqrt(s2 * np.diag(xtx_inv)), np.sqrt(np.diag(cov_hc3)), n - p, s2 * xtx_inv, cov_hc3)
-
-
-def closed_form_bounds(fit: OLSFit, method: str, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(se, lower, upper) of every coefficient for `t` or `hc3`."""
-    if method == "t":
-        se, crit = fit.se, stats.t.ppf(1 - alpha / 2, fit.df)
-    else:
-        se, crit = fit.se_hc3, ndtri(1 - alpha / 2)
-    return se, fit.coef - crit * se, fit.coef + crit * se

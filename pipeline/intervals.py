@@ -43,9 +43,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from pipeline.interval_formulas import (OLSFit, _Bounds, _density, basic_bounds, bca_bounds,  # noqa: F401 - re-exported
-                                        closed_form_bounds, normal_bounds, ols_fit, percentile_bounds,
-                                        studentized_bounds)
+from pipeline.closed_form import (ClosedFormDesign, OLSFit, closed_form_bounds,  # noqa: F401 - re-exported
+                                  closed_form_problem, fit_design, ols_fit)
+from pipeline.interval_formulas import (_Bounds, _density, basic_bounds, bca_bounds,  # noqa: F401 - re-exported
+                                        normal_bounds, percentile_bounds, studentized_bounds)
 from pipeline.records import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL, resample_kind
 from pipeline.studentized import draw_covariances, standard_errors
 
@@ -139,6 +140,12 @@ def _cell_notes(cell: _Cell, statuses: Sequence[str], max_dropped_share: float) 
     return fatal, caveats
 
 
+def _as_float(value: object) -> float:
+    """A parameter value as a float; NaN for a missing one (None, NA) instead of a TypeError."""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return float(number) if pd.notna(number) else np.nan
+
+
 def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) -> tuple[list[str], list[str], float]:
     """(fatal notes, caveats, gap to the closed-form optimum) for the point estimate."""
     if cell.original is None:
@@ -148,8 +155,8 @@ def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) 
     if status not in statuses:
         fatal.append(f"the fit on the original rows is {status}")
     ols_col = f"ols_{name}"
-    gap = abs(float(cell.original[name]) - float(cell.original[ols_col])) if ols_col in cell.original.index \
-        and pd.notna(cell.original[ols_col]) else np.nan
+    gap = abs(_as_float(cell.original[name]) - _as_float(cell.original[ols_col])) \
+        if ols_col in cell.original.index else np.nan
     if np.isfinite(gap) and (status != "ok" or (np.isfinite(se) and gap > GAP_SHARE_OF_SE * se)):
         share = f" = {gap / se:.2g} bootstrap SEs" if np.isfinite(se) and se > 0 else ""
         caveats.append(f"the point estimate is {gap:.3g} from the closed-form optimum{share}: an interval of "
@@ -199,7 +206,7 @@ def _bootstrap_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], 
         boot = cell.boot[name].to_numpy(dtype=float)
         se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
         est_fatal, est_caveats, gap = _estimate_notes(cell, name, statuses, se)
-        theta_hat = np.nan if cell.original is None else float(cell.original[name])
+        theta_hat = np.nan if cell.original is None else _as_float(cell.original[name])
         student = None if _SE + name not in cell.boot.columns or cell.original is None else (
             cell.boot[_SE + name].to_numpy(dtype=float), float(cell.original[_SE + name]))
         for method in methods:
@@ -218,19 +225,20 @@ def _bootstrap_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], 
 
 
 def _closed_form_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], level: float,
-                      fit: OLSFit) -> list[dict]:
+                      design: ClosedFormDesign) -> list[dict]:
     rows = []
     for method in methods:
-        se, lower, upper = closed_form_bounds(fit, method, 1.0 - level)
+        se, lower, upper, note = design.bounds(method, 1.0 - level, len(params))
         for j, name in enumerate(params):
-            gap = np.nan if cell.original is None else abs(float(cell.original[name]) - fit.coef[j])
+            estimate = np.nan if design.fit is None else float(design.fit.coef[j])
+            gap = np.nan if cell.original is None else abs(_as_float(cell.original[name]) - estimate)
             rows.append({"parameter": name, "method": method, "level": level, "scheme": None,
-                         "estimate": fit.coef[j], "lower": lower[j], "upper": upper[j], "se": se[j],
+                         "estimate": estimate, "lower": lower[j], "upper": upper[j], "se": se[j],
                          "n_used": pd.NA, "n_dropped": pd.NA, "n_dropped_diverged": pd.NA,
                          "n_dropped_not_converged": pd.NA, "dropped": "", "mc_se_lower": 0.0,
                          "mc_se_upper": 0.0, "gap_to_ols": gap, "z0": np.nan, "acceleration": np.nan,
                          "estimate_status": None if cell.original is None else cell.original["status"],
-                         "note": ""})
+                         "note": note})
     return rows
 
 
@@ -251,7 +259,9 @@ def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame
     return list(dict.fromkeys(chosen))
 
 
-def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[OLSFit]:
+def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[ClosedFormDesign]:
+    """The closed-form fit of the design, if one was given; a misuse of the arguments raises,
+    a design that cannot be fitted (data) gives a fit of None and the reason."""
     if X is None and y is None:
         return None
     if X is None or y is None:
@@ -260,10 +270,7 @@ def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequenc
     if X.ndim != 2 or X.shape[1] != len(params) or X.shape[0] != len(y):
         raise ValueError(f"`X` must be (rows, {len(params)}: one column per parameter) and `y` (rows,); "
                          f"got X {X.shape} and y {y.shape}")
-    if X.shape[0] <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
-        raise ValueError(f"`X` must have full column rank and more rows than columns; got {X.shape} "
-                         f"of rank {np.linalg.matrix_rank(X)}")
-    return ols_fit(X, y)
+    return fit_design(X, y)
 
 
 def _cells(estimates: pd.DataFrame, by: Sequence[str]):
@@ -275,6 +282,10 @@ def _cells(estimates: pd.DataFrame, by: Sequence[str]):
 
 
 def _warn(table: pd.DataFrame, by: Sequence[str], max_dropped_share: float) -> None:
+    closed = table[table["method"].isin(CLOSED_FORM_METHODS) & table["lower"].isna()]
+    if len(closed):
+        warnings.warn(f"{len(closed)} closed-form interval(s) without bounds: {closed['note'].iloc[0]}",
+                      DegenerateCellWarning, stacklevel=3)
     boot = table[table["method"].isin(BOOTSTRAP_METHODS)]
     if boot.empty:
         return
@@ -326,7 +337,7 @@ def _raw_matrix_iv(raw_units: Optional[np.ndarray], params: Sequence[str]) -> Op
 
 def _table(estimates: pd.DataFrame, params: Sequence[str], methods: Sequence[str], level: float,
            by: Sequence[str], statuses: Sequence[str], max_dropped_share: float,
-           fit: Optional[OLSFit], units: str) -> pd.DataFrame:
+           design: Optional[ClosedFormDesign], units: str) -> pd.DataFrame:
     """The intervals of every cell in one set of units."""
     boot_methods = [m for m in methods if m in BOOTSTRAP_METHODS]
     form_methods = [m for m in methods if m in CLOSED_FORM_METHODS]
@@ -335,7 +346,7 @@ def _table(estimates: pd.DataFrame, params: Sequence[str], methods: Sequence[str
     for key, frame in _cells(estimates, by):
         cell = _split_cell(frame, statuses)
         cell_rows = _bootstrap_rows(cell, params, boot_methods, level, statuses, max_dropped_share)
-        cell_rows += _closed_form_rows(cell, params, form_methods, level, fit) if form_methods else []
+        cell_rows += _closed_form_rows(cell, params, form_methods, level, design) if form_methods else []
         rows += [{**key, **row, "units": units}
                  for row in sorted(cell_rows, key=lambda r: order[r["parameter"], r["method"]])]
     table = pd.DataFrame(rows, columns=[*by, *COLUMNS])
@@ -374,6 +385,10 @@ def bootstrap_intervals(
     `raw_units`: the matrix M of `pipeline.rawunits` (theta_raw = M theta). Given, the
     table has `units` raw rows (every parameter in the data's own units) before the
     `units` fitted rows; otherwise every row's `units` is fitted.
+
+    A design that cannot give the closed-form fit (rank-deficient, no more rows than
+    parameters, non-finite) gives t and hc3 rows with NaN bounds and a `note`: data never
+    make this raise; wrong arguments (columns, shapes, level) do.
     """
     if not 0 < level < 1:
         raise ValueError(f"`level` must lie between 0 and 1; got {level}")
@@ -382,8 +397,8 @@ def bootstrap_intervals(
     missing = [c for c in ("resample", "status", *params, *by) if c not in estimates.columns]
     if missing:
         raise ValueError(f"`estimates` lack column(s) {', '.join(missing)}")
-    fit = _design_iv(X, y, params)
-    methods = _methods_iv(method, estimates, fit is not None)
+    design = _design_iv(X, y, params)
+    methods = _methods_iv(method, estimates, design is not None)
     matrix = _raw_matrix_iv(raw_units, params)
     covs = None
     if "studentized" in methods:  # each draw solved once, for both units
@@ -394,8 +409,8 @@ def bootstrap_intervals(
     if matrix is not None:
         raw = in_raw_units(estimates, params, matrix)
         raw = _with_draw_se(raw, params, X, y, matrix, covs) if covs is not None else raw
-        tables.append(_table(raw, params, *common, None if fit is None else fit.mapped(matrix), RAW))
+        tables.append(_table(raw, params, *common, None if design is None else design.mapped(matrix), RAW))
     fitted = _with_draw_se(estimates, params, X, y, None, covs) if covs is not None else estimates
-    tables.append(_table(fitted, params, *common, fit, FITTED))
+    tables.append(_table(fitted, params, *common, design, FITTED))
     _warn(tables[-1], by, max_dropped_share)  # once: the raw rows share the fitted rows' draws
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]

@@ -19,9 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 # Lower numbers are lower layers; a module may import only strictly lower ones.
 LAYERS: dict[str, float] = {
     # the bottom: errors and the records that cross module lines
-    "errors": 0, "records": 0, "resampling": 0.5, "studentized": 0.9, "interval_formulas": 0.95,
+    "errors": 0, "records": 0, "resampling": 0.5, "closed_form": 0.5, "studentized": 0.9, "interval_formulas": 0.95,
     # pure parts: the schema, models, formulas, the sweep folder's files, the queue
-    "config": 1, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
+    "config": 1, "compose": 1.5, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
     "intervals": 1, "report_data": 1, "report_figures": 1, "report_html": 1.5,
     "units": 1.5, "lr_bound": 1.6,
     "data": 2, "plan": 2, "plots": 2,
@@ -41,7 +41,7 @@ LAYERS: dict[str, float] = {
     "__init__": 11,
 }
 # Reading a sweep folder needs neither torch nor the training side.
-READERS = ("record", "intervals", "plots", "aggregate", "status", "report", "report_data", "report_html",
+READERS = ("record", "closed_form", "intervals", "plots", "aggregate", "status", "report", "report_data", "report_html",
            "report_figures", "resampling", "studentized", "interval_formulas", "units", "lr_bound")
 TRAINING_SIDE = ("models", "problem", "engines", "train", "prepare", "launch")
 
