@@ -119,7 +119,7 @@ CASES = {
     "scheme unknown": (("sweep.scheme=wild",), ["`sweep.scheme`", "wild", "case, residual"]),
     # intervals
     "methods empty": (("intervals.methods=[]",), ["`intervals.methods`", "empty"]),
-    "methods unknown": (("intervals.methods=[studentized]",), ["`intervals.methods`", "'studentized'"]),
+    "methods unknown": (("intervals.methods=[wild]",), ["`intervals.methods`", "'wild'"]),
     "methods not a list": (("intervals.methods=percentile",), ["`intervals.methods`", "not a ListConfig"]),
     "bca without jackknife": (("intervals.methods=[bca]", "sweep.jackknife=false"), ["`intervals.methods`", "bca"]),
     "level 0": (("intervals.level=0",), ["`intervals.level`", "between 0 and 1"]),
@@ -266,7 +266,8 @@ def test_rank_deficient_design_trains_aggregates_and_notes_why(case, tmp_path, c
     assert len(est) == 5 and (out / "estimates.parquet").is_file()
     ci = pd.read_parquet(out / "intervals.parquet")
     closed = ci[ci["method"].isin(["t", "hc3"])]
-    assert len(closed) == 4 and closed["lower"].isna().all() and closed["upper"].isna().all()
+    # 2 parameters x t, hc3, in each of the units the table gives (raw and fitted when x is transformed)
+    assert len(closed) == 4 * ci["units"].nunique() and closed["lower"].isna().all() and closed["upper"].isna().all()
     assert closed["note"].str.contains(reason, regex=False).all()
     assert set(ci["method"]) >= {"percentile", "basic", "normal", "t", "hc3"}  # the other methods are there
 
