@@ -16,10 +16,11 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.config import CONF_DIR, to_container
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, Interrupted
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
-FLAG_OVERRIDES = {"--dry-run": "launcher.dry_run=true", "--wait": "launcher.wait=true"}
+FLAG_OVERRIDES = {"--dry-run": "launcher.dry_run=true", "--wait": "launcher.wait=true",
+                  "--wait-lock": "launcher.wait_lock=true"}
 
 
 def _fail(err: ConfigError) -> None:
@@ -57,6 +58,9 @@ def _sweep_app(cfg: DictConfig) -> None:
         report = launch(prepared)
     except ConfigError as err:
         _fail(err)
+    except (Interrupted, KeyboardInterrupt) as err:  # what was saved and how to resume, no traceback
+        print(f"{err or 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
     out_dir = prepared.out_dir
     if container["launcher"]["dry_run"]:
         return

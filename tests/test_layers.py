@@ -22,8 +22,9 @@ LAYERS: dict[str, float] = {
     "errors": 0, "records": 0,
     # pure parts: the schema, models, formulas, the sweep folder's files, the queue
     "config": 1, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
+    "lock": 1, "processes": 1,
     "intervals": 1, "report_data": 1, "report_figures": 1, "report_html": 1.5,
-    "data": 2, "plan": 2, "plots": 2,
+    "data": 2, "plan": 2, "plots": 2, "migrate": 3,
     "problem": 3,
     # the engines, in their own order
     "engines.stacked_optim": 4.0, "engines.memory": 4.0, "engines.fate": 4.1, "engines.stacked": 4.2,
