@@ -183,6 +183,17 @@ def _failure(job: Any, task: Task) -> str:
         return f"task {task.index} ({len(task.runs)} runs, log {stderr}): {err}\n{tail}"
 
 
+def _outcome(job: Any, task: Task) -> Optional[str]:
+    """None while the job runs; "" when it succeeded; else what went wrong. A debug job runs
+    inside `done()` and raises there: that is its failure (asking `result()` would rerun it)."""
+    try:
+        if not job.done():
+            return None
+    except Exception as err:  # noqa: BLE001 - reported with the task, never swallowed
+        return f"task {task.index} ({len(task.runs)} runs): {err}"
+    return _failure(job, task)
+
+
 def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: dict[str, Any]) -> list[str]:
     """debug / local: run tasks, at most `max_parallel` at once, with a progress bar of runs.
 
@@ -199,9 +210,11 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
                 while pending and len(running) < limit:
                     task = pending.pop(0)
                     running[executor.submit(runner, task)] = task
-                for job in [j for j in running if j.done()]:
+                for job in list(running):
+                    problem = _outcome(job, running[job])
+                    if problem is None:
+                        continue
                     task = running.pop(job)
-                    problem = _failure(job, task)
                     if problem:
                         failures.append(problem)
                         log.error("%s", problem)
