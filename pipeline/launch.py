@@ -34,8 +34,8 @@ from pipeline.errors import ConfigError, FolderError, Interrupted
 from pipeline.lock import folder_lock
 from pipeline.migrate import migrate_run_ids
 from pipeline.plan import ID_VERSION, chunk
-from pipeline.processes import (remove_placeholder_folder, sigterm_as_interrupt, stop_jobs, this_process,
-                                watch_parent)
+from pipeline.processes import (controller_ignores_sigint, remove_placeholder_folder, restore_sigint,
+                                sigterm_as_interrupt, stop_jobs, this_process, watch_parent)
 from pipeline.prepare import PreparedSweep
 from pipeline.records import RunResult, Task, TaskSpec
 from pipeline.status import wait_for_sweep
@@ -78,6 +78,7 @@ class TaskRunner(submitit.helpers.Checkpointable):
         _ensure_task_logging()
         set_threads(self.spec.threads)
         if self.parent is not None:
+            restore_sigint()
             watch_parent(self.parent)
         out = Path(self.out_dir)
         try:
@@ -209,7 +210,8 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
             while pending or running:
                 while pending and len(running) < limit:
                     task = pending.pop(0)
-                    running[executor.submit(runner, task)] = task
+                    with controller_ignores_sigint():
+                        running[executor.submit(runner, task)] = task
                 for job in list(running):
                     problem = _outcome(job, running[job])
                     if problem is None:
