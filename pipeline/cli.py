@@ -18,10 +18,11 @@ from omegaconf import DictConfig
 
 from pipeline.compose import compose_config, resolved as to_container
 from pipeline.config import CONF_DIR, PROJECT_ROOT
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, Interrupted
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
-FLAG_OVERRIDES = {"--dry-run": "launcher.dry_run=true", "--wait": "launcher.wait=true"}
+FLAG_OVERRIDES = {"--dry-run": "launcher.dry_run=true", "--wait": "launcher.wait=true",
+                  "--wait-lock": "launcher.wait_lock=true"}
 
 
 def _fail(err: ConfigError) -> None:
@@ -59,6 +60,9 @@ def _sweep_app(cfg: DictConfig) -> None:
         report = launch(prepared)
     except ConfigError as err:
         _fail(err)
+    except (Interrupted, KeyboardInterrupt) as err:  # what was saved and how to resume, no traceback
+        print(f"{err or 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
     out_dir = prepared.out_dir
     if container["launcher"]["dry_run"]:
         return
@@ -70,7 +74,10 @@ def _sweep_app(cfg: DictConfig) -> None:
         print(f"  watch:     pipeline-status out_dir={out_dir}")
         print(f"  when done: pipeline-aggregate out_dir={out_dir}")
         return
-    summary = aggregate(out_dir, **container["intervals"])
+    try:
+        summary = aggregate(out_dir, **container["intervals"])
+    except ConfigError as err:  # e.g. a full disk while writing the tables: the parts are intact
+        _fail(err)
     _print_tables(out_dir, summary.summary())
     if container["report"]:
         _write_report(out_dir)
@@ -131,6 +138,8 @@ def _aggregate_app(cfg: DictConfig) -> None:
         summary = aggregate(out_dir, **container["intervals"])
     except ConfigError as err:
         _fail(err)
+    except ValueError as err:  # the interval settings given here (level, methods, ...) are refused
+        _fail(ConfigError([f"`intervals`: {err}"]))
     _print_tables(out_dir, summary.summary())
     if container["report"]:
         _write_report(out_dir)

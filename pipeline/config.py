@@ -73,6 +73,7 @@ class LauncherConf:
     progress: bool = True  # a progress bar of runs done / total
     wait: bool = True  # slurm: block until the sweep ends (false: submit and return)
     dry_run: bool = False  # print plan, arrays and sbatch script; submit nothing
+    wait_lock: bool = False  # another launch holds the sweep folder: wait for it (false: stop, exit 2)
     partition: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None

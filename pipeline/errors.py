@@ -10,3 +10,19 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in the sweep config:\n{lines}")
+
+
+class FolderError(ConfigError):
+    """The sweep folder cannot be used right now (held by another launch, disk full): one
+    plain message naming the folder, reported like a config mistake (exit code 2)."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class Interrupted(Exception):
+    """The user stopped a sweep (SIGINT / SIGTERM): the message says what was saved and how to resume."""

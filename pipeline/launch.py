@@ -4,7 +4,11 @@ Every launcher goes through submitit and runs the same `TaskRunner`: `debug` in 
 process, `local` in subprocesses (at most `launcher.max_parallel` at once), `slurm` as
 job arrays (split so no array exceeds the cluster's MaxArraySize). A task trains its
 chunk of runs, saving finished runs as it goes, and writes one Parquet part; what
-already has a part is skipped on relaunch.
+already has a part (or was saved by a task that ended early) is skipped on relaunch.
+
+Faults lose nothing: one launch at a time holds the folder (`pipeline/lock.py`); Ctrl-C
+or SIGTERM stops the local tasks and says what was saved; a local task whose launching
+process was killed stops by itself; a full disk is one message naming the folder.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ from tqdm import tqdm
 
 from pipeline import record
 from pipeline.cluster import max_array_size
-from pipeline.errors import ConfigError
-from pipeline.plan import chunk
+from pipeline.errors import ConfigError, FolderError, Interrupted
+from pipeline.lock import folder_lock
+from pipeline.migrate import migrate_run_ids
+from pipeline.plan import ID_VERSION, chunk
+from pipeline.processes import (controller_ignores_sigint, remove_placeholder_folder, restore_sigint,
+                                sigterm_as_interrupt, stop_jobs, this_process, watch_parent)
 from pipeline.prepare import PreparedSweep
 from pipeline.records import RunResult, Task, TaskSpec
 from pipeline.status import wait_for_sweep
@@ -64,22 +72,33 @@ class TaskRunner(submitit.helpers.Checkpointable):
 
     spec: TaskSpec
     out_dir: str
+    parent: Optional[tuple[int, Optional[str]]] = None  # local: (pid, start) of the launching process
 
     def __call__(self, task: Task) -> dict[str, Any]:
         _ensure_task_logging()
         set_threads(self.spec.threads)
+        if self.parent is not None:
+            restore_sigint()
+            watch_parent(self.parent)
         out = Path(self.out_dir)
         try:
             rows = self._train(task, out)
+            path = record.write_part(out, task.part_name, rows, self.spec.meta)
         except Exception as err:
-            record.write_json({"task": task.index, "part": task.part_name, "error": repr(err),
-                               "traceback": traceback.format_exc(),
-                               "runs": [r.run_id for r in task.runs]}, record.failure_path(out, task.part_name))
+            self._record_failure(task, out, err)
             raise
-        path = record.write_part(out, task.part_name, rows, self.spec.meta)
         record.finish_task(out, task.part_name)
         statuses = [r["status"] for r in rows]
         return {"part": str(path), "runs": len(rows), **{s: statuses.count(s) for s in set(statuses)}}
+
+    @staticmethod
+    def _record_failure(task: Task, out: Path, err: Exception) -> None:
+        try:
+            record.write_json({"task": task.index, "part": task.part_name, "error": str(err) or repr(err),
+                               "traceback": traceback.format_exc(),
+                               "runs": [r.run_id for r in task.runs]}, record.failure_path(out, task.part_name))
+        except (OSError, FolderError) as second:  # a full disk: the task's own error says it
+            log.error("could not record the failure of task %d: %s", task.index, second)
 
     def _train(self, task: Task, out: Path) -> list[dict[str, Any]]:
         meta = self.spec.meta
@@ -116,7 +135,7 @@ class LaunchReport:
 
 def write_sweep_files(prepared: PreparedSweep) -> None:
     out_dir = prepared.out_dir
-    record.write_meta(prepared.meta, out_dir)
+    record.write_meta(prepared.meta, out_dir, id_version=ID_VERSION)
     record.write_frame(record.plan_frame(prepared.runs), out_dir / record.PLAN)
     if prepared.design is not None:
         record.write_design(*prepared.design, prepared.meta.param_names, out_dir)
@@ -165,32 +184,62 @@ def _failure(job: Any, task: Task) -> str:
         return f"task {task.index} ({len(task.runs)} runs, log {stderr}): {err}\n{tail}"
 
 
+def _outcome(job: Any, task: Task) -> Optional[str]:
+    """None while the job runs; "" when it succeeded; else what went wrong. A debug job runs
+    inside `done()` and raises there: that is its failure (asking `result()` would rerun it)."""
+    try:
+        if not job.done():
+            return None
+    except Exception as err:  # noqa: BLE001 - reported with the task, never swallowed
+        return f"task {task.index} ({len(task.runs)} runs): {err}"
+    return _failure(job, task)
+
+
 def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: dict[str, Any]) -> list[str]:
     """debug / local: run tasks, at most `max_parallel` at once, with a progress bar of runs.
 
-    The bar counts the runs of finished tasks plus those running tasks have saved.
+    The bar counts the runs of finished tasks plus those running tasks have saved. On
+    Ctrl-C (or SIGTERM) the running tasks are stopped before KeyboardInterrupt goes on.
     """
     limit = 1 if launcher["cluster"] == "debug" else (launcher["max_parallel"] or cpu_count())
     pending, running, failures, finished = list(tasks), {}, [], 0
     out_dir = Path(runner.out_dir)
-    with tqdm(total=sum(len(t.runs) for t in tasks), unit="run", desc="runs",
-              disable=not launcher["progress"]) as bar:
-        while pending or running:
-            while pending and len(running) < limit:
-                task = pending.pop(0)
-                running[executor.submit(runner, task)] = task
-            for job in [j for j in running if j.done()]:
-                task = running.pop(job)
-                problem = _failure(job, task)
-                if problem:
-                    failures.append(problem)
-                    log.error("%s", problem)
-                finished += len(task.runs)
-            bar.n = finished + sum(record.progress_count(out_dir, t.part_name) for t in running.values())
-            bar.refresh()
-            if running:
-                time.sleep(0.5)
+    try:
+        with sigterm_as_interrupt(), tqdm(total=sum(len(t.runs) for t in tasks), unit="run", desc="runs",
+                                           disable=not launcher["progress"]) as bar:
+            while pending or running:
+                while pending and len(running) < limit:
+                    task = pending.pop(0)
+                    with controller_ignores_sigint():
+                        running[executor.submit(runner, task)] = task
+                for job in list(running):
+                    problem = _outcome(job, running[job])
+                    if problem is None:
+                        continue
+                    task = running.pop(job)
+                    if problem:
+                        failures.append(problem)
+                        log.error("%s", problem)
+                    finished += len(task.runs)
+                bar.n = finished + sum(record.progress_count(out_dir, t.part_name) for t in running.values())
+                bar.refresh()
+                if running:
+                    time.sleep(0.5)
+    except KeyboardInterrupt:
+        stop_jobs(list(running))
+        raise
+    finally:
+        remove_placeholder_folder(out_dir / "logs" / "%j")
     return failures
+
+
+def interrupted_text(out_dir: Path, runs: list[Any]) -> str:
+    planned = {r.run_id for r in runs}
+    saved = len(planned & record.finished_run_ids(out_dir))
+    saved += sum(record.progress_count(out_dir, p.stem) for p in record.progress_files(out_dir))
+    return (f"interrupted: the running tasks were stopped; {saved} of {len(planned)} runs are saved in "
+            f"{out_dir} (parts/, progress/). Relaunch the same command (out_dir={out_dir}) to train only "
+            f"the {len(planned) - saved} runs left")
 
 
 def array_groups(tasks: list[Task], max_size: int) -> list[list[Task]]:
@@ -251,29 +300,50 @@ def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_r
 
 
 def launch(prepared: PreparedSweep) -> LaunchReport:
-    """Skip runs that already have results; run or submit the rest of a prepared sweep."""
+    """Skip runs that already have results; run or submit the rest of a prepared sweep.
+
+    Everything that writes happens holding the folder's lock (`launcher.wait_lock`: wait for
+    it); a dry run only reads. Ctrl-C / SIGTERM of a local sweep raises `Interrupted`.
+    """
+    launcher, out_dir = prepared.launcher, prepared.out_dir
+    executor = make_executor(launcher, out_dir / "logs")
+    if launcher["dry_run"]:
+        done = record.finished_run_ids(out_dir) if out_dir.exists() else set()
+        todo = [r for r in prepared.runs if r.run_id not in done]
+        tasks = chunk(todo, launcher["runs_per_task"])
+        skipped = len(prepared.runs) - len(todo)
+        print(dry_run_text(executor, tasks, launcher, len(prepared.runs), skipped))
+        return LaunchReport(out_dir, len(prepared.runs), skipped, len(tasks), waited=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, wait=bool(launcher.get("wait_lock", False))):
+        return _launch_holding_lock(prepared, executor)
+
+
+def _launch_holding_lock(prepared: PreparedSweep, executor: Any) -> LaunchReport:
     launcher, out_dir, runs = prepared.launcher, prepared.out_dir, prepared.runs
-    done = record.finished_run_ids(out_dir) if out_dir.exists() else set()
+    adopted = record.adopt_progress(out_dir)
+    if adopted:
+        log.info("kept %d finished run(s) that earlier tasks had saved in progress/", adopted)
+    migrate_run_ids(out_dir)
+    done = record.finished_run_ids(out_dir)
     todo = [r for r in runs if r.run_id not in done]
     tasks = chunk(todo, launcher["runs_per_task"])
     report = LaunchReport(out_dir, len(runs), len(runs) - len(todo), len(tasks))
-    executor = make_executor(launcher, out_dir / "logs")
-    if launcher["dry_run"]:
-        print(dry_run_text(executor, tasks, launcher, len(runs), report.n_skipped))
-        report.waited = False
-        return report
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_sweep_files(prepared)
     log.info("%d runs planned; skipped %d that already have results; %d to train in %d task(s)",
              len(runs), report.n_skipped, len(todo), len(tasks))
     if not tasks:
         return report
-    runner = TaskRunner(prepared.task_spec(task_threads(launcher)), str(out_dir))
+    parent = this_process() if launcher["cluster"] == "local" else None
+    runner = TaskRunner(prepared.task_spec(task_threads(launcher)), str(out_dir), parent)
     if launcher["cluster"] == "slurm":
         report.job_ids = submit_arrays(executor, runner, tasks, launcher, out_dir)
         report.waited = launcher["wait"]
         if launcher["wait"]:
             report.failed_tasks = wait_for_sweep(out_dir, progress=launcher["progress"])
-    else:
+        return report
+    try:
         report.failed_tasks = run_tasks_here(executor, runner, tasks, launcher)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_text(out_dir, runs)) from None
     return report

@@ -8,8 +8,9 @@ Conventions that everything downstream relies on:
 - `sweep.scheme` says what a bootstrap draw resamples: `case` takes the drawn rows
   (x, y) pairs; `residual` keeps x and adds the drawn rows' residuals of the original
   OLS fit to its fitted values (models linear in their parameters only);
-- a run's id is a hash of every setting that changes its numbers, so the same run
-  always has the same id and a relaunch can skip it.
+- a run's id is a hash of the settings that change its numbers, named one by one
+  (`ID_SETTINGS`), so the same run always has the same id and a relaunch can skip it,
+  and a new config key (with its default) changes no id. Versioned by `ID_VERSION`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,19 @@ from typing import Any, Optional
 from pipeline.records import CASE, Run, Task
 from pipeline.resampling import resample_rows  # noqa: F401 - re-exported: plan.resample_rows is public
 
-# Settings that change how a run is computed but not its numbers: left out of the id.
-# The data enter by content (`data_digest`), not by path: moving a file keeps its runs,
-# editing it makes new ones.
+# The run-id scheme. Bump ID_VERSION only when a change makes the same settings give other
+# numbers (or a new setting changes them); a folder of an older version is migrated at its
+# next launch (pipeline/migrate.py). Version 0: `legacy_run_id`, a hash of the whole config.
+ID_VERSION = 1
+# What a run's numbers depend on, besides the data (by content: `data_digest`, training and
+# test rows, so moving a file keeps its runs and editing it makes new ones) and its own
+# lr, init, resample, seed and scheme. In: model, loss, optimiser and their arguments;
+# epochs; log_every (the curve and where divergence is checked); dtype; grad_tol (it sets
+# the status stored with the run's results). Out: the engine and device (same numbers,
+# tests/test_batched.py), the launcher, intervals, report, out_dir, the experiment's name.
+ID_SETTINGS = {"model": None, "loss": None, "optim": None, "train": ("epochs", "log_every", "grad_tol", "dtype")}
+
+# Version 0 (legacy_run_id): the whole resolved config but these; kept to migrate old folders.
 _NOT_IN_ID = {"train": ("engine", "device"), "launcher": None, "intervals": None, "out_dir": None, "report": None,
               "sweep": None, "data": None, "data_dir": None}
 
@@ -48,7 +59,30 @@ def init_grid(cfg: dict[str, Any]) -> list[Optional[list[float]]]:
 
 
 def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The resolved settings shared by all runs of a sweep that change their numbers."""
+    """The settings shared by all runs of a sweep that change their numbers (`ID_SETTINGS`)."""
+    out = {}
+    for section, keys in ID_SETTINGS.items():
+        value = copy.deepcopy(cfg.get(section))
+        if keys is not None and value is not None:
+            value = {k: value.get(k) for k in keys}
+        out[section] = value
+    if isinstance(out["optim"], dict):
+        out["optim"].pop("lr", None)  # each run carries its own learning rate
+    return out
+
+
+def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int,
+           scheme: str = CASE) -> str:
+    """Version `ID_VERSION`: seed and scheme change bootstrap draws (k >= 1) only."""
+    draw = resample > 0
+    fields = {"v": ID_VERSION, "settings": fingerprint, "lr": float(lr),
+              "init": None if init is None else [float(v) for v in init], "resample": int(resample),
+              "seed": int(seed) if draw else None, "scheme": scheme if draw else None}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def legacy_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Version 0's settings: the whole resolved config minus `_NOT_IN_ID` (do not change)."""
     out = {}
     for key, value in copy.deepcopy(cfg).items():
         if key in _NOT_IN_ID and _NOT_IN_ID[key] is None:
@@ -61,11 +95,12 @@ def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int,
-           scheme: str = CASE) -> str:
+def legacy_run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int,
+                  scheme: str = CASE) -> str:
+    """Version 0's run id (before ID_VERSION), given `legacy_fingerprint`: do not change."""
     fields = {"settings": fingerprint, "lr": lr, "init": init, "resample": resample,
               "seed": seed if resample > 0 else None}
-    if resample > 0 and scheme != CASE:  # keeps the ids of case-resampling sweeps as they were
+    if resample > 0 and scheme != CASE:  # kept the ids of case-resampling sweeps as they were
         fields["scheme"] = scheme
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -95,6 +130,13 @@ def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) ->
                 runs.append(Run(run_id(fingerprint, lr, init, k, seed, scheme), lr, i,
                                 None if init is None else tuple(init), k, seed, scheme))
     return runs
+
+
+def legacy_ids(cfg: dict[str, Any], data_digest: str, runs: list[Run]) -> list[str]:
+    """The version-0 ids `runs` had under config `cfg` (a sweep folder's old config.yaml)."""
+    fingerprint = {**legacy_fingerprint(cfg), "data": data_digest}
+    return [legacy_run_id(fingerprint, r.lr, None if r.init is None else list(r.init), r.resample, r.seed, r.scheme)
+            for r in runs]
 
 
 def chunk(runs: list[Run], runs_per_task: int) -> list[Task]:

@@ -5,19 +5,27 @@ Layout of a sweep folder (`out_dir`):
     sweep.json           experiment, parameter names, whether a closed form exists
     plan.parquet         every run of the sweep (id, lr, init, resample, seed, scheme, kind)
     parts/part-*.parquet one file per finished task: its runs' results and loss curves
-    progress/            finished runs of a task still going, for resume after requeue
+    progress/            finished runs of a task still going, for resume after requeue; a relaunch
+                         moves what an ended task left here into parts/ (part-saved-*.parquet)
+    parts/corrupt/, progress/corrupt/   unreadable files, moved aside (their runs count as missing)
     failures/            one JSON per task that raised: error and traceback
     launches.jsonl       one line per submitted array: job id, tasks and their runs
     design.parquet       features and response of the original rows (closed-form intervals)
     logs/                submitit's per-task logs
+    .lock                held by the launch training into the folder (pipeline/lock.py)
     estimates.parquet, curves.parquet, intervals.parquet   built by aggregate
 
-Reading a folder imports neither torch nor Hydra: these are plain files.
+Reading a folder imports neither torch nor Hydra: these are plain files. Files get the
+permissions the user's umask gives (collaborators can read them), and a full disk is one
+message naming the folder (`DiskFullError`), never half a file.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -29,13 +37,51 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import FolderError
 from pipeline.records import Run, RunResult, SweepMeta
+
+log = logging.getLogger(__name__)
 
 PARTS = "parts"
 SWEEP_META, PLAN, CONFIG, DESIGN, LAUNCHES = "sweep.json", "plan.parquet", "config.yaml", "design.parquet", "launches.jsonl"
 PROGRESS = "progress"  # finished runs of tasks still going (or requeued)
 FAILURES = "failures"  # one JSON per task that raised, with its error
 CURVE_COLUMNS = ("curve_epoch", "curve_loss")
+CORRUPT = "corrupt"  # beside parts/ and progress/: files that could not be read, kept for a look
+SAVED_PART_PREFIX = "part-saved-"  # parts made of the progress an ended task left behind
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(FolderError):
+    """No space (or quota) left while writing a sweep folder's file; nothing written is lost."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC / EDQUOT, also when pyarrow reports it as an OSError without an errno."""
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        return True
+    text = str(err)
+    return isinstance(err, OSError) and ("No space left on device" in text or "Disk quota exceeded" in text)
+
+
+def disk_full_error(path: Path, err: BaseException) -> DiskFullError:
+    folder = path.parent.parent if path.parent.name in (PARTS, PROGRESS, FAILURES) else path.parent
+    return DiskFullError(f"disk full (or quota exceeded) while writing {path.name} in {folder}: {err}. "
+                         "Files already written there are intact; free some space and relaunch the same "
+                         "command to finish the sweep")
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (threads may be writing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -45,14 +91,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
     A reader never sees half a file, and a task killed mid-write leaves only a
     `.tmp` file that no reader looks at.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: give what open() would
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(path, err) from err
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -125,9 +177,52 @@ def write_progress(out_dir: Path, part_name: str, rows: list[dict[str, Any]], me
     write_table(rows_table(rows, meta), progress_path(out_dir, part_name))
 
 
+def set_aside(path: Path, why: BaseException) -> None:
+    """Move an unreadable file to `corrupt/` beside it, with a warning naming it.
+
+    Its runs then count as missing and a relaunch retrains them. A reader that may not
+    write the folder (a collaborator's copy) or that lost a race with another reader
+    only warns: the file is skipped either way.
+    """
+    dest = path.parent / CORRUPT / path.name
+    try:
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(path, dest)
+        where = f"moved to {dest.parent}"
+    except FileNotFoundError:
+        return  # another reader moved it first
+    except OSError as err:
+        where = f"left in place ({err.strerror})"
+    log.warning("unreadable file %s skipped (%s): %s; its runs count as missing, a relaunch retrains them",
+                path, where, why)
+
+
+def _readable(path: Path) -> bool:
+    """True when the Parquet footer reads (a truncated file fails here); else set it aside."""
+    try:
+        pq.read_metadata(path)
+        return True
+    except FileNotFoundError:
+        return False  # replaced or moved since it was listed
+    except (pa.ArrowException, OSError) as err:
+        set_aside(path, err)
+        return False
+
+
+def _read_or_set_aside(path: Path, columns: Optional[list[str]] = None) -> Optional[pa.Table]:
+    try:
+        return pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowException, OSError) as err:
+        set_aside(path, err)
+        return None
+
+
 def read_progress(out_dir: Path, part_name: str) -> list[dict[str, Any]]:
     path = progress_path(out_dir, part_name)
-    return pq.read_table(path).to_pylist() if path.is_file() else []
+    table = _read_or_set_aside(path) if path.is_file() else None
+    return table.to_pylist() if table is not None else []
 
 
 def progress_count(out_dir: Path, part_name: str) -> int:
@@ -135,7 +230,7 @@ def progress_count(out_dir: Path, part_name: str) -> int:
     path = progress_path(out_dir, part_name)
     try:
         return pq.read_metadata(path).num_rows if path.is_file() else 0
-    except OSError:
+    except (pa.ArrowException, OSError):
         return 0
 
 
@@ -149,18 +244,55 @@ def finish_task(out_dir: Path, part_name: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def progress_files(out_dir: Path) -> list[Path]:
+    return sorted((Path(out_dir) / PROGRESS).glob("part-*.parquet"))
+
+
+def saved_part_name(run_ids: Sequence[str]) -> str:
+    """The part name of saved progress: fixed by its runs, whatever task numbers made them."""
+    return SAVED_PART_PREFIX + hashlib.sha1("".join(sorted(run_ids)).encode()).hexdigest()[:12]
+
+
+def adopt_progress(out_dir: Path) -> int:
+    """Turn what ended tasks left in `progress/` into parts; return the runs adopted.
+
+    Called by a launch that holds the folder's lock, before it plans what to train: a
+    progress file is then history (a task killed, interrupted, out of disk), and its
+    finished runs are reused by run id whatever the new chunking. The file is renamed
+    into `parts/` (same folder tree, so atomic): no run is lost or written twice.
+    """
+    adopted = 0
+    for path in progress_files(out_dir):
+        table = _read_or_set_aside(path, columns=["run_id"])
+        if table is None:
+            continue
+        if table.num_rows == 0:
+            path.unlink(missing_ok=True)
+            continue
+        dest = Path(out_dir) / PARTS / f"{saved_part_name(table.column('run_id').to_pylist())}.parquet"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+        adopted += table.num_rows
+    return adopted
+
+
 def part_files(out_dir: Path) -> list[Path]:
-    """Complete parts only: temporary files start with a dot and are never listed."""
-    return sorted((Path(out_dir) / PARTS).glob("part-*.parquet"), key=lambda p: p.stat().st_mtime)
+    """Complete, readable parts, oldest first: temporary files start with a dot and are never
+    listed; a part whose footer does not read is set aside (see `set_aside`)."""
+    found = [p for p in (Path(out_dir) / PARTS).glob("part-*.parquet") if _readable(p)]
+    stamped = []
+    for path in found:
+        try:
+            stamped.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue  # moved by another reader since
+    return [path for _, path in sorted(stamped)]
 
 
 def read_parts(out_dir: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
     """All results found, one row per run id (the newest part wins a duplicate)."""
-    files = part_files(out_dir)
-    if not files:
-        return pd.DataFrame(columns=columns or ["run_id"])
-    frames = [pq.read_table(f, columns=columns).to_pandas() for f in files]
-    frames = [f for f in frames if len(f)]
+    tables = [_read_or_set_aside(f, columns) for f in part_files(out_dir)]
+    frames = [t.to_pandas() for t in tables if t is not None and t.num_rows]
     if not frames:
         return pd.DataFrame(columns=columns or ["run_id"])
     frame = pd.concat(frames, ignore_index=True)
@@ -175,8 +307,10 @@ def plan_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame([r.as_row() for r in runs])
 
 
-def write_meta(meta: SweepMeta, out_dir: Path) -> None:
-    write_json(meta.to_json(), Path(out_dir) / SWEEP_META)
+def write_meta(meta: SweepMeta, out_dir: Path, id_version: Optional[int] = None) -> None:
+    """sweep.json; `id_version`: the run-id scheme its parts' ids follow (pipeline/plan.py)."""
+    extra = {} if id_version is None else {"id_version": id_version}
+    write_json({**meta.to_json(), **extra}, Path(out_dir) / SWEEP_META)
 
 
 def read_meta(out_dir: Path) -> SweepMeta:

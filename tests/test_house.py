@@ -2,13 +2,16 @@
 
 - the submitting process reads the data file once; each task reads it once more;
 - run ids of stored plans (made by the code before the restructure, tests/fixtures/legacy)
-  are what today's planning gives;
-- a sweep folder written by that code relaunches without training anything.
+  are what the legacy id function gives, and those of id version 1 (tests/fixtures/ids_v1)
+  what today's planning gives;
+- a sweep folder written by that code relaunches without training anything: its run ids
+  are migrated once, at that launch.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -18,10 +21,13 @@ import pytest
 
 from pipeline import data
 from pipeline.launch import launch
+from pipeline.plan import ID_VERSION, legacy_ids
 from pipeline.prepare import prepare
+from pipeline.record import read_parts
 from tests.conftest import make_config
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+IDS_V1 = Path(__file__).parent / "fixtures" / "ids_v1"  # made by fixtures/ids_v1/make_ids_v1.py
 
 
 @pytest.fixture
@@ -51,20 +57,44 @@ def test_the_data_file_is_read_once_to_submit_and_once_per_task(tmp_path, counte
     assert {key for _, key in counted_reads} == {"data.path"}
 
 
-@pytest.mark.parametrize("name", sorted(json.loads((LEGACY / "plans.json").read_text())))
-def test_run_ids_are_those_of_plans_made_before_the_restructure(name, tmp_path):
+CASES = sorted(json.loads((LEGACY / "plans.json").read_text()))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_legacy_id_function_gives_the_ids_of_plans_made_before_the_restructure(name, tmp_path):
+    """Migration relies on it: old folders' ids are found again from their own config."""
     overrides = json.loads((LEGACY / "plans.json").read_text())[name]
     stored = pd.read_parquet(LEGACY / f"{name}.plan.parquet")
-    runs = prepare(make_config(tmp_path / "unused", *overrides)).runs
-    today = pd.DataFrame([r.as_row() for r in runs])
+    prepared = prepare(make_config(tmp_path / "unused", *overrides))
+    today = pd.DataFrame([r.as_row() for r in prepared.runs])
+    today["run_id"] = legacy_ids(prepared.cfg, prepared.meta.data_digest, prepared.runs)
     assert len(today) == len(stored) > 0
     pd.testing.assert_frame_equal(today[stored.columns], stored)
 
 
-def test_a_folder_written_before_the_restructure_relaunches_without_training(tmp_path):
+@pytest.mark.parametrize("name", CASES)
+def test_run_ids_are_those_of_plans_stored_with_this_id_version(name, tmp_path):
+    overrides = json.loads((LEGACY / "plans.json").read_text())[name]
+    stored = pd.read_parquet(IDS_V1 / f"{name}.plan.parquet")
+    today = pd.DataFrame([r.as_row() for r in prepare(make_config(tmp_path / "unused", *overrides)).runs])
+    assert ID_VERSION == 1 and len(today) == len(stored) > 0
+    pd.testing.assert_frame_equal(today[stored.columns], stored)
+    assert set(today["run_id"]).isdisjoint(pd.read_parquet(LEGACY / f"{name}.plan.parquet")["run_id"])
+
+
+def test_a_folder_written_before_the_restructure_relaunches_without_training(tmp_path, caplog):
     out = tmp_path / "old"
     shutil.copytree(LEGACY / "sweep", out)
     overrides = json.loads((out / "overrides.json").read_text())
-    report = launch(prepare(make_config(out, *overrides)))
+    prepared = prepare(make_config(out, *overrides))
+    with caplog.at_level(logging.INFO, logger="pipeline.migrate"):
+        report = launch(prepared)
     assert report.n_planned == 5 and report.n_skipped == 5 and report.n_tasks == 0
     assert (out / "design.parquet").is_file()  # written by the relaunch: t / hc3 from now on
+    migrated = [r.getMessage() for r in caplog.records if r.name == "pipeline.migrate"]
+    assert len(migrated) == 1 and migrated[0].startswith("migrated 5 run id(s) in 3 part(s) from id version 0 to 1")
+    assert set(read_parts(out)["run_id"]) == {r.run_id for r in prepared.runs}
+    assert json.loads((out / "sweep.json").read_text())["id_version"] == ID_VERSION
+    caplog.clear()
+    again = launch(prepare(make_config(out, *overrides)))  # migrated once: nothing more to do
+    assert again.n_skipped == 5 and not [r for r in caplog.records if r.name == "pipeline.migrate"]

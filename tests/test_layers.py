@@ -22,9 +22,10 @@ LAYERS: dict[str, float] = {
     "errors": 0, "records": 0, "resampling": 0.5, "closed_form": 0.5, "studentized": 0.9, "interval_formulas": 0.95,
     # pure parts: the schema, models, formulas, the sweep folder's files, the queue
     "config": 1, "compose": 1.5, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
+    "lock": 1, "processes": 1,
     "intervals": 1, "report_data": 1, "report_figures": 1, "report_html": 1.5,
     "units": 1.5, "lr_bound": 1.6,
-    "data": 2, "plan": 2, "plots": 2,
+    "data": 2, "plan": 2, "plots": 2, "migrate": 3,
     "problem": 3,
     # the engines, in their own order
     "engines.stacked_optim": 4.0, "engines.memory": 4.0, "engines.fate": 4.1, "engines.stacked": 4.2,
