@@ -35,13 +35,14 @@ LAYERS: dict[str, float] = {
     "launch": 7,
     "aggregate": 8,
     "report": 2,
+    "summary": 2,
     "coverage": 9,
     "cli": 10,
     "__init__": 11,
 }
 # Reading a sweep folder needs neither torch nor the training side.
 READERS = ("record", "intervals", "plots", "aggregate", "status", "report", "report_data", "report_html",
-           "report_figures")
+           "report_figures", "summary")
 TRAINING_SIDE = ("models", "problem", "engines", "train", "prepare", "launch")
 
 
