@@ -22,6 +22,8 @@ STATUSES = (OK, NOT_CONVERGED, DIVERGED)
 SHOWN_METHODS = ("percentile", "t")  # the bootstrap's and the classical interval, side by side
 FALLBACK_METHODS = ("percentile", "normal", "basic", "bca", "hc3")
 MAX_CELLS_WITH_INTERVALS = 4  # more cells than this: the rest say "see report.html"
+MAX_PARAMETERS = 6  # a model with more (the MLP's 26 weights) shows the first few per cell
+CLOSED_FORM = ("t", "hc3")  # not bootstrap intervals: present even when no draw is usable
 TABLES = ("estimates.parquet", "curves.parquet", "intervals.parquet")
 
 
@@ -70,9 +72,11 @@ def shown_methods(intervals: pd.DataFrame) -> list[str]:
 
 
 def has_bootstrap_interval(cell: Cell) -> bool:
-    """Whether the cell's bootstrap (percentile) interval has finite bounds for a parameter."""
-    rows = cell.intervals[cell.intervals["method"] == "percentile"] if len(cell.intervals) else cell.intervals
-    return bool(len(rows)) and bool((rows["lower"].notna() & rows["upper"].notna()).any())
+    """Whether a bootstrap interval (any method but t / hc3) of the cell has finite bounds."""
+    if not len(cell.intervals):
+        return False
+    rows = cell.intervals[~cell.intervals["method"].isin(CLOSED_FORM)]
+    return bool((rows["lower"].notna() & rows["upper"].notna()).any())
 
 
 def why_no_interval(cell: Cell) -> str:
@@ -94,7 +98,11 @@ def cell_label(cell: Cell, several_inits: bool) -> str:
 def interval_lines(cell: Cell, methods: list[str], indent: str) -> list[str]:
     """One line per parameter: estimate (the fit on the original rows) and each method's bounds."""
     lines = []
+    names = list(dict.fromkeys(cell.intervals["parameter"]))
     for name, rows in cell.intervals.groupby("parameter", sort=False):
+        if len(lines) == MAX_PARAMETERS:
+            lines.append(f"{indent}... {len(names) - MAX_PARAMETERS} more parameters: see report.html")
+            break
         by_method = {m: rows[rows["method"] == m].iloc[0] for m in methods if (rows["method"] == m).any()}
         estimate = by_method[methods[0]]["estimate"] if methods[0] in by_method else rows["estimate"].iloc[0]
         bounds = "  ".join(f"{_bounds(by_method.get(m)):<22}" for m in methods)

@@ -130,3 +130,14 @@ def test_summary_is_read_from_the_tables_and_says_why_a_cell_has_no_interval(tmp
 
 def test_summary_of_a_folder_without_tables_says_so(tmp_path):
     assert "no estimates.parquet" in sweep_summary(tmp_path)
+
+
+def test_summary_of_a_model_with_many_parameters_shows_the_first_few(tmp_path):
+    est = pd.DataFrame({"lr": [0.1] * 3, "init_index": 0, "status": ["ok"] * 3})
+    names = [f"w{i}" for i in range(10)]
+    ci = pd.DataFrame([_interval(0.1, n, m, 0.5, 1.5) for n in names for m in ("percentile", "normal")])
+    lines = sweep_summary(_write_folder(tmp_path / "a", est, ci)).splitlines()
+    assert "95% normal" in lines[0]  # no t for this model: the next bootstrap method
+    assert sum(" w5 " in line for line in lines) == 1
+    assert not any(" w6 " in line for line in lines)
+    assert any("4 more parameters: see report.html" in line for line in lines)
