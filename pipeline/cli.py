@@ -36,6 +36,18 @@ def _print_tables(out_dir: Path, summary: str) -> None:
     print("  tables: estimates.parquet, curves.parquet, intervals.parquet (pandas.read_parquet)")
 
 
+def _print_summary(out_dir: Path, counts: str, level: float) -> None:
+    """The sweep's answer in the terminal, read back from the tables just written."""
+    from pipeline.summary import sweep_summary
+
+    print(f"sweep folder: {out_dir}")
+    print(f"  {counts}")
+    try:
+        print(sweep_summary(out_dir, level=level))
+    except Exception as err:  # noqa: BLE001 - the tables are written; the summary is a convenience
+        print(f"warning: no summary: {err!r}; the tables are in {out_dir}", file=sys.stderr)
+
+
 def _write_report(out_dir: Path) -> None:
     """report.html after the tables; a report that cannot be drawn costs a warning, never the tables."""
     from pipeline.report import write_report
@@ -78,7 +90,7 @@ def _sweep_app(cfg: DictConfig) -> None:
         summary = aggregate(out_dir, **container["intervals"])
     except ConfigError as err:  # e.g. a full disk while writing the tables: the parts are intact
         _fail(err)
-    _print_tables(out_dir, summary.summary())
+    _print_summary(out_dir, summary.summary(), container["intervals"]["level"])
     if container["report"]:
         _write_report(out_dir)
     if report.failed_tasks:

@@ -115,6 +115,8 @@ class PipelineConf:
     data_dir: str = MISSING
     out_dir: str = MISSING
     report: bool = True  # write report.html (one self-contained page of the sweep) at the end
+    # multiples of optim.lr that sweep=lr_grid and sweep=story run (presets choose theirs)
+    lr_grid_factors: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
 
 
 @dataclass

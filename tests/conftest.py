@@ -23,9 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_config(out_dir: Path, *overrides: str) -> dict[str, Any]:
-    """The resolved config `pipeline-sweep <overrides> out_dir=<out_dir>` would run."""
+    """The resolved config `pipeline-sweep <overrides> out_dir=<out_dir>` would run.
+
+    Without a `sweep=` override the sweep is `bootstrap` (one learning rate), not the CLI's
+    default `story` (a grid of four): tests that choose no sweep count runs of one cell.
+    tests/test_first_contact.py runs the real default through the CLI.
+    """
+    chosen = any(o.startswith("sweep=") for o in overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, f"out_dir={out_dir}", "launcher.progress=false"])
+        cfg = compose("config", overrides=[*([] if chosen else ["sweep=bootstrap"]), *overrides,
+                                           f"out_dir={out_dir}", "launcher.progress=false"])
     return to_container(cfg)
 
 

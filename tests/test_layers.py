@@ -37,13 +37,14 @@ LAYERS: dict[str, float] = {
     "launch": 7,
     "aggregate": 8,
     "report": 2,
+    "summary": 2,
     "coverage": 9,
     "cli": 10,
     "__init__": 11,
 }
 # Reading a sweep folder needs neither torch nor the training side.
 READERS = ("record", "closed_form", "intervals", "plots", "aggregate", "status", "report", "report_data", "report_html",
-           "report_figures", "resampling", "studentized", "interval_formulas", "units", "lr_bound")
+           "report_figures", "resampling", "studentized", "interval_formulas", "units", "lr_bound", "summary")
 TRAINING_SIDE = ("models", "problem", "engines", "train", "prepare", "launch")
 
 

@@ -32,7 +32,8 @@ def _hydra_files(out: Path) -> set:
 @pytest.mark.e2e
 def test_swept_lr_is_one_sweep_holding_both_rates(tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", "-m", "optim.lr=0.01,0.03", "sweep.resamples=5", *FAST, f"out_dir={out}")
+    proc = run_cli("sweep", "-m", "optim.lr=0.01,0.03", "sweep.resamples=5", "sweep=bootstrap", *FAST,
+                   f"out_dir={out}")
     assert proc.returncode == 0, proc.stderr
     assert "multirun: optim.lr=0.01,0.03 -> one sweep with sweep.lr=[0.01,0.03]" in proc.stdout
     est = pd.read_parquet(out / "estimates.parquet")
@@ -47,7 +48,8 @@ def test_swept_lr_is_one_sweep_holding_both_rates(tmp_path):
 @pytest.mark.e2e
 def test_swept_init_folds_into_sweep_init(tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", "-m", "init=[0,0],[1,1]", "sweep.resamples=1", *FAST, f"out_dir={out}")
+    proc = run_cli("sweep", "-m", "init=[0,0],[1,1]", "sweep.resamples=1", "sweep=bootstrap", *FAST,
+                   f"out_dir={out}")
     assert proc.returncode == 0, proc.stderr
     assert "-> one sweep with sweep.init=[[0,0],[1,1]]" in proc.stdout
     est = pd.read_parquet(out / "estimates.parquet")
