@@ -55,6 +55,8 @@ def read_cells(out_dir: Path) -> list[Cell]:
     est = pd.read_parquet(out_dir / "estimates.parquet", columns=["lr", "init_index", "status"])
     ci_path = out_dir / "intervals.parquet"
     ci = pd.read_parquet(ci_path) if ci_path.is_file() else pd.DataFrame(columns=["lr", "init_index"])
+    if "units" in ci.columns and (ci["units"] == "raw").any():  # the data's own units, as users compare them
+        ci = ci[ci["units"] == "raw"]
     cells = []
     for (lr, init_index), runs in est.groupby(["lr", "init_index"], sort=True):
         rows = ci[(ci["lr"] == lr) & (ci["init_index"] == init_index)]
