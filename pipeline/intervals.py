@@ -342,6 +342,12 @@ def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame
     return list(dict.fromkeys(chosen))
 
 
+def applicable_methods(method: Union[str, Sequence[str], None], estimates: pd.DataFrame,
+                       has_design: bool) -> list[str]:
+    """What `bootstrap_intervals` computes for `method` (None: every method that applies)."""
+    return _methods_iv(method, estimates, has_design)
+
+
 def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[OLSFit]:
     if X is None and y is None:
         return None
@@ -381,6 +387,11 @@ def _warn(table: pd.DataFrame, by: Sequence[str], max_dropped_share: float) -> N
         warnings.warn(f"{n_cells} cell(s) dropped more than {max_dropped_share:.0%} of their bootstrap draws, "
                       f"e.g. {row['n_dropped']} of {row['n_used'] + row['n_dropped']} ({row['dropped']})",
                       DroppedRunsWarning, stacklevel=3)
+
+
+def warn_about(table: pd.DataFrame, by: Sequence[str] = GRID_COLUMNS, max_dropped_share: float = 0.1) -> None:
+    """The warnings `bootstrap_intervals` gives, for a table built cell by cell."""
+    _warn(table, by, max_dropped_share)
 
 
 def bootstrap_intervals(

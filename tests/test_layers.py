@@ -22,7 +22,7 @@ LAYERS: dict[str, float] = {
     "errors": 0, "records": 0,
     # pure parts: the schema, models, formulas, the sweep folder's files, the queue
     "config": 1, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
-    "intervals": 1, "report_data": 1, "report_figures": 1, "report_html": 1.5,
+    "intervals": 1, "partscan": 1.5, "report_data": 1, "report_figures": 1, "report_html": 1.5,
     "data": 2, "plan": 2, "plots": 2,
     "problem": 3,
     # the engines, in their own order
@@ -40,7 +40,7 @@ LAYERS: dict[str, float] = {
     "__init__": 11,
 }
 # Reading a sweep folder needs neither torch nor the training side.
-READERS = ("record", "intervals", "plots", "aggregate", "status", "report", "report_data", "report_html",
+READERS = ("record", "partscan", "intervals", "plots", "aggregate", "status", "report", "report_data", "report_html",
            "report_figures")
 TRAINING_SIDE = ("models", "problem", "engines", "train", "prepare", "launch")
 
