@@ -55,7 +55,7 @@ def test_streaming_tables_equal_in_memory_tables_on_a_grid_with_jackknife(tmp_pa
     run_sweep(out, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=6", "sweep.jackknife=true", "data.generate.n=12",
               "sweep.lr=[0.1,0.01]", "sweep.init=[[0,0],[1,1]]", "launcher=debug",
               "launcher.runs_per_task=7", *FAST)
-    assert_same_tables(out)
+    assert_same_tables(out, statuses=("ok", "not_converged"))
     intervals = pd.read_parquet(out / "intervals.parquet")
     assert {"bca", "t", "hc3"} <= set(intervals["method"]) and intervals["lower"].notna().all()
     assert len(intervals.drop_duplicates(["lr", "init_index"])) == 4
