@@ -75,6 +75,10 @@ def _check_init(cfg: dict[str, Any], n_params: Optional[int]) -> list[str]:
     return problems
 
 
+def _auto_or_positive(value: Any) -> bool:
+    return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
 def _check_numbers(cfg: dict[str, Any]) -> list[str]:
     t, lc, problems = cfg["train"], cfg["launcher"], []
     rules = [
@@ -82,7 +86,8 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("train.log_every", t["log_every"], t["log_every"] >= 1, ">= 1"),
         ("train.grad_tol", t["grad_tol"], t["grad_tol"] > 0, "> 0"),
         ("sweep.resamples", cfg["sweep"]["resamples"], cfg["sweep"]["resamples"] >= 0, ">= 0"),
-        ("launcher.runs_per_task", lc["runs_per_task"], lc["runs_per_task"] >= 1, ">= 1"),
+        ("launcher.runs_per_task", lc["runs_per_task"], _auto_or_positive(lc["runs_per_task"]),
+         "auto or an integer >= 1"),
         ("launcher.max_parallel", lc["max_parallel"], lc["max_parallel"] >= 0, ">= 0"),
         ("launcher.timeout_min", lc["timeout_min"], lc["timeout_min"] > 0, "> 0"),
         ("launcher.cpus_per_task", lc["cpus_per_task"], lc["cpus_per_task"] >= 1, ">= 1"),

@@ -21,7 +21,7 @@ LAYERS: dict[str, float] = {
     # the bottom: errors and the records that cross module lines
     "errors": 0, "records": 0,
     # pure parts: the schema, models, formulas, the sweep folder's files, the queue
-    "config": 1, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
+    "config": 1, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1, "chunking": 1,
     "intervals": 1, "partscan": 1.5, "report_data": 1, "report_figures": 1, "report_html": 1.5,
     "data": 2, "plan": 2, "plots": 2,
     "problem": 3,
