@@ -29,7 +29,7 @@ def synthetic_runs(n_runs: int, n_cells: int) -> list[Run]:
 
 def synthetic_result(run: Run, rng: np.random.Generator, n_points: int) -> RunResult:
     params = [2.0 + rng.normal(0, 0.05), -1.5 + rng.normal(0, 0.02), 0.8 + rng.normal(0, 0.01)]
-    status = "ok" if rng.random() > 0.02 else "not_converged"
+    status = "ok" if run.resample == 0 or rng.random() > 0.02 else "not_converged"
     curve = list(np.geomspace(50.0, 1.0, n_points))
     return RunResult(run, params, 1.0, None, 1e-4, 100 * (n_points - 1), status,
                      list(range(0, 100 * n_points, 100)), curve, ols=[p + 1e-6 for p in params], ols_loss=0.99,
@@ -45,6 +45,8 @@ def write_synthetic_sweep(out_dir: Path, n_runs: int, *, n_cells: int = 4, runs_
     runs = synthetic_runs(n_runs, n_cells)
     record.write_meta(meta, out_dir)
     record.write_frame(record.plan_frame(runs), out_dir / record.PLAN)
+    x = np.random.default_rng(seed).uniform(-3, 3, meta.n_rows)  # the design of t / hc3: tdm-like rows
+    record.write_design(np.column_stack([np.ones_like(x), x, x**2]), 2 - 1.5 * x + 0.8 * x**2, PARAMS, out_dir)
     rng = np.random.default_rng(seed)
     for index, start in enumerate(range(0, n_runs, runs_per_part)):
         task = Task(index, tuple(runs[start:start + runs_per_part]))

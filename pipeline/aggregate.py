@@ -215,22 +215,30 @@ class PlotSample:
         return pd.concat(self.frames, ignore_index=True)
 
 
+def interval_columns(meta: SweepMeta, sample: Optional[PlotSample]) -> set[str]:
+    """The columns `bootstrap_intervals` (and the plots) read of a cell."""
+    names = list(meta.param_names)
+    return {"lr", "init_index", "resample", "kind", "status", "scheme", *names, *(f"ols_{n}" for n in names),
+            *(sample.columns if sample is not None else ())}
+
+
 def stream_tables(out_dir: Path, meta: SweepMeta, index: partscan.PartIndex, *, level: float,
                   statuses: Sequence[str], methods: Optional[Sequence[str]], max_dropped_share: float,
                   sample: Optional[PlotSample]) -> pd.DataFrame:
     """Write curves and estimates from the parts, cell by cell; return the intervals table."""
     chosen, X, y = interval_settings(out_dir, meta, methods, index.keys)
-    spill = partscan.CellSpill(index.schema, budget_bytes=partscan.SPILL_BUDGET_BYTES)
+    estimate_schema = pa.schema([f for f in index.schema if f.name not in record.CURVE_COLUMNS])
+    spill = partscan.CellSpill(estimate_schema, budget_bytes=partscan.SPILL_BUDGET_BYTES)
     try:
         with TableWriter(out_dir / "curves.parquet", CURVES_SCHEMA) as curves:
             partscan.scan_parts(index, lambda rows: curves.write(curve_rows(rows)), spill)
-        estimate_schema = pa.schema([f for f in index.schema if f.name not in record.CURVE_COLUMNS])
-        tables = []
+        tables, wanted = [], interval_columns(meta, sample)
+        used = [c for c in estimate_schema.names if c in wanted]
         with TableWriter(out_dir / "estimates.parquet", estimate_schema) as estimates:
             for n in range(len(index.cell_keys)):
-                cell = sorted_cell(spill.pop(n)).select(estimate_schema.names)
+                cell = sorted_cell(spill.pop(n))
                 estimates.write(cell)
-                frame = cell.to_pandas()
+                frame = cell.select(used).to_pandas()  # what intervals and plots read: pandas is slow on the rest
                 with warnings.catch_warnings():  # said once for the whole table, below
                     warnings.simplefilter("ignore", DegenerateCellWarning)
                     warnings.simplefilter("ignore", DroppedRunsWarning)

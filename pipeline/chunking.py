@@ -3,8 +3,10 @@
 Pure arithmetic on the plan, the engine and the launcher's parallel slots; it returns
 the size and a sentence saying how it was chosen (the dry run and the log print it):
 
-- every launcher: a task holds its results in memory until it writes its part, so a
-  task takes at most the runs whose rows fit `TASK_RESULT_BYTES` (loss curves included);
+- every launcher: a task holds its results in memory until it writes its part, and a
+  fast engine trains all its runs in one batch when RAM allows, so a task takes at most
+  the runs whose result rows (loss curves included) and engine working set fit
+  `TASK_MEMORY_BYTES` (on a GPU node the working set is on the GPU: results only);
   the textbook loop rewrites its progress file after every run, so its tasks stay short;
 - `debug` (in this process): one task, or a few when the work would leave the progress
   bar still for long;
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 AUTO = "auto"
-TASK_RESULT_BYTES = 256 * 2**20  # result rows a task may hold before writing its part
+TASK_MEMORY_BYTES = 512 * 2**20  # result rows and engine working set one task may hold
 RESULT_ROW_BYTES = 2048  # a result row as Python objects, without its loss curve
 CURVE_POINT_BYTES = 80  # one logged epoch of the curve: an int and a float in two lists
 REFERENCE_MAX_RUNS = 256  # textbook-loop tasks: progress is rewritten after every run
@@ -46,6 +48,7 @@ class Work:
     engine: str  # the engine `train.engine` resolves to
     epochs: int
     log_every: int
+    engine_bytes_per_run: int = 0  # the engine's estimate (engines/memory.py), 0: unknown
 
     @property
     def curve_points(self) -> int:
@@ -61,10 +64,11 @@ class Work:
         return self.n_runs * self.seconds_per_run
 
 
-def memory_cap(work: Work, mem_gb: float | None = None) -> int:
-    """Most runs whose result rows fit a task's budget (and the textbook loop's limit)."""
-    budget = TASK_RESULT_BYTES if mem_gb is None else min(TASK_RESULT_BYTES, int(mem_gb * 2**30 / 4))
-    cap = max(1, budget // (RESULT_ROW_BYTES + CURVE_POINT_BYTES * work.curve_points))
+def memory_cap(work: Work, mem_gb: float | None = None, on_gpu: bool = False) -> int:
+    """Most runs whose results and working set fit a task's budget (and the textbook loop's limit)."""
+    budget = TASK_MEMORY_BYTES if mem_gb is None else min(TASK_MEMORY_BYTES, int(mem_gb * 2**30 / 4))
+    per_run = RESULT_ROW_BYTES + CURVE_POINT_BYTES * work.curve_points + (0 if on_gpu else work.engine_bytes_per_run)
+    cap = max(1, budget // per_run)
     return min(cap, REFERENCE_MAX_RUNS) if work.engine == "reference" else cap
 
 
@@ -81,7 +85,7 @@ def _local_size(work: Work, slots: int, cap: int) -> tuple[int, str]:
     size = _even(work.n_runs, n_tasks)
     if size > cap:  # memory asks for more tasks: a multiple of the slots keeps them busy
         n_tasks = slots * math.ceil(work.n_runs / (slots * cap))
-        size, why = _even(work.n_runs, n_tasks), f"{n_tasks} tasks: at most {cap} runs' results fit a task"
+        size, why = _even(work.n_runs, n_tasks), f"{n_tasks} tasks: at most {cap} runs fit a task's memory"
     return size, why
 
 
@@ -90,7 +94,7 @@ def _debug_size(work: Work, cap: int) -> tuple[int, str]:
     why = "one task in this process" if n_tasks == 1 else f"{n_tasks} tasks, one per ~{DEBUG_TASK_S:g} s, for the bar"
     size = _even(work.n_runs, n_tasks)
     if size > cap:
-        size, why = _even(work.n_runs, math.ceil(work.n_runs / cap)), f"at most {cap} runs' results fit a task"
+        size, why = _even(work.n_runs, math.ceil(work.n_runs / cap)), f"at most {cap} runs fit a task's memory"
     return size, why
 
 
@@ -107,7 +111,7 @@ def _slurm_size(work: Work, launcher: dict[str, Any], array_limit: int, cap: int
     if size > longest:
         size, why = longest, f"at most {SLURM_TIME_SHARE:.0%} of timeout_min {launcher['timeout_min']} per task"
     if size > cap:
-        size, why = cap, f"at most {cap} runs' results fit a task (mem_gb {launcher['mem_gb']:g})"
+        size, why = cap, f"at most {cap} runs fit a task's memory (mem_gb {launcher['mem_gb']:g})"
     return max(1, size), why
 
 
@@ -120,7 +124,8 @@ def runs_per_task(work: Work, launcher: dict[str, Any], slots: int, array_limit:
         return 1, "nothing to train"
     cluster = launcher["cluster"]
     if cluster == "slurm":
-        size, why = _slurm_size(work, launcher, array_limit, memory_cap(work, launcher["mem_gb"]))
+        cap = memory_cap(work, launcher["mem_gb"], on_gpu=bool(launcher["gpus_per_node"] or launcher["gres"]))
+        size, why = _slurm_size(work, launcher, array_limit, cap)
     elif cluster == "local":
         size, why = _local_size(work, slots, memory_cap(work))
     else:

@@ -27,10 +27,11 @@ from tqdm import tqdm
 from pipeline import record
 from pipeline.chunking import Work, runs_per_task
 from pipeline.cluster import max_array_size
-from pipeline.engines import choose_engine
+from pipeline.engines import FAST_ENGINES, choose_engine
 from pipeline.errors import ConfigError
 from pipeline.plan import chunk
 from pipeline.prepare import PreparedSweep
+from pipeline.problem import build_problem
 from pipeline.records import RunResult, Task, TaskSpec
 from pipeline.status import wait_for_sweep
 from pipeline.train import set_threads, train_runs
@@ -272,7 +273,12 @@ def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_r
 def plan_tasks(prepared: PreparedSweep, todo: list) -> tuple[list[Task], str]:
     """The tasks of the runs left to train, sized by `chunking.runs_per_task`, and how."""
     launcher, train = prepared.launcher, prepared.train
-    work = Work(len(todo), choose_engine(prepared.parts, train.engine).name, train.epochs, train.log_every)
+    engine = choose_engine(prepared.parts, train.engine).name
+    engine_bytes = 0
+    if engine in FAST_ENGINES and todo:  # the engine's own estimate, from the problem a task builds
+        problem = build_problem(prepared.parts, prepared.dataset, device="cpu", dtype=train.dtype)
+        engine_bytes = FAST_ENGINES[engine][1](problem)
+    work = Work(len(todo), engine, train.epochs, train.log_every, engine_bytes)
     slots = 1 if launcher["cluster"] == "debug" else (launcher["max_parallel"] or cpu_count())
     auto_slurm = launcher["cluster"] == "slurm" and launcher["runs_per_task"] == "auto"
     size, how = runs_per_task(work, launcher, slots, array_limit(launcher) if auto_slurm else 0)

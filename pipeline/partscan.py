@@ -143,7 +143,8 @@ class CellSpill:
 
 def scan_parts(index: PartIndex, on_rows: Callable[[pa.Table], None], spill: CellSpill) -> None:
     """Stream every part's winning rows, row group by row group, in part order: each batch
-    goes to `on_rows` and, split by grid cell, into `spill`."""
+    goes to `on_rows` and, split by grid cell and cut to the columns of `spill.schema`
+    (the estimates: loss curves are done with once `on_rows` has them), into `spill`."""
     for path, rows, cells in zip(index.files, index.rows, index.cells):
         if not len(rows):
             continue
@@ -155,7 +156,7 @@ def scan_parts(index: PartIndex, on_rows: Callable[[pa.Table], None], spill: Cel
             if hi > lo:
                 table = conform(parquet.read_row_group(group), index.schema).take(rows[lo:hi] - start)
                 on_rows(table)
-                _park_by_cell(table, cells[lo:hi], spill)
+                _park_by_cell(table.select(spill.schema.names), cells[lo:hi], spill)
             start += n
 
 
