@@ -47,27 +47,24 @@ class PartIndex:
         return len(self.keys)
 
 
-def _part_keys(path: Path) -> pd.DataFrame:
-    present = pq.read_schema(path).names
-    frame = pq.read_table(path, columns=[c for c in KEY_COLUMNS if c in present]).to_pandas()
+def _part_keys(parquet: pq.ParquetFile) -> pd.DataFrame:
+    present = parquet.schema_arrow.names
+    frame = parquet.read(columns=[c for c in KEY_COLUMNS if c in present]).to_pandas()
     for name in KEY_COLUMNS:
         if name not in frame.columns:  # a column an older part lacks (`kind`: from `resample`)
             frame[name] = None
     return frame[list(KEY_COLUMNS)]
 
 
-def unified_schema(files: Sequence[Path]) -> pa.Schema:
-    """One schema for every part: the union of their columns, in first-seen order."""
-    schemas = [pq.read_schema(f) for f in files]
-    return pa.unify_schemas([s.remove_metadata() for s in schemas]) if schemas else pa.schema([])
-
-
 def index_parts(files: Sequence[Path], plan_ids: pd.Index) -> PartIndex:
     """Which row of which part holds each planned run id (the last part listing it wins)."""
-    files = list(files)
-    schema = unified_schema(files)
-    frames = [_part_keys(f).assign(_part=i, _row=np.arange(pq.read_metadata(f).num_rows))
-              for i, f in enumerate(files)]
+    files, frames, schemas = list(files), [], []
+    for i, path in enumerate(files):  # each part opened once: its footer, then its key columns
+        parquet = pq.ParquetFile(path)
+        schemas.append(parquet.schema_arrow.remove_metadata())
+        frames.append(_part_keys(parquet).assign(_part=i, _row=np.arange(parquet.metadata.num_rows)))
+    # one schema for every part: the union of their columns, in first-seen order
+    schema = pa.unify_schemas(schemas) if schemas else pa.schema([])
     keys = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY_COLUMNS, "_part", "_row"])
     keys = keys.drop_duplicates("run_id", keep="last")
     keys = keys[keys["run_id"].isin(plan_ids)]

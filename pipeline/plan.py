@@ -64,11 +64,18 @@ def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int,
            scheme: str = CASE) -> str:
-    fields = {"settings": fingerprint, "lr": lr, "init": init, "resample": resample,
-              "seed": seed if resample > 0 else None}
+    return run_id_from_json(json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme)
+
+
+def run_id_from_json(settings_json: str, lr: float, init: Optional[list[float]], resample: int, seed: int,
+                     scheme: str = CASE) -> str:
+    """`run_id` with the settings serialised once per sweep, not once per run (10^6 runs: minutes).
+    "settings" sorts after every other key, so the text is json.dumps of the whole dict, as ever."""
+    fields = {"lr": lr, "init": init, "resample": resample, "seed": seed if resample > 0 else None}
     if resample > 0 and scheme != CASE:  # keeps the ids of case-resampling sweeps as they were
         fields["scheme"] = scheme
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    text = json.dumps(fields, sort_keys=True, default=str)[:-1] + ', "settings": ' + settings_json + "}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def resample_indices(cfg: dict[str, Any], n_rows: Optional[int]) -> list[int]:
@@ -87,13 +94,13 @@ def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) ->
     `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`);
     `n_rows`, their number, is needed only for jackknife runs (one per row).
     """
-    fingerprint = {**settings_fingerprint(cfg), "data": data_digest}
+    settings_json = json.dumps({**settings_fingerprint(cfg), "data": data_digest}, sort_keys=True, default=str)
     seed, scheme = int(cfg["sweep"]["seed"]), cfg["sweep"].get("scheme", CASE)
     runs = []
     for lr in lr_grid(cfg):
         for i, init in enumerate(init_grid(cfg)):
             for k in resample_indices(cfg, n_rows):
-                runs.append(Run(run_id(fingerprint, lr, init, k, seed, scheme), lr, i,
+                runs.append(Run(run_id_from_json(settings_json, lr, init, k, seed, scheme), lr, i,
                                 None if init is None else tuple(init), k, seed, scheme))
     return runs
 

@@ -209,3 +209,18 @@ def test_dry_run_and_log_say_how_the_tasks_were_sized(tmp_path, capsys, caplog):
     with caplog.at_level(logging.DEBUG, logger="pipeline"):
         run_sweep(tmp_path / "loud", "experiment=linear_synthetic", "sweep=single", "launcher=debug", *FAST)
     assert any(r.getMessage().startswith("run 1/1 ") for r in caplog.records if r.levelno == logging.DEBUG)
+
+
+def test_run_ids_serialised_once_per_sweep_equal_the_whole_dict_hash():
+    import hashlib
+
+    from pipeline.plan import run_id
+
+    fingerprint = {"train": {"epochs": 10, "dtype": "float32"}, "data": "abc", "model": {"_target_": "m", "z": [1]}}
+    for lr, init, resample, seed, scheme in [(0.1, None, 0, 3, "case"), (1e-4, [5.0, 4.0], 7, 0, "residual"),
+                                             (3e-4, [1.5], -2, 1, "residual"), (2.0, [0.0], 12, 5, "case")]:
+        fields = {"settings": fingerprint, "lr": lr, "init": init, "resample": resample,
+                  "seed": seed if resample > 0 else None, **({"scheme": scheme} if resample > 0 and scheme != "case"
+                                                              else {})}
+        old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        assert run_id(fingerprint, lr, init, resample, seed, scheme) == old
