@@ -52,7 +52,8 @@ def assert_same_tables(out_dir: Path, **overrides) -> None:
 @pytest.mark.e2e
 def test_streaming_tables_equal_in_memory_tables_on_a_grid_with_jackknife(tmp_path, monkeypatch):
     out = tmp_path / "grid"
-    run_sweep(out, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=6", "sweep.jackknife=true", "data.generate.n=12",
+    run_sweep(out, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=6", "sweep.jackknife=true",
+              "data.generate.n=12",
               "sweep.lr=[0.1,0.01]", "sweep.init=[[0,0],[1,1]]", "launcher=debug",
               "launcher.runs_per_task=7", *FAST)
     assert_same_tables(out, statuses=("ok", "not_converged"))
@@ -151,7 +152,8 @@ def test_auto_chunking_fits_the_launcher_and_a_number_pins_it():
     quick = Work(1001, "gram", 10_000, 100, engine_bytes_per_run=80_000)
     assert runs_per_task(quick, {"cluster": "local", "runs_per_task": "auto"}, 2, 0)[0] == 1001  # one torch start
     assert runs_per_task(quick, {"cluster": "debug", "runs_per_task": "auto"}, 1, 0)[0] == 1001
-    assert runs_per_task(quick, {"cluster": "local", "runs_per_task": 7}, 2, 0) == (7, "pinned by launcher.runs_per_task")
+    pinned = runs_per_task(quick, {"cluster": "local", "runs_per_task": 7}, 2, 0)
+    assert pinned == (7, "pinned by launcher.runs_per_task")
     slow = Work(1001, "batched", 2000, 100)  # ~6 s of work: one task per core
     size, why = runs_per_task(slow, {"cluster": "local", "runs_per_task": "auto"}, 2, 0)
     assert size == 501 and "2 task(s) for 2 slot(s)" in why and why.startswith("auto:")
