@@ -4,6 +4,12 @@ Reads only complete parts (so it may run while tasks are still writing), keeps o
 row per run id, restricts to the runs of the latest plan, and writes
 `estimates.parquet`, `curves.parquet` and `intervals.parquet`, and (with
 `intervals.plots`) PNGs of the bootstrap distributions and of the lr/init grid.
+
+The tables are built as a stream (`pipeline.partscan`): parts are read row group by
+row group, curves written in part order as they come, and estimates and intervals
+one grid cell at a time, so memory is bounded by a cell, not by the sweep.
+`in_memory_tables` is the plain pandas path it replaced, kept as the reference the
+streaming tables are tested against.
 """
 
 from __future__ import annotations
@@ -17,14 +23,23 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline import record
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import partscan, record
 from pipeline.errors import ConfigError
-from pipeline.records import SweepMeta
-from pipeline.intervals import DESIGN_METHODS, DegenerateCellWarning, DroppedRunsWarning, bootstrap_intervals
-from pipeline.lr_bound import with_lr_bounds
-from pipeline.units import folder_units, with_raw_columns
+from pipeline.records import BOOTSTRAP, ORIGINAL, SweepMeta
+from pipeline.intervals import (DESIGN_METHODS, DegenerateCellWarning, DroppedRunsWarning, applicable_methods,
+                                bootstrap_intervals, kinds_of, warn_about)
+from pipeline.lr_bound import lr_bounds_adder
+from pipeline.units import SweepUnits, folder_units, with_raw_columns
 
 log = logging.getLogger(__name__)
+
+ROW_GROUP_ROWS = 1 << 16  # rows per row group of estimates / curves (small cells are pooled)
+PLOT_DRAWS = 5000  # bootstrap draws per plotted cell kept for the figures (the first, by index)
+CURVES_SCHEMA = pa.schema([("run_id", pa.string()), ("epoch", pa.int64()), ("loss", pa.float64())])
 
 
 @dataclass
@@ -61,11 +76,12 @@ def curves_frame(parts: pd.DataFrame) -> pd.DataFrame:
                          "loss": long["curve_loss"].astype(float).to_numpy()})
 
 
-def load_sweep(out_dir: Path) -> tuple[SweepMeta, pd.DataFrame]:
-    """The sweep's metadata and plan; a ConfigError when `out_dir` is not a sweep folder."""
+def load_sweep(out_dir: Path, columns: Optional[list[str]] = None) -> tuple[SweepMeta, pd.DataFrame]:
+    """The sweep's metadata and plan (only `columns`, if given); a ConfigError when
+    `out_dir` is not a sweep folder."""
     if not (out_dir / record.SWEEP_META).is_file() or not (out_dir / record.PLAN).is_file():
         raise ConfigError([f"`out_dir`: {out_dir} is not a sweep folder (no sweep.json / plan.parquet)"])
-    return record.read_meta(out_dir), pd.read_parquet(out_dir / record.PLAN)
+    return record.read_meta(out_dir), pd.read_parquet(out_dir / record.PLAN, columns=columns)
 
 
 def sweep_design(out_dir: Path, meta: SweepMeta) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -88,24 +104,181 @@ def sorted_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns=["_jack", "_index"]).reset_index(drop=True)
 
 
-def interval_table(out_dir: Path, meta: SweepMeta, estimates: pd.DataFrame, *, level: float,
-                   statuses: Sequence[str], methods: Optional[Sequence[str]],
-                   max_dropped_share: float) -> pd.DataFrame:
-    """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
+
+def interval_settings(out_dir: Path, meta: SweepMeta, methods: Optional[Sequence[str]],
+                      kinds: pd.DataFrame) -> tuple[list[str], Optional[np.ndarray], Optional[np.ndarray]]:
+    """(methods, X, y) for every cell: chosen once from the kinds of all runs found, so a
+    cell-by-cell table takes the same methods as one call over the whole sweep."""
     design = sweep_design(out_dir, meta)
     if design is None and methods is not None:
         methods = [m for m in methods if m.lower() not in DESIGN_METHODS] or ["percentile"]
     X, y = design if design is not None else (None, None)
-    units = folder_units(out_dir, meta)  # raw-unit rows beside the fitted ones (pipeline/units.py)
+    return applicable_methods(methods, kinds, design is not None), X, y
+
+
+def _logged_warnings(fn, *args, **kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DegenerateCellWarning)
         warnings.simplefilter("always", DroppedRunsWarning)
-        table = bootstrap_intervals(estimates, params=list(meta.param_names), method=methods, level=level,
-                                    statuses=statuses, max_dropped_share=max_dropped_share, X=X, y=y,
-                                    raw_units=units.matrix)
+        result = fn(*args, **kwargs)
     for w in caught:
         log.warning("%s", w.message)
-    return units.label(table)
+    return result
+
+
+def interval_table(out_dir: Path, meta: SweepMeta, estimates: pd.DataFrame, *, level: float,
+                   statuses: Sequence[str], methods: Optional[Sequence[str]],
+                   max_dropped_share: float) -> pd.DataFrame:
+    """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
+    chosen, X, y = interval_settings(out_dir, meta, methods, estimates)
+    units = folder_units(out_dir, meta)  # raw-unit rows beside the fitted ones (pipeline/units.py)
+    return units.label(_logged_warnings(bootstrap_intervals, estimates, params=list(meta.param_names), method=chosen,
+                                        level=level, statuses=statuses, max_dropped_share=max_dropped_share,
+                                        X=X, y=y, raw_units=units.matrix))
+
+
+def in_memory_tables(out_dir: Path, plan_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(estimates, curves) with every run in memory: the reference for the streaming path."""
+    parts = record.read_parts(out_dir)
+    if len(parts):
+        parts = parts[parts["run_id"].isin(plan_ids)]
+    estimates = sorted_estimates(parts.drop(columns=list(record.CURVE_COLUMNS), errors="ignore"))
+    if len(estimates):
+        meta = record.read_meta(out_dir)
+        estimates = lr_bounds_adder(out_dir, meta)(with_raw_columns(estimates, meta.param_names,
+                                                                    folder_units(out_dir, meta)))
+    return estimates, curves_frame(parts)
+
+
+def cell_finisher(out_dir: Path, meta: SweepMeta, units: SweepUnits):
+    """A cell's estimates as the table gives them: raw-unit columns (pipeline/units.py) and each
+    run's learning-rate bound (pipeline/lr_bound.py) added to the parts' columns."""
+    add_bounds = lr_bounds_adder(out_dir, meta)
+    return lambda cell: add_bounds(with_raw_columns(cell.to_pandas(), meta.param_names, units))
+
+
+def extended_schema(schema: pa.Schema, frame: pd.DataFrame) -> pa.Schema:
+    """The parts' schema plus the (float) columns aggregation adds, in the frame's order."""
+    added = [c for c in frame.columns if c not in schema.names]
+    fields = {f.name: f for f in schema} | {c: pa.field(c, pa.float64()) for c in added}
+    return pa.schema([fields[c] for c in frame.columns])
+
+
+class TableWriter:
+    """A Parquet file written in row groups of about ROW_GROUP_ROWS rows, renamed into place
+    only when complete (as every file of a sweep folder)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self._atomic = record.atomic_path(path)
+        self._writer = pq.ParquetWriter(self._atomic.__enter__(), schema)
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._rows += len(table)
+        if self._rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=max(self._rows, 1))
+        self._pending, self._rows = [], 0
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self._flush()
+        self._writer.close()
+        self._atomic.__exit__(*exc)
+
+
+def curve_rows(table: pa.Table) -> pa.Table:
+    """The long curves (run_id, epoch, loss) of a batch of part rows."""
+    epochs = table["curve_epoch"].combine_chunks()
+    owner = pc.list_parent_indices(epochs)
+    return pa.table({"run_id": table["run_id"].take(owner).cast(pa.string()),
+                     "epoch": pc.list_flatten(epochs).cast(pa.int64()),
+                     "loss": pc.list_flatten(table["curve_loss"].combine_chunks()).cast(pa.float64())},
+                    schema=CURVES_SCHEMA)
+
+
+def sorted_cell(cell: pa.Table) -> pa.Table:
+    """One cell's rows as `sorted_estimates` orders them: resample 0, draws, jackknife last."""
+    resample = cell["resample"].to_numpy()
+    return cell.take(np.lexsort((np.abs(resample), resample < 0)))
+
+
+@dataclass
+class PlotSample:
+    """The rows the figures need: every cell's original fit, all draws (up to PLOT_DRAWS) of the
+    first cells plot_bootstrap shows, and two usable draws of the others (it counts them)."""
+
+    statuses: Sequence[str]
+    columns: list[str]
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    shown: int = 0
+
+    def add(self, cell: pd.DataFrame) -> None:
+        from pipeline.plots import MAX_PANELS
+
+        kinds = kinds_of(cell)
+        boot = cell[kinds == BOOTSTRAP]
+        usable = boot[boot["status"].isin(self.statuses)]
+        if len(usable) >= 2 and self.shown < MAX_PANELS:
+            self.shown, keep = self.shown + 1, boot.head(PLOT_DRAWS)
+        else:
+            keep = usable.head(2)
+        rows = pd.concat([cell[kinds == ORIGINAL], keep]) if len(keep) else cell[kinds == ORIGINAL]
+        self.frames.append((rows if len(rows) else cell.head(1))[self.columns])
+
+    def frame(self) -> pd.DataFrame:
+        return pd.concat(self.frames, ignore_index=True)
+
+
+def interval_columns(meta: SweepMeta, sample: Optional[PlotSample]) -> set[str]:
+    """The columns `bootstrap_intervals` (and the plots) read of a cell."""
+    names = list(meta.param_names)
+    return {"lr", "init_index", "resample", "seed", "kind", "status", "scheme", *names, *(f"ols_{n}" for n in names),
+            *(sample.columns if sample is not None else ())}
+
+
+def stream_tables(out_dir: Path, meta: SweepMeta, index: partscan.PartIndex, *, level: float,
+                  statuses: Sequence[str], methods: Optional[Sequence[str]], max_dropped_share: float,
+                  sample: Optional[PlotSample]) -> pd.DataFrame:
+    """Write curves and estimates from the parts, cell by cell; return the intervals table."""
+    chosen, X, y = interval_settings(out_dir, meta, methods, index.keys)
+    units = folder_units(out_dir, meta)
+    finish = cell_finisher(out_dir, meta, units)
+    estimate_schema = pa.schema([f for f in index.schema if f.name not in record.CURVE_COLUMNS])
+    spill = partscan.CellSpill(estimate_schema, budget_bytes=partscan.SPILL_BUDGET_BYTES)
+    try:
+        with TableWriter(out_dir / "curves.parquet", CURVES_SCHEMA) as curves:
+            partscan.scan_parts(index, lambda rows: curves.write(curve_rows(rows)), spill)
+        tables, wanted = [], interval_columns(meta, sample)
+        first = finish(sorted_cell(spill.pop(0)))
+        schema = extended_schema(estimate_schema, first)
+        used = [c for c in first.columns if c in wanted]
+        with TableWriter(out_dir / "estimates.parquet", schema) as estimates:
+            for n in range(len(index.cell_keys)):
+                full = first if n == 0 else finish(sorted_cell(spill.pop(n)))
+                estimates.write(pa.Table.from_pandas(full, schema=schema, preserve_index=False))
+                frame = full[used]  # what intervals and plots read
+                with warnings.catch_warnings():  # said once for the whole table, below
+                    warnings.simplefilter("ignore", DegenerateCellWarning)
+                    warnings.simplefilter("ignore", DroppedRunsWarning)
+                    tables.append(units.label(bootstrap_intervals(
+                        frame, params=list(meta.param_names), method=chosen, level=level, statuses=statuses,
+                        max_dropped_share=max_dropped_share, X=X, y=y, raw_units=units.matrix)))
+                if sample is not None:
+                    sample.add(frame)
+    finally:
+        spill.close()
+    table = pd.concat(tables, ignore_index=True)
+    _logged_warnings(warn_about, table, max_dropped_share=max_dropped_share)
+    return table
 
 
 def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = ("ok",),
@@ -116,25 +289,25 @@ def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = (
     `methods` None: every interval method that applies (see `bootstrap_intervals`).
     """
     out_dir = Path(out_dir)
-    meta, plan = load_sweep(out_dir)
-    parts = record.read_parts(out_dir)
-    if len(parts):
-        parts = parts[parts["run_id"].isin(plan["run_id"])]
-    report = AggregateReport(out_dir, len(plan), len(parts),
-                             parts["status"].value_counts().to_dict() if len(parts) else {},
-                             sorted(set(plan["run_id"]) - set(parts["run_id"])), tuple(statuses))
-    estimates = sorted_estimates(parts.drop(columns=list(record.CURVE_COLUMNS), errors="ignore"))
-    # raw-unit parameters and the learning-rate bound of each run (pipeline/units.py, lr_bound.py)
-    estimates = with_lr_bounds(out_dir, meta, with_raw_columns(estimates, meta.param_names, folder_units(out_dir, meta)))
-    record.write_frame(estimates, out_dir / "estimates.parquet")
-    record.write_frame(curves_frame(parts), out_dir / "curves.parquet")
-    if len(estimates):
-        intervals = interval_table(out_dir, meta, estimates, level=level, statuses=statuses, methods=methods,
-                                   max_dropped_share=max_dropped_share)
-        record.write_frame(intervals, out_dir / "intervals.parquet")
-        if plots:
-            from pipeline.plots import write_plots  # matplotlib only when plots are wanted
+    meta, plan = load_sweep(out_dir, columns=["run_id"])
+    plan_ids = pd.Index(plan["run_id"])
+    index = partscan.index_parts(record.part_files(out_dir), plan_ids)
+    report = AggregateReport(out_dir, len(plan), index.n_found, index.keys["status"].value_counts().to_dict(),
+                             sorted(set(plan_ids) - set(index.keys["run_id"])), tuple(statuses))
+    if index.n_found == 0:  # nothing to stream: the empty tables exactly as they always were
+        estimates, curves = in_memory_tables(out_dir, plan["run_id"])
+        record.write_frame(estimates, out_dir / "estimates.parquet")
+        record.write_frame(curves, out_dir / "curves.parquet")
+        log.info("%s", report.summary())
+        return report
+    columns = ["lr", "init_index", "init", "resample", "kind", "status", "final_loss", *meta.param_names]
+    sample = PlotSample(statuses, [c for c in columns if c in index.schema.names]) if plots else None
+    intervals = stream_tables(out_dir, meta, index, level=level, statuses=statuses, methods=methods,
+                              max_dropped_share=max_dropped_share, sample=sample)
+    record.write_frame(intervals, out_dir / "intervals.parquet")
+    if sample is not None:
+        from pipeline.plots import write_plots  # matplotlib only when plots are wanted
 
-            write_plots(out_dir, estimates, intervals, meta.param_names, statuses)
+        write_plots(out_dir, sample.frame(), intervals, meta.param_names, statuses)
     log.info("%s", report.summary())
     return report

@@ -67,7 +67,9 @@ class LauncherConf:
 
     name: str = "local"
     cluster: str = "local"  # submitit cluster: debug | local | slurm
-    runs_per_task: int = 10  # training runs one task (array task) trains
+    # training runs one task (array task) trains; auto: sized from the plan, the engine and
+    # the parallel slots (pipeline/chunking.py); a number pins it
+    runs_per_task: Any = "auto"
     max_parallel: int = 0  # local: tasks at once (0: one per CPU core)
     timeout_min: int = 60  # the task's wall-clock limit (sbatch --time)
     progress: bool = True  # a progress bar of runs done / total

@@ -259,6 +259,12 @@ def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame
     return list(dict.fromkeys(chosen))
 
 
+def applicable_methods(method: Union[str, Sequence[str], None], estimates: pd.DataFrame,
+                       has_design: bool) -> list[str]:
+    """What `bootstrap_intervals` computes for `method` (None: every method that applies)."""
+    return _methods_iv(method, estimates, has_design)
+
+
 def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[ClosedFormDesign]:
     """The closed-form fit of the design, if one was given; a misuse of the arguments raises,
     a design that cannot be fitted (data) gives a fit of None and the reason."""
@@ -353,6 +359,11 @@ def _table(estimates: pd.DataFrame, params: Sequence[str], methods: Sequence[str
     for col in ("n_used", "n_dropped", "n_dropped_diverged", "n_dropped_not_converged"):
         table[col] = table[col].astype("Int64")  # NA for the closed-form methods, which use no draws
     return table
+
+
+def warn_about(table: pd.DataFrame, by: Sequence[str] = GRID_COLUMNS, max_dropped_share: float = 0.1) -> None:
+    """The warnings `bootstrap_intervals` gives, for a table built cell by cell."""
+    _warn(table, by, max_dropped_share)
 
 
 def bootstrap_intervals(

@@ -29,7 +29,9 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from pipeline import record
+from pipeline.chunking import Work, runs_per_task
 from pipeline.cluster import max_array_size
+from pipeline.engines import FAST_ENGINES, choose_engine
 from pipeline.errors import ConfigError, FolderError, Interrupted
 from pipeline.lock import folder_lock
 from pipeline.migrate import migrate_run_ids
@@ -37,6 +39,7 @@ from pipeline.plan import ID_VERSION, chunk
 from pipeline.processes import (controller_ignores_sigint, remove_placeholder_folder, restore_sigint,
                                 sigterm_as_interrupt, stop_jobs, this_process, watch_parent)
 from pipeline.prepare import PreparedSweep
+from pipeline.problem import build_problem
 from pipeline.records import RunResult, Task, TaskSpec
 from pipeline.status import wait_for_sweep
 from pipeline.train import set_threads, train_runs
@@ -101,25 +104,40 @@ class TaskRunner(submitit.helpers.Checkpointable):
             log.error("could not record the failure of task %d: %s", task.index, second)
 
     def _train(self, task: Task, out: Path) -> list[dict[str, Any]]:
-        meta = self.spec.meta
+        meta, started = self.spec.meta, time.perf_counter()
         rows = record.read_progress(out, task.part_name)
         done = {r["run_id"] for r in rows}
         todo = [r for r in task.runs if r.run_id not in done]
-        if done:
+        if done:  # besides the task's line: a requeued task says so when it starts again
             log.info("resuming task %d: %d of %d runs already done", task.index, len(done), len(task.runs))
-        counter = itertools.count(len(done) + 1)
+        counter, batches = itertools.count(len(done) + 1), []
 
         def save(results: list[RunResult]) -> None:  # once per batch: a fast engine finishes many runs at once
+            batches.append(results)
             for result in results:
                 rows.append(record.result_row(result, meta.experiment, meta.param_names, task.index))
-                log.info("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
-                         result.run.run_id, result.status, result.final_loss, result.epochs)
+                log.debug("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
+                          result.run.run_id, result.status, result.final_loss, result.epochs)
             record.write_progress(out, task.part_name, rows, meta)
 
         if todo:
             train_runs(self.spec, todo, on_batch_done=save)
+        log.info("%s", task_line(task, len(done), batches, rows, time.perf_counter() - started))
         order = {r.run_id: i for i, r in enumerate(task.runs)}
         return sorted(rows, key=lambda r: order[r["run_id"]])
+
+
+def task_line(task: Task, n_resumed: int, batches: list[list[RunResult]], rows: list[dict[str, Any]],
+              seconds: float) -> str:
+    """The one INFO line of a task: runs, engine, batch plan, time and statuses (runs: DEBUG)."""
+    engines = sorted({f"{r.engine} on {r.device}" for batch in batches for r in batch}) or ["none"]
+    sizes = [len(b) for b in batches]
+    plan = f"{len(sizes)} batch(es) of up to {max(sizes)}" if sizes else "nothing left to train"
+    resumed = f" ({n_resumed} resumed from progress)" if n_resumed else ""
+    statuses = [r["status"] for r in rows]
+    counts = ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))) or "no runs"
+    return (f"task {task.index}: {len(task.runs)} runs{resumed}, engine {', '.join(engines)}, {plan}, "
+            f"{seconds:.2f} s: {counts}")
 
 
 @dataclass
@@ -283,10 +301,12 @@ def sbatch_preview(executor: submitit.AutoExecutor, n_tasks: int) -> str:
                                **{**executor.parameters, "map_count": n_tasks})
 
 
-def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_runs: int, n_skipped: int) -> str:
-    """What a launch would do: runs, tasks, arrays, resources, and the sbatch script."""
+def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_runs: int, n_skipped: int,
+                 sizing: str = "") -> str:
+    """What a launch would do: runs, tasks (and how they were sized), arrays, resources, the sbatch script."""
+    size = max((len(t.runs) for t in tasks), default=0)
     lines = [f"plan: {n_runs} runs ({n_skipped} already have results), {len(tasks)} task(s) of up to "
-             f"{launcher['runs_per_task']} runs"]
+             f"{size} runs" + (f"; {sizing}" if sizing else "")]
     if launcher["cluster"] == "slurm" and tasks:
         limit = array_limit(launcher)
         groups = array_groups(tasks, limit)
@@ -297,6 +317,21 @@ def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_r
         lines += ["sbatch script (first array):", sbatch_preview(executor, len(groups[0]))]
     lines.append("dry run: nothing submitted")
     return "\n".join(lines)
+
+
+def plan_tasks(prepared: PreparedSweep, todo: list) -> tuple[list[Task], str]:
+    """The tasks of the runs left to train, sized by `chunking.runs_per_task`, and how."""
+    launcher, train = prepared.launcher, prepared.train
+    engine = choose_engine(prepared.parts, train.engine).name
+    engine_bytes = 0
+    if engine in FAST_ENGINES and todo:  # the engine's own estimate, from the problem a task builds
+        problem = build_problem(prepared.parts, prepared.dataset, device="cpu", dtype=train.dtype)
+        engine_bytes = FAST_ENGINES[engine][1](problem)
+    work = Work(len(todo), engine, train.epochs, train.log_every, engine_bytes)
+    slots = 1 if launcher["cluster"] == "debug" else (launcher["max_parallel"] or cpu_count())
+    auto_slurm = launcher["cluster"] == "slurm" and launcher["runs_per_task"] == "auto"
+    size, how = runs_per_task(work, launcher, slots, array_limit(launcher) if auto_slurm else 0)
+    return chunk(todo, size), f"{size} runs per task, {how}"
 
 
 def launch(prepared: PreparedSweep) -> LaunchReport:
@@ -310,9 +345,9 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
     if launcher["dry_run"]:
         done = record.finished_run_ids(out_dir) if out_dir.exists() else set()
         todo = [r for r in prepared.runs if r.run_id not in done]
-        tasks = chunk(todo, launcher["runs_per_task"])
+        tasks, sizing = plan_tasks(prepared, todo)
         skipped = len(prepared.runs) - len(todo)
-        print(dry_run_text(executor, tasks, launcher, len(prepared.runs), skipped))
+        print(dry_run_text(executor, tasks, launcher, len(prepared.runs), skipped, sizing))
         return LaunchReport(out_dir, len(prepared.runs), skipped, len(tasks), waited=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, wait=bool(launcher.get("wait_lock", False))):
@@ -327,11 +362,11 @@ def _launch_holding_lock(prepared: PreparedSweep, executor: Any) -> LaunchReport
     migrate_run_ids(out_dir)
     done = record.finished_run_ids(out_dir)
     todo = [r for r in runs if r.run_id not in done]
-    tasks = chunk(todo, launcher["runs_per_task"])
+    tasks, sizing = plan_tasks(prepared, todo)
     report = LaunchReport(out_dir, len(runs), len(runs) - len(todo), len(tasks))
     write_sweep_files(prepared)
-    log.info("%d runs planned; skipped %d that already have results; %d to train in %d task(s)",
-             len(runs), report.n_skipped, len(todo), len(tasks))
+    log.info("%d runs planned; skipped %d that already have results; %d to train in %d task(s) (%s)",
+             len(runs), report.n_skipped, len(todo), len(tasks), sizing)
     if not tasks:
         return report
     parent = this_process() if launcher["cluster"] == "local" else None

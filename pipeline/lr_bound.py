@@ -26,7 +26,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Callable, Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -224,18 +224,31 @@ def why_no_bound(config: dict[str, Any], closed_form: bool) -> Optional[str]:
 
 def with_lr_bounds(out_dir: Path, meta: SweepMeta, estimates: pd.DataFrame) -> pd.DataFrame:
     """The estimates with `COLUMNS` added, where the sweep's model, loss and optimiser allow."""
-    if estimates.empty or not meta.closed_form:
-        return estimates
+    return lr_bounds_adder(out_dir, meta)(estimates)
+
+
+def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """`with_lr_bounds` for one sweep folder, its config and design read once (aggregation
+    calls it once per grid cell)."""
+    if not meta.closed_form:
+        return lambda estimates: estimates
     config = read_config(out_dir)
     reason = why_no_bound(config, meta.closed_form)
     design = record.read_design(out_dir, meta.param_names)
     if reason or design is None:
         log.info("no learning-rate bounds in estimates.parquet: %s", reason or f"no {record.DESIGN}")
-        return estimates
+        return lambda estimates: estimates
     reduction = str((config.get("loss") or {}).get("reduction", "mean"))
     tol = float((config.get("train") or {}).get("grad_tol", 1e-3))
-    frame = bounds_frame(estimates, *design, reduction, SGDRule.from_config(config["optim"]), tol)
-    return pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
+    rule = SGDRule.from_config(config["optim"])
+
+    def add(estimates: pd.DataFrame) -> pd.DataFrame:
+        if estimates.empty:
+            return estimates
+        frame = bounds_frame(estimates, *design, reduction, rule, tol)
+        return pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
+
+    return add
 
 
 def auto_lr_grid(features: np.ndarray, reduction: str, rule: SGDRule,

@@ -37,7 +37,8 @@ ID_SETTINGS = {"model": None, "loss": None, "optim": None, "train": ("epochs", "
 
 # Version 0 (legacy_run_id): the whole resolved config but these; kept to migrate old folders.
 _NOT_IN_ID = {"train": ("engine", "device"), "launcher": None, "intervals": None, "out_dir": None, "report": None,
-              "sweep": None, "data": None, "data_dir": None}
+              "sweep": None, "data": None, "data_dir": None,
+              "lr_grid_factors": None}  # keys added after version 0: an old folder's config has none
 
 
 def lr_grid(cfg: dict[str, Any]) -> list[float]:
@@ -74,11 +75,22 @@ def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
 def run_id(fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int,
            scheme: str = CASE) -> str:
     """Version `ID_VERSION`: seed and scheme change bootstrap draws (k >= 1) only."""
+    return run_id_from_json(json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme)
+
+
+def run_id_from_json(settings_json: str, lr: float, init: Optional[list[float]], resample: int, seed: int,
+                     scheme: str = CASE) -> str:
+    """`run_id` with the settings serialised once per sweep, not once per run (10^6 runs: minutes).
+
+    The text hashed is json.dumps(..., sort_keys=True) of {"v", "settings", "lr", "init",
+    "resample", "seed", "scheme"}: "settings" and "v" sort after the run's own keys, so the
+    run's part is dumped alone and the settings' text appended (tests/test_house.py pins it).
+    """
     draw = resample > 0
-    fields = {"v": ID_VERSION, "settings": fingerprint, "lr": float(lr),
-              "init": None if init is None else [float(v) for v in init], "resample": int(resample),
-              "seed": int(seed) if draw else None, "scheme": scheme if draw else None}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    own = {"lr": float(lr), "init": None if init is None else [float(v) for v in init], "resample": int(resample),
+           "seed": int(seed) if draw else None, "scheme": scheme if draw else None}
+    text = json.dumps(own, sort_keys=True, default=str)[:-1] + f', "settings": {settings_json}, "v": {ID_VERSION}}}'
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def legacy_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -121,13 +133,13 @@ def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) ->
     `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`);
     `n_rows`, their number, is needed only for jackknife runs (one per row).
     """
-    fingerprint = {**settings_fingerprint(cfg), "data": data_digest}
+    settings_json = json.dumps({**settings_fingerprint(cfg), "data": data_digest}, sort_keys=True, default=str)
     seed, scheme = int(cfg["sweep"]["seed"]), cfg["sweep"].get("scheme", CASE)
     runs = []
     for lr in lr_grid(cfg):
         for i, init in enumerate(init_grid(cfg)):
             for k in resample_indices(cfg, n_rows):
-                runs.append(Run(run_id(fingerprint, lr, init, k, seed, scheme), lr, i,
+                runs.append(Run(run_id_from_json(settings_json, lr, init, k, seed, scheme), lr, i,
                                 None if init is None else tuple(init), k, seed, scheme))
     return runs
 

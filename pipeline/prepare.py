@@ -135,13 +135,17 @@ def _rule_problems(rules: list[tuple[str, Any, str]]) -> list[str]:
     return problems
 
 
+def _auto_or_positive(value: Any) -> bool:
+    return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
 def _check_numbers(cfg: dict[str, Any]) -> list[str]:
     t, lc, sw = cfg["train"], cfg["launcher"], cfg["sweep"]
     rules = [
         ("train.epochs", t["epochs"], ">= 1"), ("train.log_every", t["log_every"], ">= 1"),
         ("train.grad_tol", t["grad_tol"], "> 0"),
         ("sweep.resamples", sw["resamples"], ">= 0"), ("sweep.seed", sw["seed"], ">= 0"),
-        ("launcher.runs_per_task", lc["runs_per_task"], ">= 1"), ("launcher.max_parallel", lc["max_parallel"], ">= 0"),
+        ("launcher.max_parallel", lc["max_parallel"], ">= 0"),
         ("launcher.timeout_min", lc["timeout_min"], "> 0"), ("launcher.cpus_per_task", lc["cpus_per_task"], ">= 1"),
         ("launcher.mem_gb", lc["mem_gb"], "finite and > 0"), ("launcher.gpus_per_node", lc["gpus_per_node"], ">= 0"),
         ("launcher.array_parallelism", lc["array_parallelism"], ">= 1"),
@@ -151,6 +155,8 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("intervals.level", cfg["intervals"]["level"], "between 0 and 1"),
     ]
     problems = _rule_problems(rules) + split_seed_problems(cfg["data"])
+    if not _auto_or_positive(lc["runs_per_task"]):
+        problems.append(f"`launcher.runs_per_task` must be auto or an integer >= 1; got {lc['runs_per_task']!r}")
     for key, allowed in (("engine", ENGINES), ("dtype", DTYPES), ("device", DEVICES)):
         if t[key] not in allowed:
             problems.append(f"`train.{key}` must be one of {', '.join(allowed)}; got {t[key]!r}")

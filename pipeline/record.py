@@ -290,7 +290,8 @@ def part_files(out_dir: Path) -> list[Path]:
 
 
 def read_parts(out_dir: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
-    """All results found, one row per run id (the newest part wins a duplicate)."""
+    """All results found, one row per run id (the newest part wins a duplicate), in memory:
+    `pipeline.aggregate` streams the parts instead; this serves small reads and tests."""
     tables = [_read_or_set_aside(f, columns) for f in part_files(out_dir)]
     frames = [t.to_pandas() for t in tables if t is not None and t.num_rows]
     if not frames:
@@ -300,7 +301,11 @@ def read_parts(out_dir: Path, columns: Optional[list[str]] = None) -> pd.DataFra
 
 
 def finished_run_ids(out_dir: Path) -> set[str]:
-    return set(read_parts(out_dir, columns=["run_id"])["run_id"])
+    """Run ids with a result, from the run_id column alone (no pandas frame per part)."""
+    ids: set[str] = set()
+    for path in part_files(out_dir):
+        ids.update(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+    return ids
 
 
 def plan_frame(runs: list[Run]) -> pd.DataFrame:

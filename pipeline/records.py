@@ -41,10 +41,10 @@ class Run:
         return resample_kind(self.resample)
 
     def as_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["init"] = None if self.init is None else list(self.init)
-        row["kind"] = self.kind
-        return row
+        # by hand, not dataclasses.asdict: its deep copy cost ~0.3 ms a run (minutes for 10^6 runs)
+        return {"run_id": self.run_id, "lr": self.lr, "init_index": self.init_index,
+                "init": None if self.init is None else list(self.init), "resample": self.resample,
+                "seed": self.seed, "scheme": self.scheme, "kind": self.kind}
 
 
 @dataclass(frozen=True)

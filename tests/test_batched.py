@@ -294,7 +294,7 @@ def test_train_chunk_splits_a_chunk_that_does_not_fit_memory(monkeypatch, caplog
     per_run = engines.FAST_ENGINES["gram"][1](problem)
     monkeypatch.setattr(memory, "available_memory", lambda device: (5 * per_run, "a test budget"))
     batches = []
-    with caplog.at_level(logging.INFO, logger="pipeline"):
+    with caplog.at_level(logging.DEBUG, logger="pipeline"):  # the batch plan is logged at DEBUG
         split = train_chunk(problem, runs, train_cfg(), on_batch_done=batches.append)
     assert [len(b) for b in batches] == [5, 5, 5, 5, 1, 3]  # the 3 jackknife runs apart
     assert ("a test budget fit 5 runs; 24 runs -> 6 batch(es) of up to 5 (runs of 2 data sizes, "

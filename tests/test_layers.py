@@ -22,8 +22,8 @@ LAYERS: dict[str, float] = {
     "errors": 0, "records": 0, "resampling": 0.5, "closed_form": 0.5, "studentized": 0.9, "interval_formulas": 0.95,
     # pure parts: the schema, models, formulas, the sweep folder's files, the queue
     "config": 1, "compose": 1.5, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
-    "lock": 1, "processes": 1,
-    "intervals": 1, "report_data": 1, "report_figures": 1, "report_html": 1.5,
+    "lock": 1, "processes": 1, "chunking": 1,
+    "intervals": 1, "partscan": 1.5, "report_data": 1, "report_figures": 1, "report_html": 1.5,
     "units": 1.5, "lr_bound": 1.6,
     "data": 2, "plan": 2, "plots": 2, "migrate": 3,
     "problem": 3,
@@ -43,8 +43,9 @@ LAYERS: dict[str, float] = {
     "__init__": 11,
 }
 # Reading a sweep folder needs neither torch nor the training side.
-READERS = ("record", "closed_form", "intervals", "plots", "aggregate", "status", "report", "report_data", "report_html",
-           "report_figures", "resampling", "studentized", "interval_formulas", "units", "lr_bound", "summary")
+READERS = ("record", "closed_form", "partscan", "intervals", "plots", "aggregate", "status", "report", "report_data",
+           "report_html", "report_figures", "resampling", "studentized", "interval_formulas", "units", "lr_bound",
+           "summary")
 TRAINING_SIDE = ("models", "problem", "engines", "train", "prepare", "launch")
 
 

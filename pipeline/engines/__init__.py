@@ -42,7 +42,7 @@ def train_chunk(problem: Problem, runs: list[Run], settings: TrainSettings,
     once per group rather than once per run. Results come back in the order of `runs`.
     """
     choice = choose_engine(problem.parts, settings.engine)
-    log.info("%d runs, engine %s (%s)", len(runs), choice.name, choice.reason)
+    log.debug("%d runs, engine %s (%s)", len(runs), choice.name, choice.reason)
     done = on_batch_done or (lambda results: None)
     if choice.name != "reference":
         return train_fast(choice.name, problem, runs, settings, done)
@@ -70,8 +70,8 @@ def train_fast(engine: str, problem: Problem, runs: list[Run], settings: TrainSe
     size, why = batch_size(len(runs), run_bytes(problem), problem.device)
     batches, sizes = _batches(problem, runs, size)
     apart = f" (runs of {len(sizes)} data sizes, rows {sizes}, apart)" if len(sizes) > 1 else ""
-    log.info("engine %s on %s: %s; %d runs -> %d batch(es) of up to %d%s", engine, problem.device, why,
-             len(runs), len(batches), size, apart)
+    log.debug("engine %s on %s: %s; %d runs -> %d batch(es) of up to %d%s", engine, problem.device, why,
+              len(runs), len(batches), size, apart)
     results: list[Optional[RunResult]] = [None] * len(runs)
     for batch in batches:
         done = train(problem, [runs[i] for i in batch], settings)
