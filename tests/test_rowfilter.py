@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.data import select_rows
 from pipeline.rowfilter import MAX_LENGTH, RowFilterError, row_mask
 
