@@ -151,6 +151,20 @@ class LaunchReport:
     waited: bool = True
 
 
+def warn_if_data_changed(prepared: PreparedSweep, done: set[str]) -> None:
+    """A relaunch on data whose values changed plans new runs: say that the results of the old
+    data stay in the folder but are not reused (nor shown in the tables of this plan)."""
+    path = prepared.out_dir / record.SWEEP_META
+    if not path.is_file():
+        return
+    before = record.read_meta(prepared.out_dir).data_digest
+    kept = len(done - {r.run_id for r in prepared.runs})
+    if before != prepared.meta.data_digest and kept:
+        log.warning("the data of %s changed since this folder's last launch: %d result(s) of the old data stay "
+                    "in parts/ but are not reused; every run of the new data is trained", prepared.meta.data_source,
+                    kept)
+
+
 def write_sweep_files(prepared: PreparedSweep) -> None:
     out_dir = prepared.out_dir
     record.write_meta(prepared.meta, out_dir, id_version=ID_VERSION)
@@ -362,6 +376,7 @@ def _launch_holding_lock(prepared: PreparedSweep, executor: Any) -> LaunchReport
     migrate_run_ids(out_dir)
     done = record.finished_run_ids(out_dir)
     todo = [r for r in runs if r.run_id not in done]
+    warn_if_data_changed(prepared, done)
     tasks, sizing = plan_tasks(prepared, todo)
     report = LaunchReport(out_dir, len(runs), len(runs) - len(todo), len(tasks))
     write_sweep_files(prepared)
