@@ -7,7 +7,6 @@ see its docstring for the definitions. numpy and scipy only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy.special import ndtr, ndtri

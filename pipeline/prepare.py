@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError
 from pipeline.closed_form import closed_form_problem
 from pipeline.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
 from pipeline.lr_bound import resolve_auto_lr
-from pipeline.plan import init_grid, lr_grid, plan
+from pipeline.plan import plan
 from pipeline.problem import ProblemParts, build_problem_parts, design_matrix
 from pipeline.records import RESIDUAL, SCHEMES, STATUSES, Run, SweepMeta, TaskSpec, TrainSettings
 

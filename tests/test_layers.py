@@ -29,6 +29,7 @@ LAYERS: dict[str, float] = {
     "problem": 3,
     # the engines, in their own order
     "engines.stacked_optim": 4.0, "engines.memory": 4.0, "engines.fate": 4.1, "engines.stacked": 4.2,
+    "engines.moments": 4.1, "engines.overflow": 4.2,
     "engines.reference": 4.3, "engines.batched": 4.3, "engines.gram": 4.3, "engines.choice": 4.4,
     "engines": 4.5,
     # prepare asks the engines which can train the problem; train runs them inside a task
