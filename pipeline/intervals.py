@@ -37,7 +37,6 @@ z se / sqrt(2 (B - 1)), the error of a standard deviation; 0 for the closed-form
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -47,20 +46,20 @@ from pipeline.closed_form import (ClosedFormDesign, OLSFit, closed_form_bounds, 
                                   closed_form_problem, fit_design, ols_fit)
 from pipeline.interval_formulas import (_Bounds, _density, basic_bounds, bca_bounds,  # noqa: F401 - re-exported
                                         normal_bounds, percentile_bounds, studentized_bounds)
-from pipeline.records import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL, resample_kind
-from pipeline.studentized import draw_covariances, standard_errors
+from pipeline.interval_cells import (GAP_SHARE_OF_SE, _bca_note, _Cell, _cell_notes, _counts,  # noqa: F401
+                                     _estimate_notes, _split_cell, as_float as _as_float)
+from pipeline.records import BOOTSTRAP, JACKKNIFE, ORIGINAL
+from pipeline.draw_values import SE_PREFIX as _SE, in_raw_units, kinds_of  # noqa: F401 - kinds_of re-exported
+from pipeline.draw_values import raw_matrix_iv as _raw_matrix_iv, with_draw_se as _with_draw_se
+from pipeline.studentized import draw_covariances
 
 METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "studentized")
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal", "studentized")
 CLOSED_FORM_METHODS = ("t", "hc3")
 DESIGN_METHODS = ("t", "hc3", "studentized")  # need the design (X, y): models linear in their parameters
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
-_SE = "__se__"  # prefix of the per-draw OLS standard-error columns the studentized method reads
 GRID_COLUMNS = ("lr", "init_index")
 DROP_REASONS = ("diverged", "not_converged")
-# A point estimate further than this share of a bootstrap SE from the closed-form optimum
-# is called unconverged in the note: the interval then describes the optimiser.
-GAP_SHARE_OF_SE = 0.1
 
 COLUMNS = ("parameter", "method", "level", "scheme", "estimate", "lower", "upper", "se", "n_used",
            "n_dropped", "n_dropped_diverged", "n_dropped_not_converged", "dropped", "mc_se_lower",
@@ -78,92 +77,6 @@ class DroppedRunsWarning(UserWarning):
 # --- the table ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Cell:
-    """One grid cell's runs, split by kind and by whether their status is used."""
-
-    original: Optional[pd.Series]  # the run on the original rows
-    boot: pd.DataFrame  # bootstrap draws whose status is used
-    dropped: pd.Series  # statuses of the bootstrap draws left out
-    jack: pd.DataFrame  # jackknife fits whose status is used
-    jack_dropped: pd.Series
-    scheme: str
-
-    @property
-    def n_boot(self) -> int:
-        return len(self.boot) + len(self.dropped)
-
-
-def kinds_of(frame: pd.DataFrame) -> pd.Series:
-    """Each run's kind (original, bootstrap, jackknife): the `kind` column, else from `resample`."""
-    from_resample = frame["resample"].map(resample_kind)
-    if "kind" not in frame.columns:
-        return from_resample
-    return frame["kind"].where(frame["kind"].notna(), from_resample)
-
-
-def _split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> _Cell:
-    kinds = kinds_of(cell)
-    used = cell["status"].isin(statuses)
-    original = cell[kinds == ORIGINAL]
-    boot_all = cell[kinds == BOOTSTRAP]
-    schemes = boot_all["scheme"].dropna().unique() if "scheme" in cell.columns else []
-    return _Cell(
-        original=original.iloc[0] if len(original) else None,
-        boot=boot_all[used[kinds == BOOTSTRAP]],
-        dropped=boot_all.loc[~used[kinds == BOOTSTRAP], "status"],
-        jack=cell[(kinds == JACKKNIFE) & used],
-        jack_dropped=cell.loc[(kinds == JACKKNIFE) & ~used, "status"],
-        scheme="/".join(sorted(schemes)) if len(schemes) else CASE,
-    )
-
-
-def _counts(statuses: pd.Series) -> str:
-    return "; ".join(f"{status}: {n}" for status, n in statuses.value_counts().sort_index().items())
-
-
-def _cell_notes(cell: _Cell, statuses: Sequence[str], max_dropped_share: float) -> tuple[list[str], list[str]]:
-    """(notes that make the cell's bootstrap intervals impossible, notes that qualify them)."""
-    fatal, caveats = [], []
-    if cell.n_boot == 0:
-        fatal.append("no bootstrap resamples in this cell (sweep.resamples=0)")
-    elif len(cell.boot) < 2:
-        fatal.append(f"{len(cell.boot)} usable resample(s) of {cell.n_boot} (statuses used: "
-                     f"{', '.join(statuses)}; dropped {_counts(cell.dropped)})")
-    if cell.n_boot and len(cell.dropped) / cell.n_boot > max_dropped_share and len(cell.boot) >= 2:
-        caveats.append(f"{len(cell.dropped)} of {cell.n_boot} draws dropped ({_counts(cell.dropped)}), more than "
-                       f"max_dropped_share={max_dropped_share:g}: the draws kept may not be a random subset")
-    unconverged = int((cell.boot["status"] != "ok").sum())
-    if unconverged:
-        caveats.append(f"{unconverged} of the draws used did not converge: the interval describes the optimiser "
-                       "as much as the data")
-    return fatal, caveats
-
-
-def _as_float(value: object) -> float:
-    """A parameter value as a float; NaN for a missing one (None, NA) instead of a TypeError."""
-    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
-    return float(number) if pd.notna(number) else np.nan
-
-
-def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) -> tuple[list[str], list[str], float]:
-    """(fatal notes, caveats, gap to the closed-form optimum) for the point estimate."""
-    if cell.original is None:
-        return ["no run on the original rows (resample 0) in this cell"], [], np.nan
-    fatal, caveats = [], []
-    status = cell.original["status"]
-    if status not in statuses:
-        fatal.append(f"the fit on the original rows is {status}")
-    ols_col = f"ols_{name}"
-    gap = abs(_as_float(cell.original[name]) - _as_float(cell.original[ols_col])) \
-        if ols_col in cell.original.index else np.nan
-    if np.isfinite(gap) and (status != "ok" or (np.isfinite(se) and gap > GAP_SHARE_OF_SE * se)):
-        share = f" = {gap / se:.2g} bootstrap SEs" if np.isfinite(se) and se > 0 else ""
-        caveats.append(f"the point estimate is {gap:.3g} from the closed-form optimum{share}: an interval of "
-                       "unconverged fits describes the optimiser, not the data")
-    return fatal, caveats, gap
-
-
 def _bootstrap_bounds(method: str, boot: np.ndarray, theta_hat: float, jack: np.ndarray, alpha: float,
                       student: Optional[tuple[np.ndarray, float]] = None) -> _Bounds:
     if method == "studentized":
@@ -177,19 +90,6 @@ def _bootstrap_bounds(method: str, boot: np.ndarray, theta_hat: float, jack: np.
     if method == "normal":
         return normal_bounds(boot, theta_hat, alpha)
     return bca_bounds(boot, theta_hat, jack, alpha)
-
-
-def _bca_note(cell: _Cell) -> tuple[bool, str]:
-    """(whether bca can be formed, why not or how its acceleration was found)."""
-    n_jack = len(cell.jack) + len(cell.jack_dropped)
-    if n_jack == 0:
-        return False, "bca needs jackknife fits (sweep.jackknife=true); none in this cell"
-    if len(cell.jack) < 3:
-        return False, (f"bca needs at least 3 usable jackknife fits; {len(cell.jack)} of {n_jack} "
-                       f"({_counts(cell.jack_dropped)})")
-    if len(cell.jack_dropped):
-        return True, f"acceleration from {len(cell.jack)} of {n_jack} jackknife fits ({_counts(cell.jack_dropped)})"
-    return True, ""
 
 
 def _bootstrap_rows(cell: _Cell, params: Sequence[str], methods: Sequence[str], level: float,
@@ -307,38 +207,6 @@ def _warn(table: pd.DataFrame, by: Sequence[str], max_dropped_share: float) -> N
         warnings.warn(f"{n_cells} cell(s) dropped more than {max_dropped_share:.0%} of their bootstrap draws, "
                       f"e.g. {row['n_dropped']} of {row['n_used'] + row['n_dropped']} ({row['dropped']})",
                       DroppedRunsWarning, stacklevel=3)
-
-
-def _with_draw_se(estimates: pd.DataFrame, params: Sequence[str], X: np.ndarray, y: np.ndarray,
-                  matrix: Optional[np.ndarray], covs: Optional[np.ndarray]) -> pd.DataFrame:
-    """The estimates with each original and bootstrap run's own OLS se beside its parameters."""
-    kinds = kinds_of(estimates)
-    runs = estimates[kinds.isin([ORIGINAL, BOOTSTRAP])]
-    se = standard_errors(draw_covariances(runs, X, y) if covs is None else covs, matrix)
-    columns = {_SE + name: pd.Series(se[:, j], index=runs.index).reindex(estimates.index)
-               for j, name in enumerate(params)}
-    return estimates.assign(**columns)
-
-
-def in_raw_units(estimates: pd.DataFrame, params: Sequence[str], matrix: np.ndarray) -> pd.DataFrame:
-    """The estimates with every run's parameters (and `ols_` fit, where present) mapped to
-    raw units: theta_raw = M theta, a linear map of each draw."""
-    out = estimates.copy()
-    out[list(params)] = estimates[list(params)].to_numpy(dtype=float) @ matrix.T
-    ols = [f"ols_{name}" for name in params]
-    if all(c in estimates.columns for c in ols):
-        out[ols] = estimates[ols].to_numpy(dtype=float) @ matrix.T
-    return out
-
-
-def _raw_matrix_iv(raw_units: Optional[np.ndarray], params: Sequence[str]) -> Optional[np.ndarray]:
-    if raw_units is None:
-        return None
-    matrix = np.asarray(raw_units, dtype=float)
-    if matrix.shape != (len(params), len(params)) or not np.isfinite(matrix).all():
-        raise ValueError(f"`raw_units` must be a finite ({len(params)}, {len(params)}) matrix (theta_raw = M theta); "
-                         f"got shape {matrix.shape}")
-    return matrix
 
 
 def _table(estimates: pd.DataFrame, params: Sequence[str], methods: Sequence[str], level: float,
