@@ -13,11 +13,9 @@ process was killed stops by itself; a full disk is one message naming the folder
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import logging
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,14 +28,14 @@ from tqdm import tqdm
 
 from pipeline import record
 from pipeline.chunking import Work, runs_per_task
-from pipeline.cluster import max_array_size
 from pipeline.engines import FAST_ENGINES, choose_engine
-from pipeline.errors import ConfigError, FolderError, Interrupted
+from pipeline.errors import FolderError, Interrupted
 from pipeline.lock import folder_lock
 from pipeline.migrate import migrate_run_ids
 from pipeline.plan import ID_VERSION, chunk
 from pipeline.processes import (controller_ignores_sigint, remove_placeholder_folder, restore_sigint,
                                 sigterm_as_interrupt, stop_jobs, this_process, watch_parent)
+from pipeline.executors import array_limit, dry_run_text, make_executor, submit_arrays
 from pipeline.prepare import PreparedSweep
 from pipeline.problem import build_problem
 from pipeline.records import RunResult, Task, TaskSpec
@@ -175,37 +173,6 @@ def write_sweep_files(prepared: PreparedSweep) -> None:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(prepared.cfg)))
 
 
-def executor_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
-    """AutoExecutor parameters for the launcher config (submitit's names)."""
-    if launcher["cluster"] == "debug":
-        return {}
-    params: dict[str, Any] = {"timeout_min": launcher["timeout_min"]}
-    if launcher["cluster"] == "slurm":
-        params.update(
-            cpus_per_task=launcher["cpus_per_task"], mem_gb=launcher["mem_gb"],
-            gpus_per_node=launcher["gpus_per_node"] or None,
-            slurm_array_parallelism=launcher["array_parallelism"],
-            slurm_signal_delay_s=launcher["signal_delay_s"],
-            slurm_additional_parameters=dict(launcher["additional_parameters"]),
-            slurm_setup=list(launcher["setup"]),
-            name="pipeline",
-        )
-        for key in ("partition", "account", "qos", "gres"):
-            if launcher[key]:
-                params[f"slurm_{key}"] = launcher[key]
-    return {k: v for k, v in params.items() if v is not None}
-
-
-def make_executor(launcher: dict[str, Any], folder: Path) -> submitit.AutoExecutor:
-    kwargs = {"slurm_max_num_timeout": launcher["max_num_timeout"]} if launcher["cluster"] == "slurm" else {}
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher["cluster"], **kwargs)
-    try:
-        executor.update_parameters(**executor_parameters(launcher))
-    except (ValueError, TypeError) as err:
-        raise ConfigError([f"`launcher`: submitit refuses these parameters: {err}"]) from err
-    return executor
-
-
 def _failure(job: Any, task: Task) -> str:
     try:
         job.result()
@@ -272,65 +239,6 @@ def interrupted_text(out_dir: Path, runs: list[Any]) -> str:
     return (f"interrupted: the running tasks were stopped; {saved} of {len(planned)} runs are saved in "
             f"{out_dir} (parts/, progress/). Relaunch the same command (out_dir={out_dir}) to train only "
             f"the {len(planned) - saved} runs left")
-
-
-def array_groups(tasks: list[Task], max_size: int) -> list[list[Task]]:
-    """Split tasks into job arrays of at most `max_size` (indices 0..max_size-1)."""
-    return [tasks[i:i + max_size] for i in range(0, len(tasks), max_size)]
-
-
-def array_limit(launcher: dict[str, Any]) -> int:
-    return launcher["max_array_size"] or max_array_size()
-
-
-def submit_arrays(executor: Any, runner: TaskRunner, tasks: list[Task], launcher: dict[str, Any],
-                  out_dir: Path) -> list[str]:
-    """slurm: one `map_array` per group of tasks; each array is recorded in launches.jsonl."""
-    job_ids = []
-    for group in array_groups(tasks, array_limit(launcher)):
-        jobs = executor.map_array(runner, group)
-        job_id = jobs[0].job_id.split("_")[0]
-        job_ids.append(job_id)
-        record.append_launch(out_dir, {
-            "time": dt.datetime.now().isoformat(timespec="seconds"), "job_id": job_id,
-            # submitit submits a one-task "array" as a plain job: keep the id it got
-            "tasks": [{"array_index": i, "slurm_id": job.job_id, "task": t.index, "part": t.part_name,
-                       "runs": [r.run_id for r in t.runs]} for i, (t, job) in enumerate(zip(group, jobs))]})
-        log.info("submitted job array %s: %d task(s)", job_id, len(group))
-    return job_ids
-
-
-def sbatch_preview(executor: submitit.AutoExecutor, n_tasks: int) -> str:
-    """The sbatch script submitit would submit for an array of `n_tasks`.
-
-    submitit has no public call that returns this text: `_make_sbatch_string` is the
-    function its SlurmExecutor submits with, given the executor's (public) converted
-    parameters. tests/test_slurm.py pins the lines we rely on, so an upgrade that
-    changes it fails there rather than silently.
-    """
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    command = f"{sys.executable} -u -m submitit.core._submit <folder>"
-    return _make_sbatch_string(command=command, folder=executor.folder,
-                               **{**executor.parameters, "map_count": n_tasks})
-
-
-def dry_run_text(executor: Any, tasks: list[Task], launcher: dict[str, Any], n_runs: int, n_skipped: int,
-                 sizing: str = "") -> str:
-    """What a launch would do: runs, tasks (and how they were sized), arrays, resources, the sbatch script."""
-    size = max((len(t.runs) for t in tasks), default=0)
-    lines = [f"plan: {n_runs} runs ({n_skipped} already have results), {len(tasks)} task(s) of up to "
-             f"{size} runs" + (f"; {sizing}" if sizing else "")]
-    if launcher["cluster"] == "slurm" and tasks:
-        limit = array_limit(launcher)
-        groups = array_groups(tasks, limit)
-        throttle = launcher["array_parallelism"]
-        specs = [f"--array=0-{len(g) - 1}%{min(throttle, len(g))}" for g in groups]
-        lines.append(f"arrays: {len(groups)} (MaxArraySize {limit}): {', '.join(specs)}")
-        lines.append(f"resources per task: {executor_parameters(launcher)}")
-        lines += ["sbatch script (first array):", sbatch_preview(executor, len(groups[0]))]
-    lines.append("dry run: nothing submitted")
-    return "\n".join(lines)
 
 
 def plan_tasks(prepared: PreparedSweep, todo: list) -> tuple[list[Task], str]:

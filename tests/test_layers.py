@@ -35,6 +35,7 @@ LAYERS: dict[str, float] = {
     # prepare asks the engines which can train the problem; train runs them inside a task
     "prepare": 5, "train": 5,
     "status": 6,
+    "executors": 6.5,
     "launch": 7,
     "aggregate": 8,
     "report": 2,
