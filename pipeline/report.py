@@ -12,15 +12,14 @@ because of what the sweep produced. Everything taken from the folder is HTML-esc
 from __future__ import annotations
 
 import logging
-import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from pipeline import record
 from pipeline.report_data import Sweep, load_sweep_folder
 from pipeline.report_html import CSS, esc, figure, fmt, html_table, missing
 
@@ -277,12 +276,6 @@ def write_report(out_dir: Path) -> Path:
         raise FileNotFoundError(f"`out_dir`: {out_dir} is not a folder")
     page = render(load_sweep_folder(out_dir))
     path = out_dir / REPORT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with record.atomic_path(path) as tmp:  # the umask's permissions, as every file of the folder
+        tmp.write_text(page, encoding="utf-8")
     return path

@@ -194,3 +194,15 @@ def test_a_relaunch_on_changed_data_says_it_does_not_reuse_the_old_results(tmp_p
     assert again.n_skipped == 0 and again.n_tasks == 1
     assert any("changed since this folder's last launch: 1 result(s) of the old data" in r.getMessage()
                for r in caplog.records)
+
+
+def test_the_report_has_the_umask_permissions_too(tmp_path):
+    from pipeline.report import write_report
+
+    run_sweep(tmp_path / "s", "experiment=linear_synthetic", "sweep=single", "launcher=debug", "train.epochs=20")
+    old = os.umask(0o022)
+    try:
+        path = write_report(tmp_path / "s")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
