@@ -177,12 +177,6 @@ class RowsCurvature:
                 "epochs_to_tol": epochs_to_tol(rate, g0, tol) if rule.weight_decay == 0 else math.nan}
 
 
-def run_bounds(features: np.ndarray, y: np.ndarray, lr: float, theta0: np.ndarray, reduction: str,
-               rule: SGDRule, tol: float) -> dict[str, float]:
-    """The four `COLUMNS` of one run, from its own rows (features, y) and its start."""
-    return RowsCurvature.of(features, y, reduction, rule).bounds(lr, theta0, rule, tol)
-
-
 def _run_data(X: np.ndarray, y: np.ndarray, run: Any, fitted: np.ndarray, resid: np.ndarray):
     rows = resample_rows(len(y), int(run.seed), int(run.resample))
     if getattr(run, "scheme", CASE) == RESIDUAL and run.resample > 0:
@@ -197,11 +191,12 @@ def _start(run: Any, n_params: int) -> np.ndarray:
 
 
 def bounds_frame(runs: pd.DataFrame, X: np.ndarray, y: np.ndarray, reduction: str, rule: SGDRule,
-                 tol: float) -> pd.DataFrame:
-    """`COLUMNS` for every run (index as `runs`), each from its own rows."""
+                 tol: float, seen: Optional[dict] = None) -> pd.DataFrame:
+    """`COLUMNS` for every run (index as `runs`), each from its own rows. `seen` keeps each draw's
+    curvature across calls (aggregation calls this once per grid cell, with the same draws in each)."""
     beta = np.linalg.lstsq(X, y, rcond=None)[0]
     fitted, resid = X @ beta, y - X @ beta
-    rows, seen = [], {}
+    rows, seen = [], ({} if seen is None else seen)
     for run in runs.itertuples(index=False):
         key = (int(run.seed), int(run.resample), getattr(run, "scheme", CASE))
         if key not in seen:  # the same draw in every grid cell: its curvature once
@@ -222,14 +217,10 @@ def why_no_bound(config: dict[str, Any], closed_form: bool) -> Optional[str]:
     return None
 
 
-def with_lr_bounds(out_dir: Path, meta: SweepMeta, estimates: pd.DataFrame) -> pd.DataFrame:
-    """The estimates with `COLUMNS` added, where the sweep's model, loss and optimiser allow."""
-    return lr_bounds_adder(out_dir, meta)(estimates)
-
-
 def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """`with_lr_bounds` for one sweep folder, its config and design read once (aggregation
-    calls it once per grid cell)."""
+    """A function adding `COLUMNS` to estimates, where the sweep's model, loss and optimiser
+    allow; the folder's config and design are read once, and each draw's curvature computed
+    once, however many grid cells aggregation hands it."""
     if not meta.closed_form:
         return lambda estimates: estimates
     config = read_config(out_dir)
@@ -241,11 +232,12 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
     reduction = str((config.get("loss") or {}).get("reduction", "mean"))
     tol = float((config.get("train") or {}).get("grad_tol", 1e-3))
     rule = SGDRule.from_config(config["optim"])
+    seen: dict = {}
 
     def add(estimates: pd.DataFrame) -> pd.DataFrame:
         if estimates.empty:
             return estimates
-        frame = bounds_frame(estimates, *design, reduction, rule, tol)
+        frame = bounds_frame(estimates, *design, reduction, rule, tol, seen)
         return pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
 
     return add
