@@ -1,4 +1,5 @@
 import pandas as pd
+import torch
 import pyarrow.parquet as pq
 import pytest
 
@@ -49,3 +50,33 @@ def test_parts_share_one_schema(out_dir):
     curves = pd.read_parquet(out_dir / "curves.parquet")
     assert list(curves.columns) == ["run_id", "epoch", "loss"]
     assert str(curves["epoch"].dtype) == "int64"
+
+
+@pytest.mark.parametrize("family", ["000 tdm quadratic", "002 mlp, adam"])
+def test_a_batch_is_written_as_its_result_rows(family):
+    """A fast engine's columnar batch makes the very table its runs' `result_row`s make
+    (diverged runs, NaN parameters, curves cut short, jackknife and residual runs included)."""
+    from pipeline.engines import train_gram
+    from pipeline.engines.batched import train_batched
+    from pipeline.engines.stacked import chunk_data
+    from pipeline.problem import resample_data
+    from pipeline.records import RunBatch, SweepMeta
+    from tests.test_batched import FAMILIES, chunk_of, family_problem, train_cfg
+
+    fam = FAMILIES[family]
+    problem = family_problem(fam, "float32")
+    runs = [r for r in chunk_of(fam) if r.resample >= 0]  # one row count: one batch
+    train = train_gram if "gram" in fam.engines else train_batched
+    batch = train(problem, runs, train_cfg(engine="auto"))
+    assert isinstance(batch, RunBatch) and len(batch) == len(runs)
+    assert {r.status for r in batch} >= {"diverged"}
+    x, y = chunk_data(problem, runs)
+    for i, run in enumerate(runs):  # one gather for the chunk: each run's own rows
+        rx, ry = resample_data(problem, run)
+        assert torch.equal(x[i], rx) and torch.equal(y[i], ry)
+    meta = SweepMeta("e", problem.parts.param_names, problem.parts.closed_form, "d", "s", problem.x.shape[0])
+    columns = record.batch_table(batch, meta, 3)
+    rows = record.rows_table([record.result_row(r, "e", meta.param_names, 3) for r in batch], meta)
+    assert columns.schema.equals(rows.schema)
+    assert columns.to_pandas().equals(rows.to_pandas())
+    assert record.results_table(list(batch), meta, 3).to_pandas().equals(rows.to_pandas())

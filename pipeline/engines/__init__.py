@@ -21,13 +21,13 @@ from pipeline.engines.memory import batch_size
 from pipeline.engines.reference import train_reference
 from pipeline.engines.stacked import resample_size
 from pipeline.problem import Problem
-from pipeline.records import Run, RunResult, TrainSettings
+from pipeline.records import Run, RunBatch, RunResult, TrainSettings
 
 __all__ = ["EngineChoice", "FAST_ENGINES", "choose_engine", "engine_problems", "train_chunk", "train_reference"]
 
 log = logging.getLogger(__name__)
 
-FAST_ENGINES: dict[str, tuple[Callable[..., list[RunResult]], Callable[[Problem], int]]] = {
+FAST_ENGINES: dict[str, tuple[Callable[..., RunBatch], Callable[[Problem], int]]] = {
     "gram": (train_gram, gram_bytes_per_run),
     "batched": (train_batched, batched_bytes_per_run),
 }

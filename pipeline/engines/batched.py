@@ -18,10 +18,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from pipeline.engines.fate import LiveRuns
-from pipeline.engines.stacked import ChunkOutcome, LossLog, chunk_data, closed_forms, initial_models, results_from
+from pipeline.engines.stacked import ChunkOutcome, LossLog, batch_from, chunk_data, closed_forms, initial_vectors
 from pipeline.engines.stacked_optim import optimizer_name, optimizer_settings, stacked_optimizer
 from pipeline.problem import Problem
-from pipeline.records import Run, RunResult, TrainSettings
+from pipeline.records import Run, RunBatch, TrainSettings
 
 ENGINE = "batched"
 
@@ -85,15 +85,14 @@ def _run_loss(model: nn.Module, loss_fn: nn.Module) -> Callable[..., Tensor]:
     return loss
 
 
-def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) -> list[RunResult]:
+def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) -> RunBatch:
     """Train `runs` together; the results equal `train_reference`'s run by run, up to rounding."""
     start = time.perf_counter()
     optim_settings = optimizer_settings(problem.parts.make_optim)
     if optim_settings is None:
         raise ValueError(f"the batched engine cannot step {optimizer_name(problem.parts.make_optim)}")
-    models = initial_models(problem, runs)
+    models, params = initial_vectors(problem, runs)
     _, buffers = stack_module_state(models)  # constant buffers (stateful modules are refused)
-    params = torch.stack([nn.utils.parameters_to_vector(m.parameters()).detach() for m in models])
     x_all, y_all = chunk_data(problem, runs)
     run_loss = _run_loss(models[0], problem.parts.loss_fn)
     loss_and_grads = vmap(grad_and_value(run_loss))
@@ -124,4 +123,4 @@ def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) ->
     outcome = ChunkOutcome(live.final, final_loss, grads.norm(dim=1), test_loss, live.stopped_at, log)
     if problem.parts.closed_form:
         outcome.ols, outcome.ols_loss = closed_forms(problem, x_all, y_all)
-    return results_from(outcome, problem, runs, settings, ENGINE, time.perf_counter() - start)
+    return batch_from(outcome, problem, runs, settings, ENGINE, time.perf_counter() - start)

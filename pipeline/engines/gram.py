@@ -30,14 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.engines.fate import LiveRuns
-from pipeline.engines.stacked import (ChunkOutcome, LossLog, chunk_data, closed_forms, features_of, initial_models,
-                                      results_from)
+from pipeline.engines.stacked import ChunkOutcome, LossLog, batch_from, chunk_data, closed_forms, features_of, initial_vectors
 from pipeline.engines.moments import (EpochMaps, MomentLosses, RowLosses, epoch_matrix, gram_moments,  # noqa: F401
                                       loss_scale, matrix_times, predictions, row_sum, state_size)
 from pipeline.engines.overflow import overflowed_parameters
 from pipeline.engines.stacked_optim import SGDSettings, optimizer_name, optimizer_settings
 from pipeline.problem import Problem
-from pipeline.records import Run, RunResult, TrainSettings
+from pipeline.records import Run, RunBatch, TrainSettings
 
 ENGINE = "gram"
 
@@ -60,7 +59,7 @@ def _held_out(problem: Problem, model: nn.Module, theta: Tensor) -> Optional[Ten
     return test.loss(theta)
 
 
-def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings) -> list[RunResult]:
+def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings) -> RunBatch:
     """Train `runs` together; the results equal `train_reference`'s run by run, up to rounding."""
     start = time.perf_counter()
     settings = optimizer_settings(problem.parts.make_optim)
@@ -80,8 +79,7 @@ def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings)
     # a loss above this may overflow the dtype on its way (squares, sums): take it from the rows
     overflow_risk = torch.finfo(problem.dtype).max / (4 * n_values)
 
-    theta0 = torch.stack([torch.nn.utils.parameters_to_vector(m.parameters()).detach()
-                          for m in initial_models(problem, runs)]).double()
+    theta0 = initial_vectors(problem, runs)[1].double()
     q = state_size(p, settings)
     z = torch.zeros(len(runs), q, dtype=torch.float64, device=problem.device)
     z[:, :p], z[:, -1] = theta0, 1.0
@@ -121,5 +119,6 @@ def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings)
 
     final = runs_live.final
     outcome = ChunkOutcome(final, on_rows.loss(final), on_rows.grad(final).norm(dim=1),
-                           _held_out(problem, model, final), runs_live.stopped_at, log, *closed_forms(problem, x, y))
-    return results_from(outcome, problem, runs, train_settings, ENGINE, time.perf_counter() - start)
+                           _held_out(problem, model, final), runs_live.stopped_at, log,
+                           *closed_forms(problem, x, y, features64))
+    return batch_from(outcome, problem, runs, train_settings, ENGINE, time.perf_counter() - start)
