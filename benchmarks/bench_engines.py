@@ -12,6 +12,8 @@ Figures (float32 unless --dtype):
   (`train_reference`) on --reference-runs of the runs, full length.
 - mlp: seed 002's toy network (3 -> 4 ReLU -> 2 sigmoid, 20 rows), 512 runs x 2,000
   Adam steps: the batched engine on all runs; the textbook loop on a sample.
+- "+ part (whole task)": the engine, then its results as a task writes them (the part's
+  Arrow table from the engine's columns, `record.results_table`, and its Parquet file).
 - sweep: `pipeline-sweep` end to end (plan, local launcher, training, aggregation) for
   1,000 resamples x 10,000 epochs of tdm_quadratic, wall time of the command.
 
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from pipeline import record
 from pipeline.config import CONF_DIR, to_container
 from pipeline.data import Dataset, load_dataset
 from pipeline.engines import train_reference
@@ -45,7 +48,7 @@ from pipeline.engines.batched import train_batched
 from pipeline.engines.gram import train_gram
 from pipeline.plan import plan
 from pipeline.problem import Problem, build_problem, build_problem_parts
-from pipeline.records import Run, RunResult, TrainSettings
+from pipeline.records import Run, RunResult, SweepMeta, TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,6 +116,20 @@ def fast(engine: Callable[..., list[RunResult]], problem: Problem, runs: list[Ru
     return wall / len(runs), results
 
 
+def with_part(engine: Callable[..., Any], meta: SweepMeta) -> Callable[..., Any]:
+    """The engine, then its results as a task writes them: a part's table and its Parquet file."""
+    def whole_task(problem: Problem, runs: list[Run], cfg: TrainSettings) -> Any:
+        results = engine(problem, runs, cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            record.write_table(record.results_table(results, meta, 0), Path(tmp) / "part.parquet")
+        return results
+    return whole_task
+
+
+def problem_meta(problem: Problem, name: str) -> SweepMeta:
+    return SweepMeta(name, problem.parts.param_names, problem.parts.closed_form, "", "", problem.x.shape[0])
+
+
 def bench_tdm(args: argparse.Namespace) -> None:
     cfg = compose_config("experiment=tdm_quadratic", "sweep=bootstrap", "sweep.resamples=999",
                          f"train.dtype={args.dtype}", f"train.device={args.device}")
@@ -129,6 +146,8 @@ def bench_tdm(args: argparse.Namespace) -> None:
           f"(mean of {len(sample)} full runs)")
     gram_time, gram = fast(train_gram, problem, runs, train)
     report("gram engine", ref_time, gram_time, f"max gap to textbook {max_relative_gap(gram, ref):.1e}")
+    task_time, _ = fast(with_part(train_gram, problem_meta(problem, "tdm_quadratic")), problem, runs, train)
+    report("gram engine + part (whole task)", ref_time, task_time, "(results as a part's table, Parquet written)")
     scale = train.epochs / args.batched_epochs
     batched_time, _ = fast(train_batched, problem, runs, replace(train, epochs=args.batched_epochs))
     report("batched engine", ref_time, batched_time * scale,
@@ -160,6 +179,8 @@ def bench_mlp(args: argparse.Namespace) -> None:
           f"(mean of {len(sample)} full runs)")
     batched_time, batched = fast(train_batched, problem, runs, train)
     report("batched engine", ref_time, batched_time, f"max gap to textbook {max_relative_gap(batched, ref):.1e}")
+    task_time, _ = fast(with_part(train_batched, problem_meta(problem, "toy mlp")), problem, runs, train)
+    report("batched engine + part (whole task)", ref_time, task_time, "(results as a part's table, Parquet written)")
     # Adam near an optimum amplifies rounding: the textbook loop on the same rows in
     # another order (another rounding, same problem) ends about as far from itself.
     reordered = replace(problem, x=problem.x.flip(0), y=problem.y.flip(0))

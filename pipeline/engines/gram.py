@@ -65,7 +65,8 @@ def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings)
     settings = optimizer_settings(problem.parts.make_optim)
     if not isinstance(settings, SGDSettings):
         raise ValueError(f"the gram engine trains with SGD only; got {optimizer_name(problem.parts.make_optim)}")
-    model = problem.parts.make_model().to(problem.device)
+    models, theta0 = initial_vectors(problem, runs)
+    model = models[0]  # for its features only (they do not depend on the parameters): no second build
     x, y = chunk_data(problem, runs)
     p, n_values = len(problem.parts.param_names), y.shape[1] * y.shape[2]
     scale = loss_scale(problem.parts.loss_fn, n_values)
@@ -79,7 +80,7 @@ def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings)
     # a loss above this may overflow the dtype on its way (squares, sums): take it from the rows
     overflow_risk = torch.finfo(problem.dtype).max / (4 * n_values)
 
-    theta0 = initial_vectors(problem, runs)[1].double()
+    theta0 = theta0.double()
     q = state_size(p, settings)
     z = torch.zeros(len(runs), q, dtype=torch.float64, device=problem.device)
     z[:, :p], z[:, -1] = theta0, 1.0
