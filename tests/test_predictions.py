@@ -1,0 +1,29 @@
+"""Prediction intervals at intervals.at (predictions.parquet)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.prediction_points import read_points
+from pipeline.predict import write_predictions
+from tests.conftest import run_sweep
+
+
+def test_bad_at_names_the_key(tmp_path):
+    for bad in ([[1, 2]], ["a"], str(tmp_path / "none.csv"), []):
+        with pytest.raises(ConfigError, match="intervals.at"):
+            read_points(bad, ["x"])
+
+
+def test_csv_points(tmp_path):
+    pd.DataFrame({"x": [0.1, 0.5]}).to_csv(tmp_path / "p.csv", index=False)
+    assert read_points(str(tmp_path / "p.csv"), ["x"]).tolist() == [[0.1], [0.5]]
+
+
+def test_linear_sweep_predictions(tmp_path):
+    run_sweep(tmp_path, "experiment=linear_synthetic", "sweep.resamples=5", "launcher=debug")
+    write_predictions(tmp_path, at=[0.0, 0.5])
+    table = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert {"percentile", "t", "hc3"} <= set(table["method"])
+    assert table["lower"].notna().all()
