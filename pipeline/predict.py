@@ -37,8 +37,8 @@ def model_predictions(model_spec: dict[str, Any], estimates: pd.DataFrame, param
 
     model = instantiate(model_spec).to(torch.float64)
     shapes = [(name, p.shape, p.numel()) for name, p in model.named_parameters()]
-    flat = torch.as_tensor(estimates[list(params)].to_numpy(dtype=float), dtype=torch.float64)
-    x = torch.as_tensor(x_fitted, dtype=torch.float64)
+    flat = torch.tensor(estimates[list(params)].to_numpy(dtype=float), dtype=torch.float64)
+    x = torch.tensor(x_fitted, dtype=torch.float64)
 
     def one(vector):
         chunks, start = {}, 0

@@ -27,3 +27,11 @@ def test_linear_sweep_predictions(tmp_path):
     table = pd.read_parquet(tmp_path / "predictions.parquet")
     assert {"percentile", "t", "hc3"} <= set(table["method"])
     assert table["lower"].notna().all()
+
+
+def test_mlp_predictions(tmp_path):
+    run_sweep(tmp_path, "experiment=toy_mlp", "sweep.resamples=3", "train.epochs=20", "launcher=debug",
+              "intervals.statuses=[ok,not_converged]")
+    write_predictions(tmp_path, at=[[0, 0, 0], [1, 1, 1]], statuses=["ok", "not_converged"])
+    table = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert set(table["output"]) == {"y1", "y2"} and table["estimate"].notna().all()
