@@ -60,6 +60,16 @@ def _write_report(out_dir: Path) -> None:
     print(f"  report: {path} (open it in a browser)")
 
 
+def _predictions(out_dir: Path, intervals: dict[str, Any]) -> None:
+    """predictions.parquet when `intervals.at` is set (pipeline/predict.py)."""
+    if intervals.get("at") is None:
+        return
+    from pipeline.predict import write_predictions
+
+    path = write_predictions(out_dir, **intervals)
+    print(f"  predictions: {path}")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _sweep_app(cfg: DictConfig) -> None:
     from pipeline.aggregate import aggregate
@@ -88,6 +98,7 @@ def _sweep_app(cfg: DictConfig) -> None:
         return
     try:
         summary = aggregate(out_dir, **container["intervals"])
+        _predictions(out_dir, container["intervals"])
     except ConfigError as err:  # e.g. a full disk while writing the tables: the parts are intact
         _fail(err)
     _print_summary(out_dir, summary.summary(), container["intervals"]["level"])
@@ -148,6 +159,7 @@ def _aggregate_app(cfg: DictConfig) -> None:
     out_dir = Path(container["out_dir"]).resolve()
     try:
         summary = aggregate(out_dir, **container["intervals"])
+        _predictions(out_dir, container["intervals"])
     except ConfigError as err:
         _fail(err)
     except ValueError as err:  # the interval settings given here (level, methods, ...) are refused

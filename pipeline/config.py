@@ -100,6 +100,9 @@ class IntervalsConf:
     methods: Optional[list[str]] = None
     max_dropped_share: float = 0.1  # warn when a cell drops more than this share of its draws
     plots: bool = True  # PNGs of the bootstrap distributions (and the lr/init grid) beside the tables
+    # x values for prediction intervals (predictions.parquet): a list (a number per point for
+    # one x column, a list per point for several) or a CSV path with the x columns; raw units
+    at: Any = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ LAYERS: dict[str, float] = {
     "config": 1, "compose": 1.5, "models": 1, "rowfilter": 1, "nist": 1, "rawunits": 1, "cluster": 1, "record": 1,
     "lock": 1, "processes": 1, "chunking": 1,
     "intervals": 1, "partscan": 1.5, "report_data": 1, "report_figures": 1, "report_html": 1.5,
-    "units": 1.5, "lr_bound": 1.6,
+    "units": 1.5, "lr_bound": 1.6, "prediction_points": 1, "prediction_intervals": 1.2,
     "data": 2, "plan": 2, "plots": 2, "migrate": 3,
     "problem": 3,
     # the engines, in their own order
@@ -38,6 +38,7 @@ LAYERS: dict[str, float] = {
     "executors": 6.5,
     "launch": 7,
     "aggregate": 8,
+    "predict": 8.5,
     "report": 2,
     "summary": 2,
     "coverage": 9,
@@ -47,7 +48,7 @@ LAYERS: dict[str, float] = {
 # Reading a sweep folder needs neither torch nor the training side.
 READERS = ("record", "closed_form", "partscan", "intervals", "plots", "aggregate", "status", "report", "report_data",
            "report_html", "report_figures", "resampling", "studentized", "interval_formulas", "units", "lr_bound",
-           "summary")
+           "summary", "prediction_points", "prediction_intervals")
 TRAINING_SIDE = ("models", "problem", "engines", "train", "prepare", "launch")
 
 
