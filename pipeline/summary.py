@@ -147,5 +147,6 @@ def sweep_summary(out_dir: Path, *, level: float = 0.95) -> str:
         return "no runs have results yet"
     lines = cell_lines(cells, level)
     lines.append("(n.c.: not_converged, div.: diverged; estimate: the fit on the original rows)")
-    lines.append(f"tables: {', '.join(TABLES)} in {out_dir} (pandas.read_parquet)")
+    tables = [*TABLES, *(["predictions.parquet"] if (out_dir / "predictions.parquet").is_file() else [])]
+    lines.append(f"tables: {', '.join(tables)} in {out_dir} (pandas.read_parquet)")
     return "\n".join(lines)
