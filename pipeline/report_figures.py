@@ -87,7 +87,38 @@ def grid_figure(original: pd.DataFrame) -> Figure:
     ax.set_yticks(range(len(inits)), [init_label(i, labels.get(i)) for i in inits], fontsize=8)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("initial values")
+    _mark_lr_bound(ax, original, lrs, inits)
     return fig
+
+
+def lr_bound_position(bound: float, lrs: Sequence[float]) -> float | None:
+    """Where `bound` falls on the map's lr axis (columns 0..n-1, log-interpolated between
+    neighbours, half a column past the edge when outside the grid); None if not finite."""
+    if not np.isfinite(bound) or bound <= 0 or not len(lrs):
+        return None
+    logs, target = np.log(np.asarray(lrs, dtype=float)), np.log(bound)
+    if len(lrs) == 1 or target <= logs[0]:
+        return -0.5 if target <= logs[0] else 0.5
+    if target >= logs[-1]:
+        return len(lrs) - 0.5
+    return float(np.interp(target, logs, np.arange(len(lrs))))
+
+
+def _mark_lr_bound(ax, original: pd.DataFrame, lrs: Sequence[float], inits: Sequence[int]) -> None:
+    """A dashed red line per init row at lr_max_stable (2 / lambda_max, momentum included):
+    gradient descent diverges to its right. Only models where the bound is known have it."""
+    if "lr_max_stable" not in original:
+        return
+    drawn = []
+    for i, init in enumerate(inits):
+        bounds = original.loc[original["init_index"] == init, "lr_max_stable"].astype(float).dropna()
+        x = lr_bound_position(float(bounds.median()), lrs) if len(bounds) else None
+        if x is not None:
+            label = None if drawn else f"lr_max_stable {float(bounds.median()):.3g}: diverges to the right"
+            ax.plot([x, x], [i - 0.5, i + 0.5], color="red", linestyle="--", linewidth=1.5, label=label)
+            drawn.append(x)
+    if drawn:
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
 
 
 # --- loss curves --------------------------------------------------------------------------------

@@ -234,3 +234,22 @@ def test_report_config_composes(tmp_path):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("report", overrides=[f"out_dir={tmp_path}"])
     assert to_container(cfg) == {"out_dir": str(tmp_path)}
+
+
+def test_grid_map_marks_the_lr_bound_where_it_falls():
+    from pipeline.report_figures import grid_figure, lr_bound_position
+
+    lrs = [1e-3, 1e-2, 1e-1]
+    assert lr_bound_position(1e-2, lrs) == pytest.approx(1.0)
+    assert lr_bound_position(10 ** -1.5, lrs) == pytest.approx(1.5)  # halfway on the log axis
+    assert lr_bound_position(5.0, lrs) == 2.5 and lr_bound_position(1e-5, lrs) == -0.5
+    assert lr_bound_position(float("nan"), lrs) is None
+    original = pd.DataFrame({"lr": lrs * 2, "init_index": [0, 0, 0, 1, 1, 1], "init": [[0.0]] * 3 + [[1.0]] * 3,
+                             "final_loss": [1.0, 0.5, float("inf")] * 2,
+                             "status": ["not_converged", "ok", "diverged"] * 2,
+                             "lr_max_stable": [10 ** -1.5] * 6})
+    lines = [line for line in grid_figure(original).axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert [tuple(line.get_xdata()) for line in lines] == [(pytest.approx(1.5),) * 2] * 2
+    assert [tuple(line.get_ydata()) for line in lines] == [(-0.5, 0.5), (0.5, 1.5)]
+    without = original.drop(columns="lr_max_stable")
+    assert not [line for line in grid_figure(without).axes[0].get_lines() if line.get_linestyle() == "--"]
