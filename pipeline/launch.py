@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+import pyarrow as pa
 import submitit
 from omegaconf import OmegaConf
 from tqdm import tqdm
@@ -38,7 +40,7 @@ from pipeline.processes import (controller_ignores_sigint, remove_placeholder_fo
 from pipeline.executors import array_limit, dry_run_text, make_executor, submit_arrays
 from pipeline.prepare import PreparedSweep
 from pipeline.problem import build_problem
-from pipeline.records import RunResult, Task, TaskSpec
+from pipeline.records import RunBatch, RunResult, Task, TaskSpec
 from pipeline.status import wait_for_sweep
 from pipeline.train import set_threads, train_runs
 
@@ -83,14 +85,14 @@ class TaskRunner(submitit.helpers.Checkpointable):
             watch_parent(self.parent)
         out = Path(self.out_dir)
         try:
-            rows = self._train(task, out)
-            path = record.write_part(out, task.part_name, rows, self.spec.meta)
+            table = self._train(task, out)
+            path = record.write_part(out, task.part_name, table, self.spec.meta)
         except Exception as err:
             self._record_failure(task, out, err)
             raise
         record.finish_task(out, task.part_name)
-        statuses = [r["status"] for r in rows]
-        return {"part": str(path), "runs": len(rows), **{s: statuses.count(s) for s in set(statuses)}}
+        counts = table.column("status").value_counts().to_pylist()
+        return {"part": str(path), "runs": table.num_rows, **{c["values"]: c["counts"] for c in counts}}
 
     @staticmethod
     def _record_failure(task: Task, out: Path, err: Exception) -> None:
@@ -101,38 +103,54 @@ class TaskRunner(submitit.helpers.Checkpointable):
         except (OSError, FolderError) as second:  # a full disk: the task's own error says it
             log.error("could not record the failure of task %d: %s", task.index, second)
 
-    def _train(self, task: Task, out: Path) -> list[dict[str, Any]]:
+    def _resumed(self, task: Task, out: Path) -> list[pa.Table]:
+        """The runs a stopped attempt of this task saved, in this version's schema."""
+        saved = record.read_progress(out, task.part_name)
+        if saved is None or saved.num_rows == 0:
+            return []
+        log.info("resuming task %d: %d of %d runs already done", task.index, saved.num_rows, len(task.runs))
+        return [record.rows_table(saved.to_pylist(), self.spec.meta)]
+
+    def _train(self, task: Task, out: Path) -> pa.Table:
+        """The task's results as one table in plan order; columns from the engines, no row per run."""
         meta, started = self.spec.meta, time.perf_counter()
-        rows = record.read_progress(out, task.part_name)
-        done = {r["run_id"] for r in rows}
+        tables = self._resumed(task, out)
+        n_resumed = sum(t.num_rows for t in tables)
+        done = {run_id for t in tables for run_id in t.column("run_id").to_pylist()}
         todo = [r for r in task.runs if r.run_id not in done]
-        if done:  # besides the task's line: a requeued task says so when it starts again
-            log.info("resuming task %d: %d of %d runs already done", task.index, len(done), len(task.runs))
-        counter, batches = itertools.count(len(done) + 1), []
+        counter, batches = itertools.count(n_resumed + 1), []
 
         def save(results: list[RunResult]) -> None:  # once per batch: a fast engine finishes many runs at once
             batches.append(results)
-            for result in results:
-                rows.append(record.result_row(result, meta.experiment, meta.param_names, task.index))
-                log.debug("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
-                          result.run.run_id, result.status, result.final_loss, result.epochs)
-            record.write_progress(out, task.part_name, rows, meta)
+            tables.append(record.results_table(results, meta, task.index))
+            if log.isEnabledFor(logging.DEBUG):
+                for result in results:
+                    log.debug("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
+                              result.run.run_id, result.status, result.final_loss, result.epochs)
+            record.write_progress(out, task.part_name, pa.concat_tables(tables), meta)
 
         if todo:
             train_runs(self.spec, todo, on_batch_done=save)
-        log.info("%s", task_line(task, len(done), batches, rows, time.perf_counter() - started))
+        table = pa.concat_tables(tables) if tables else record.rows_table([], meta)
+        log.info("%s", task_line(task, n_resumed, batches, table.column("status").to_pylist(),
+                                 time.perf_counter() - started))
         order = {r.run_id: i for i, r in enumerate(task.runs)}
-        return sorted(rows, key=lambda r: order[r["run_id"]])
+        return table.take(np.argsort([order[r] for r in table.column("run_id").to_pylist()], kind="stable"))
 
 
-def task_line(task: Task, n_resumed: int, batches: list[list[RunResult]], rows: list[dict[str, Any]],
+def _engine_of(batch: list[RunResult]) -> str:
+    """'gram on cpu': a RunBatch says it once, without building its RunResults."""
+    first = batch if isinstance(batch, RunBatch) else batch[0]
+    return f"{first.engine} on {first.device}"
+
+
+def task_line(task: Task, n_resumed: int, batches: list[list[RunResult]], statuses: list[str],
               seconds: float) -> str:
     """The one INFO line of a task: runs, engine, batch plan, time and statuses (runs: DEBUG)."""
-    engines = sorted({f"{r.engine} on {r.device}" for batch in batches for r in batch}) or ["none"]
+    engines = sorted({_engine_of(batch) for batch in batches if len(batch)}) or ["none"]
     sizes = [len(b) for b in batches]
     plan = f"{len(sizes)} batch(es) of up to {max(sizes)}" if sizes else "nothing left to train"
     resumed = f" ({n_resumed} resumed from progress)" if n_resumed else ""
-    statuses = [r["status"] for r in rows]
     counts = ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))) or "no runs"
     return (f"task {task.index}: {len(task.runs)} runs{resumed}, engine {', '.join(engines)}, {plan}, "
             f"{seconds:.2f} s: {counts}")
@@ -202,7 +220,7 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
     """
     limit = 1 if launcher["cluster"] == "debug" else (launcher["max_parallel"] or cpu_count())
     pending, running, failures, finished = list(tasks), {}, [], 0
-    out_dir = Path(runner.out_dir)
+    out_dir, poll = Path(runner.out_dir), 0.05  # seconds; grows to 0.5 so that a short task is not waited on
     try:
         with sigterm_as_interrupt(), tqdm(total=sum(len(t.runs) for t in tasks), unit="run", desc="runs",
                                            disable=not launcher["progress"]) as bar:
@@ -223,7 +241,8 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
                 bar.n = finished + sum(record.progress_count(out_dir, t.part_name) for t in running.values())
                 bar.refresh()
                 if running:
-                    time.sleep(0.5)
+                    time.sleep(poll)
+                    poll = min(0.5, poll * 1.5)
     except KeyboardInterrupt:
         stop_jobs(list(running))
         raise
