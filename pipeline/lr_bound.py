@@ -32,37 +32,24 @@ import numpy as np
 import pandas as pd
 
 from pipeline import record
-from pipeline.records import CASE, RESIDUAL, SweepMeta
+from pipeline.records import CASE, RESIDUAL, SGD_TARGET, SGDSettings, SweepMeta
 from pipeline.resampling import resample_rows
 from pipeline.units import read_config
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("lr_max_stable", "lr_fastest", "rate", "epochs_to_tol")
-SGD_TARGET = "torch.optim.SGD"
 MSE_TARGET = "torch.nn.MSELoss"
 AUTO = "auto"
 # sweep.lr=auto: these shares of the original rows' stability bound, and the fastest rate
 AUTO_SHARES = (0.1, 0.3, 0.5, 0.9, 0.99)
 
 
-@dataclass(frozen=True)
-class SGDRule:
-    """`torch.optim.SGD`'s arguments that change the epoch map."""
-
-    momentum: float = 0.0
-    dampening: float = 0.0
-    weight_decay: float = 0.0
-    nesterov: bool = False
-
-    @classmethod
-    def from_config(cls, optim: Any) -> Optional["SGDRule"]:
-        """The rule of an `optim` config section; None when it is not plain SGD (another
-        optimiser, or `maximize`, which climbs the loss)."""
-        if not isinstance(optim, dict) or optim.get("_target_") != SGD_TARGET or optim.get("maximize"):
-            return None
-        return cls(float(optim.get("momentum", 0.0) or 0.0), float(optim.get("dampening", 0.0) or 0.0),
-                   float(optim.get("weight_decay", 0.0) or 0.0), bool(optim.get("nesterov", False)))
+def sgd_rule(optim: Any) -> Optional[SGDSettings]:
+    """The SGD settings of an `optim` config section; None when it is not plain SGD (another
+    optimiser, or `maximize`, which climbs the loss)."""
+    settings = SGDSettings.from_config(optim)
+    return None if settings is None or settings.maximize else settings
 
 
 def loss_factor(reduction: str, n_rows: int) -> float:
@@ -70,12 +57,12 @@ def loss_factor(reduction: str, n_rows: int) -> float:
     return 2.0 / n_rows if reduction == "mean" else 2.0
 
 
-def curvatures(gram: np.ndarray, factor: float, rule: SGDRule) -> np.ndarray:
+def curvatures(gram: np.ndarray, factor: float, rule: SGDSettings) -> np.ndarray:
     """Eigenvalues of H + weight_decay I, ascending, with H = factor * F^T F."""
     return np.linalg.eigvalsh(factor * gram) + rule.weight_decay
 
 
-def max_stable_lr(lam_max: float, rule: SGDRule) -> float:
+def max_stable_lr(lam_max: float, rule: SGDSettings) -> float:
     """The largest stable learning rate (exclusive): see the module docstring."""
     m, c = rule.momentum, 1.0 - rule.dampening
     if lam_max <= 0 or not 0 <= m < 1:
@@ -87,7 +74,7 @@ def max_stable_lr(lam_max: float, rule: SGDRule) -> float:
     return 2.0 * (1 + m) / (c * lam_max) if c > 0 else math.inf
 
 
-def mode_maps(lr: float, lams: np.ndarray, rule: SGDRule) -> np.ndarray:
+def mode_maps(lr: float, lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
     """(modes, 2, 2): each mode's epoch map on (error, momentum buffer)."""
     m, c = rule.momentum, 1.0 - rule.dampening
     a = lr * lams
@@ -99,7 +86,7 @@ def mode_maps(lr: float, lams: np.ndarray, rule: SGDRule) -> np.ndarray:
     return np.stack([top, bottom], axis=-2)
 
 
-def radii(lrs: np.ndarray, lams: np.ndarray, rule: SGDRule) -> np.ndarray:
+def radii(lrs: np.ndarray, lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
     """(len(lrs),) spectral radius of one epoch at each learning rate, over the modes `lams`:
     the roots of each 2 x 2 map's r^2 - trace r + det, in closed form (vectorised)."""
     a = np.asarray(lrs, dtype=float)[:, None] * lams[None, :]
@@ -113,7 +100,7 @@ def radii(lrs: np.ndarray, lams: np.ndarray, rule: SGDRule) -> np.ndarray:
     return np.maximum(np.abs((trace + disc) / 2), np.abs((trace - disc) / 2)).max(axis=1)
 
 
-def contraction(lr: float, lams: np.ndarray, rule: SGDRule) -> float:
+def contraction(lr: float, lams: np.ndarray, rule: SGDSettings) -> float:
     """The spectral radius of one epoch over the modes that carry gradient (lambda > 0)."""
     live = lams[lams > lams.max(initial=0.0) * 1e-12]
     if not len(live):
@@ -121,7 +108,7 @@ def contraction(lr: float, lams: np.ndarray, rule: SGDRule) -> float:
     return float(radii(np.array([lr]), live, rule)[0])
 
 
-def fastest_lr(lams: np.ndarray, rule: SGDRule) -> float:
+def fastest_lr(lams: np.ndarray, rule: SGDSettings) -> float:
     """The learning rate of the smallest contraction: closed form without momentum, else numerical."""
     live = lams[lams > lams.max(initial=0.0) * 1e-12]
     if not len(live):
@@ -165,12 +152,12 @@ class RowsCurvature:
     lr_fastest: float
 
     @classmethod
-    def of(cls, features: np.ndarray, y: np.ndarray, reduction: str, rule: SGDRule) -> "RowsCurvature":
+    def of(cls, features: np.ndarray, y: np.ndarray, reduction: str, rule: SGDSettings) -> "RowsCurvature":
         factor, gram = loss_factor(reduction, len(y)), features.T @ features
         lams = curvatures(gram, factor, rule)
         return cls(factor, gram, features.T @ y, lams, max_stable_lr(float(lams[-1]), rule), fastest_lr(lams, rule))
 
-    def bounds(self, lr: float, theta0: np.ndarray, rule: SGDRule, tol: float) -> dict[str, float]:
+    def bounds(self, lr: float, theta0: np.ndarray, rule: SGDSettings, tol: float) -> dict[str, float]:
         """The four `COLUMNS` of a run at `lr` from `theta0` on these rows."""
         rate = contraction(lr, self.lams, rule)
         g0 = float(np.linalg.norm(self.factor * (self.gram @ theta0 - self.moment)))
@@ -191,7 +178,7 @@ def _start(run: Any, n_params: int) -> np.ndarray:
     return np.zeros(n_params) if init is None or len(init) == 0 else np.asarray(init, dtype=float)
 
 
-def bounds_frame(runs: pd.DataFrame, X: np.ndarray, y: np.ndarray, reduction: str, rule: SGDRule,
+def bounds_frame(runs: pd.DataFrame, X: np.ndarray, y: np.ndarray, reduction: str, rule: SGDSettings,
                  tol: float, seen: Optional[dict] = None) -> pd.DataFrame:
     """`COLUMNS` for every run (index as `runs`), each from its own rows. `seen` keeps each draw's
     curvature across calls (aggregation calls this once per grid cell, with the same draws in each)."""
@@ -212,7 +199,7 @@ def why_no_bound(config: dict[str, Any], closed_form: bool) -> Optional[str]:
     if not closed_form:
         return f"model {(config.get('model') or {}).get('_target_')!r} with loss {loss.get('_target_')!r} is not " \
                "a model linear in its parameters fitted by MSELoss"
-    if SGDRule.from_config(optim) is None:
+    if sgd_rule(optim) is None:
         return f"optimiser {optim.get('_target_')!r}{' with maximize' if optim.get('maximize') else ''} is not " \
                f"{SGD_TARGET} (the bound is that of SGD's epoch map)"
     return None
@@ -232,7 +219,7 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
         return lambda estimates: estimates
     reduction = str((config.get("loss") or {}).get("reduction", "mean"))
     tol = float((config.get("train") or {}).get("grad_tol", 1e-3))
-    rule = SGDRule.from_config(config["optim"])
+    rule = sgd_rule(config["optim"])
     seen: dict = {}
 
     def add(estimates: pd.DataFrame) -> pd.DataFrame:
@@ -244,7 +231,7 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
     return add
 
 
-def auto_lr_grid(features: np.ndarray, reduction: str, rule: SGDRule,
+def auto_lr_grid(features: np.ndarray, reduction: str, rule: SGDSettings,
                  shares: Sequence[float] = AUTO_SHARES) -> list[float]:
     """`sweep.lr=auto`: shares of the original rows' stability bound and the fastest rate, ascending."""
     lams = curvatures(features.T @ features, loss_factor(reduction, len(features)), rule)
@@ -264,7 +251,7 @@ def resolve_auto_lr(cfg: dict[str, Any], features: Optional[np.ndarray], reducti
     reason = why_no_bound(cfg, features is not None)
     if reason:
         return cfg, [f"`sweep.lr` auto needs the stability bound of SGD on a least-squares fit: {reason}"]
-    grid = auto_lr_grid(features, reduction, SGDRule.from_config(cfg["optim"]))
+    grid = auto_lr_grid(features, reduction, sgd_rule(cfg["optim"]))
     if not grid:
         return cfg, ["`sweep.lr` auto found no stable learning rate (momentum >= 1, or features all zero)"]
     log.info("sweep.lr=auto: learning rates %s, around the original rows' stability bound", grid)

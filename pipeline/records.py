@@ -22,6 +22,43 @@ SCHEMES = (CASE, RESIDUAL)
 ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample
 
 
+SGD_TARGET = "torch.optim.SGD"
+
+
+@dataclass(frozen=True)
+class SGDSettings:
+    """`torch.optim.SGD`'s settings that shape its step, with torch's defaults. The engines
+    read them from the probed optimiser (`engines.stacked_optim.optimizer_settings`); the
+    torch-free learning-rate bound reads them from the config section (`from_config`)."""
+
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    maximize: bool = False
+
+    @classmethod
+    def from_config(cls, optim: Any) -> Optional["SGDSettings"]:
+        """The settings an `optim` config section gives SGD; None when it names another optimiser."""
+        if not isinstance(optim, dict) or optim.get("_target_") != SGD_TARGET:
+            return None
+        return cls(float(optim.get("momentum") or 0.0), float(optim.get("dampening") or 0.0),
+                   float(optim.get("weight_decay") or 0.0), bool(optim.get("nesterov", False)),
+                   bool(optim.get("maximize", False)))
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """`torch.optim.Adam`'s and `AdamW`'s settings that shape their step."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+    maximize: bool = False
+    decoupled_weight_decay: bool = False  # AdamW
+
+
 def resample_kind(resample: int) -> str:
     """0: the original rows; k >= 1: bootstrap draw k; -(j+1): the jackknife fit without row j."""
     return ORIGINAL if resample == 0 else (BOOTSTRAP if resample > 0 else JACKKNIFE)

@@ -10,22 +10,23 @@ import torch
 
 from pipeline.data import load_dataset
 from pipeline.errors import ConfigError
-from pipeline.lr_bound import SGDRule, contraction, curvatures, fastest_lr, max_stable_lr, mode_maps, radii
+from pipeline.lr_bound import contraction, curvatures, fastest_lr, max_stable_lr, mode_maps, radii
 from pipeline.prepare import prepare
+from pipeline.records import SGDSettings
 from tests.conftest import make_config, run_sweep
 
 FAST = ("launcher=debug", "train.engine=gram", "train.dtype=float64", "intervals.plots=false", "report=false")
 
 RULES = {
-    "plain": SGDRule(),
-    "momentum": SGDRule(momentum=0.9),
-    "dampening": SGDRule(momentum=0.5, dampening=0.3),
-    "nesterov": SGDRule(momentum=0.8, nesterov=True),
-    "weight_decay": SGDRule(momentum=0.3, weight_decay=0.5),
+    "plain": SGDSettings(),
+    "momentum": SGDSettings(momentum=0.9),
+    "dampening": SGDSettings(momentum=0.5, dampening=0.3),
+    "nesterov": SGDSettings(momentum=0.8, nesterov=True),
+    "weight_decay": SGDSettings(momentum=0.3, weight_decay=0.5),
 }
 
 
-def _torch_sgd_error(features: np.ndarray, y: np.ndarray, lr: float, rule: SGDRule, steps: int) -> float:
+def _torch_sgd_error(features: np.ndarray, y: np.ndarray, lr: float, rule: SGDSettings, steps: int) -> float:
     """|theta - theta_0| growth of torch.optim.SGD itself on the mean squared error."""
     X, Y = torch.tensor(features), torch.tensor(y)
     theta = torch.zeros(features.shape[1], dtype=torch.float64, requires_grad=True)
@@ -61,11 +62,11 @@ def test_closed_form_radii_equal_the_eigenvalues_of_each_modes_map(rule):
 
 def test_fastest_lr_minimises_the_contraction():
     lams = np.array([0.5, 2.0, 9.0])
-    for rule in (SGDRule(), SGDRule(momentum=0.6), SGDRule(momentum=0.6, nesterov=True)):
+    for rule in (SGDSettings(), SGDSettings(momentum=0.6), SGDSettings(momentum=0.6, nesterov=True)):
         best = fastest_lr(lams, rule)
         grid = np.linspace(0.001, 0.999, 999) * max_stable_lr(9.0, rule)
         assert contraction(best, lams, rule) <= min(contraction(lr, lams, rule) for lr in grid) + 1e-9
-    assert fastest_lr(lams, SGDRule()) == pytest.approx(2 / 9.5)
+    assert fastest_lr(lams, SGDSettings()) == pytest.approx(2 / 9.5)
 
 
 def _original_bound(cfg: dict, momentum: float) -> float:

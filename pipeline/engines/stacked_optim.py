@@ -9,13 +9,13 @@ what `torch.optim` gives that run alone, up to rounding. The optimiser's setting
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
 from pipeline.problem import probe_optimizer
+from pipeline.records import AdamSettings, SGDSettings
 
 Stacked = dict[str, Tensor]  # parameter name -> (runs, *shape)
 
@@ -23,25 +23,6 @@ Stacked = dict[str, Tensor]  # parameter name -> (runs, *shape)
 def per_run(values: Tensor, like: Tensor) -> Tensor:
     """(runs,) values shaped to broadcast against a stacked (runs, ...) tensor."""
     return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
-
-
-@dataclass(frozen=True)
-class SGDSettings:
-    momentum: float = 0.0
-    dampening: float = 0.0
-    weight_decay: float = 0.0
-    nesterov: bool = False
-    maximize: bool = False
-
-
-@dataclass(frozen=True)
-class AdamSettings:
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    amsgrad: bool = False
-    maximize: bool = False
-    decoupled_weight_decay: bool = False  # AdamW
 
 
 Settings = Union[SGDSettings, AdamSettings]
