@@ -1,8 +1,10 @@
 """Read a sweep folder for `report.html`: its tables, config and metadata, and what is missing.
 
 Reads only the files `aggregate` and the launcher leave (`sweep.json`, `config.yaml`,
-`.hydra/overrides.yaml`, `plan` / `estimates` / `curves` / `intervals.parquet`); an absent,
-empty or unreadable file becomes an empty table and a line in `Sweep.missing`, never an error.
+`.hydra/overrides.yaml`, `plan` / `estimates` / `curves` / `intervals.parquet`, and
+`predictions.parquet` when `intervals.at` wrote one); an absent, empty or unreadable file
+becomes an empty table and a line in `Sweep.missing`, never an error. predictions.parquet
+is optional: its absence is said in its own section only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 TABLES = ("plan", "estimates", "curves", "intervals")
+OPTIONAL_TABLES = ("predictions",)  # written only when asked for (`intervals.at`)
 
 
 @dataclass
@@ -104,5 +107,8 @@ def load_sweep_folder(out_dir: Path) -> Sweep:
     sweep.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
     for name in TABLES:
         sweep.tables[name] = _read_table(sweep.out_dir / f"{name}.parquet", sweep)
+    for name in OPTIONAL_TABLES:
+        path = sweep.out_dir / f"{name}.parquet"
+        sweep.tables[name] = _read_table(path, sweep) if path.exists() else pd.DataFrame()
     sweep.tables["estimates"] = _with_kind(sweep.tables["estimates"])
     return sweep
