@@ -141,18 +141,34 @@ def _interval_rows(ci: pd.DataFrame, params: list) -> pd.DataFrame:
     return ci.sort_values(["lr", "init_index", "_p", "_m"], kind="stable").drop(columns=["_p", "_m"])
 
 
+def _notes(table: pd.DataFrame) -> list:
+    """The distinct non-empty notes of a table, in order: each is printed once, rows link to it."""
+    return list(dict.fromkeys(n for n in table.get("note", pd.Series(dtype=str)).fillna("") if n))
+
+
+def _note_links(shown: pd.DataFrame, notes: list, prefix: str) -> list:
+    return [f'<a href="#{prefix}-{notes.index(n) + 1}">[{notes.index(n) + 1}]</a>' if n else ""
+            for n in shown.get("note", pd.Series([""] * len(shown))).fillna("")]
+
+
+def _note_list(notes: list, prefix: str) -> str:
+    if not notes:
+        return ""
+    return "<h3>Notes</h3><ol class=notes>" + "".join(
+        f'<li id="{prefix}-{i + 1}">{esc(n)}</li>' for i, n in enumerate(notes)) + "</ol>"
+
+
 def _intervals(sweep: Sweep) -> str:
     ci = sweep.table("intervals")
     if ci.empty:
         return missing("No intervals (intervals.parquet is missing or empty).")
     ci = _interval_rows(ci, sweep.params)
-    notes = list(dict.fromkeys(n for n in ci.get("note", pd.Series(dtype=str)).fillna("") if n))
+    notes = _notes(ci)
     cols = [c for c in ("lr", "init_index", "parameter", "units", "method", "scheme", "estimate", "lower", "upper", "se",
                         "mc_se_lower", "mc_se_upper", "n_used", "n_dropped") if c in ci.columns]
     shown = ci.head(MAX_TABLE_ROWS)
     table = shown[cols].copy()
-    table["note"] = [f'<a href="#note-{notes.index(n) + 1}">[{notes.index(n) + 1}]</a>' if n else ""
-                     for n in shown.get("note", pd.Series([""] * len(shown))).fillna("")]
+    table["note"] = _note_links(shown, notes, "note")
     width = shown["upper"] - shown["lower"]
     mc = shown[["mc_se_lower", "mc_se_upper"]].max(axis=1) if "mc_se_upper" in shown else width * 0
     classes = ["empty" if not np.isfinite(w) else "warn" if m > MC_WARN_SHARE * w else ""
@@ -162,10 +178,7 @@ def _intervals(sweep: Sweep) -> str:
     out += html_table(table, row_classes=classes, raw=("note",))
     if len(ci) > MAX_TABLE_ROWS:
         out += missing(f"First {MAX_TABLE_ROWS} of {len(ci)} rows shown; intervals.parquet has them all.")
-    if notes:
-        out += "<h3>Notes</h3><ol class=notes>" + "".join(
-            f'<li id="note-{i + 1}">{esc(n)}</li>' for i, n in enumerate(notes)) + "</ol>"
-    return out
+    return out + _note_list(notes, "note")
 
 
 PREDICTION_NEEDS = ("lr", "init_index", "point", "output", "method", "estimate", "lower", "upper")
@@ -186,10 +199,12 @@ def _prediction_table(table: pd.DataFrame, xs: list) -> str:
     shown = table.head(MAX_TABLE_ROWS)
     classes = ["" if np.isfinite(lo) and np.isfinite(hi) else "empty"
                for lo, hi in zip(shown["lower"].astype(float), shown["upper"].astype(float))]
-    out = html_table(shown[cols], row_classes=classes)
+    notes = _notes(table)
+    shown = shown[cols].assign(note=_note_links(shown, notes, "prediction-note")) if "note" in cols else shown[cols]
+    out = html_table(shown, row_classes=classes, raw=("note",))
     if len(table) > MAX_TABLE_ROWS:
         out += missing(f"First {MAX_TABLE_ROWS} of {len(table)} rows shown; predictions.parquet has them all.")
-    return out
+    return out + _note_list(notes, "prediction-note")
 
 
 def _predictions(sweep: Sweep) -> str:
