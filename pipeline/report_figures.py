@@ -256,9 +256,10 @@ def _ordered(rows: pd.DataFrame, order: Sequence[str]) -> list:
     return [m for m in order if m in set(rows["method"])] + sorted(set(rows["method"]) - set(order))
 
 
-def _prediction_panels(top, bottom, rows: pd.DataFrame, x_name: str, order: Sequence[str]) -> None:
+def _prediction_panels(top, bottom, rows: pd.DataFrame, x_name: str, order: Sequence[str]) -> list:
     """Top: the estimate over x and the band method's interval; bottom: every method's bounds
-    minus that estimate, where intervals far narrower than the function's range can be told apart."""
+    minus that estimate, where intervals far narrower than the function's range can be told apart.
+    Returns the methods with no bounds at any point (e.g. every bootstrap method of a diverged cell)."""
     rows = rows.sort_values(x_name)
     band = band_method(rows, order)
     methods = _ordered(rows, order)
@@ -280,13 +281,19 @@ def _prediction_panels(top, bottom, rows: pd.DataFrame, x_name: str, order: Sequ
         else:
             bottom.plot(mine[x_name], lower - shift, color=colour, lw=1.2, ls="--", marker=".", ms=4, label=method)
             bottom.plot(mine[x_name], upper - shift, color=colour, lw=1.2, ls="--", marker=".", ms=4)
+    if band is None:
+        top.text(0.5, 0.5, "no method has bounds here:\nsee the notes of the table", transform=top.transAxes,
+                 ha="center", va="center", fontsize=8, color="0.3")
     top.legend(fontsize=7, loc="best")
-    bottom.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if bottom.get_legend_handles_labels()[0]:
+        bottom.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     bottom.set_xlabel(f"{x_name} (data units)", fontsize=8)
     bottom.set_ylabel("bounds - estimate", fontsize=7)
     for ax in (top, bottom):
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
+    bounded = set(rows.loc[rows["lower"].notna() & rows["upper"].notna(), "method"])
+    return [m for m in methods if m not in bounded]
 
 
 def prediction_figure(predictions: pd.DataFrame, x_name: str, order: Sequence[str] = tuple(METHOD_COLOURS)) -> Figure:
@@ -310,8 +317,9 @@ def prediction_figure(predictions: pd.DataFrame, x_name: str, order: Sequence[st
         bottom = fig.add_subplot(grid[2 * r + 1, c], sharex=top)
         mine = predictions[(predictions["lr"] == lr) & (predictions["init_index"] == init_index)
                            & (predictions["output"] == output)]
-        _prediction_panels(top, bottom, mine, x_name, order)
-        top.set_title(f"{cell_label(lr, init_index)}" + (f": {level.iloc[0]:.0%} intervals" if len(level) else ""),
+        unbounded = _prediction_panels(top, bottom, mine, x_name, order)
+        title = cell_label(lr, init_index) + (f": {level.iloc[0]:.0%} intervals" if len(level) else "")
+        top.set_title(title + (f"\nno bounds: {', '.join(unbounded)} (see the notes)" if unbounded else ""),
                       fontsize=8)
         top.set_ylabel(f"{output} (fitted function)", fontsize=8)
         top.tick_params(labelbottom=False)

@@ -303,6 +303,11 @@ def test_prediction_figure_draws_the_band_and_every_method():
     dashed = {line.get_label(): line for line in bottom.get_lines() if line.get_linestyle() == "--"}
     assert list(dashed["t"].get_ydata()) == pytest.approx([-0.5] * 3)  # t's lower bound, minus the estimate
     assert list(dashed["percentile"].get_xdata()) == [-1.0, 0.0]  # its point without bounds left out
+    none = table.assign(lower=float("nan"))  # e.g. a diverged cell without closed-form rows
+    assert band_method(none, ("percentile",)) is None
+    empty = prediction_figure(none, "x", ("percentile", "basic", "t")).axes[0]
+    assert "no bounds: percentile, basic, t" in empty.get_title()
+    assert any("no method has bounds" in t.get_text() for t in empty.texts)
     many = _prediction_rows([(0.1, j) for j in range(MAX_PANELS + 1)])
     capped = prediction_figure(many, "x")
     assert len(capped.axes) == 2 * MAX_PANELS and f"first {MAX_PANELS} of {MAX_PANELS + 1}" in capped.get_suptitle()
