@@ -11,6 +11,7 @@ stage's garbage never counts against the next:
 - `train`: a real `tdm_quadratic` bootstrap of n runs with the gram engine and the debug
   launcher (prepare + launch, in this process: what a local or SLURM task does, all at once);
 - `aggregate`: `aggregate` of that folder (estimates, curves, intervals, plots);
+- `report`: `report.html` of that folder (past ~20,000 runs its curves figure reads a sample);
 - for 10^6 runs, `aggregate` of a folder of synthetic parts in the real schema
   (benchmarks/synthetic.py), as training a million runs here would take long.
 Last, the growth exponent between the two largest sizes: log(t2 / t1) / log(n2 / n1).
@@ -63,6 +64,10 @@ def run_stage(stage: str, n: int, out_dir: Path) -> dict:
         launch(prepare(compose(out_dir, *SWEEP, f"sweep.resamples={n - 1}", "launcher=debug")))
     elif stage == "aggregate":
         pipeline.aggregate.aggregate(out_dir)
+    elif stage == "report":
+        from pipeline.report import write_report
+
+        write_report(out_dir)
     elif stage == "synthetic":
         from benchmarks.synthetic import write_synthetic_sweep
 
@@ -106,16 +111,16 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for n in args.sizes:
-            for stage in ("plan", "train", "aggregate"):
+            for stage in ("plan", "train", "aggregate", "report"):
                 results.append(measure(stage, n, Path(tmp) / f"sweep-{n}"))
                 show(results[-1])
         if args.million:
-            for stage in ("plan", "synthetic", "aggregate"):
+            for stage in ("plan", "synthetic", "aggregate", "report"):
                 results.append(measure(stage, 1_000_000, Path(tmp) / "million"))
                 show(results[-1])
     by = {(r["stage"], r["n"]): r for r in results}
     sizes = sorted({r["n"] for r in results})
-    for stage in ("plan", "train", "aggregate"):
+    for stage in ("plan", "train", "aggregate", "report"):
         have = [n for n in sizes if (stage, n) in by]
         if len(have) >= 2:
             small, large = by[stage, have[-2]], by[stage, have[-1]]

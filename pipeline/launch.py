@@ -1,6 +1,6 @@
 """Turn a prepared sweep into tasks and hand them to submitit.
 
-Every launcher goes through submitit and runs the same `TaskRunner`: `debug` in this
+Every launcher goes through submitit and runs the same `TaskRunner` (pipeline/train.py): `debug` in this
 process, `local` in subprocesses (at most `launcher.max_parallel` at once), `slurm` as
 job arrays (split so no array exceeds the cluster's MaxArraySize). A task trains its
 chunk of runs, saving finished runs as it goes, and writes one Parquet part; what
@@ -13,34 +13,31 @@ process was killed stops by itself; a full disk is one message naming the folder
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import submitit
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from pipeline import record
 from pipeline.chunking import Work, runs_per_task
 from pipeline.engines import FAST_ENGINES, choose_engine
-from pipeline.errors import FolderError, Interrupted
+from pipeline.errors import Interrupted
 from pipeline.lock import folder_lock
 from pipeline.migrate import migrate_run_ids
 from pipeline.plan import ID_VERSION, chunk
-from pipeline.processes import (controller_ignores_sigint, remove_placeholder_folder, restore_sigint,
-                                sigterm_as_interrupt, stop_jobs, this_process, watch_parent)
+from pipeline.processes import (controller_ignores_sigint, remove_placeholder_folder, sigterm_as_interrupt,
+                                stop_jobs, this_process)
 from pipeline.executors import array_limit, dry_run_text, make_executor, submit_arrays
 from pipeline.prepare import PreparedSweep
 from pipeline.problem import build_problem
-from pipeline.records import RunResult, Task, TaskSpec
+from pipeline.records import Task
 from pipeline.status import wait_for_sweep
-from pipeline.train import set_threads, train_runs
+from pipeline.train import TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -49,93 +46,11 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _ensure_task_logging() -> None:
-    """A task in its own process (local, SLURM) logs its progress to its stderr log file."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-
-
 def task_threads(launcher: dict[str, Any]) -> Optional[int]:
     """torch threads per task: the cores a SLURM task owns, one locally, untouched in-process."""
     if launcher["cluster"] == "debug":
         return None
     return max(1, launcher["cpus_per_task"]) if launcher["cluster"] == "slurm" else 1
-
-
-@dataclass
-class TaskRunner(submitit.helpers.Checkpointable):
-    """The callable every task runs (pickled by submitit): train a chunk, write its part.
-
-    Finished runs are saved to `progress/` after each batch, so a task that is requeued
-    (preemption, timeout, `scontrol requeue`) trains only the runs it had not finished.
-    A task that raises leaves a failure record and re-raises, so SLURM marks it FAILED.
-    """
-
-    spec: TaskSpec
-    out_dir: str
-    parent: Optional[tuple[int, Optional[str]]] = None  # local: (pid, start) of the launching process
-
-    def __call__(self, task: Task) -> dict[str, Any]:
-        _ensure_task_logging()
-        set_threads(self.spec.threads)
-        if self.parent is not None:
-            restore_sigint()
-            watch_parent(self.parent)
-        out = Path(self.out_dir)
-        try:
-            rows = self._train(task, out)
-            path = record.write_part(out, task.part_name, rows, self.spec.meta)
-        except Exception as err:
-            self._record_failure(task, out, err)
-            raise
-        record.finish_task(out, task.part_name)
-        statuses = [r["status"] for r in rows]
-        return {"part": str(path), "runs": len(rows), **{s: statuses.count(s) for s in set(statuses)}}
-
-    @staticmethod
-    def _record_failure(task: Task, out: Path, err: Exception) -> None:
-        try:
-            record.write_json({"task": task.index, "part": task.part_name, "error": str(err) or repr(err),
-                               "traceback": traceback.format_exc(),
-                               "runs": [r.run_id for r in task.runs]}, record.failure_path(out, task.part_name))
-        except (OSError, FolderError) as second:  # a full disk: the task's own error says it
-            log.error("could not record the failure of task %d: %s", task.index, second)
-
-    def _train(self, task: Task, out: Path) -> list[dict[str, Any]]:
-        meta, started = self.spec.meta, time.perf_counter()
-        rows = record.read_progress(out, task.part_name)
-        done = {r["run_id"] for r in rows}
-        todo = [r for r in task.runs if r.run_id not in done]
-        if done:  # besides the task's line: a requeued task says so when it starts again
-            log.info("resuming task %d: %d of %d runs already done", task.index, len(done), len(task.runs))
-        counter, batches = itertools.count(len(done) + 1), []
-
-        def save(results: list[RunResult]) -> None:  # once per batch: a fast engine finishes many runs at once
-            batches.append(results)
-            for result in results:
-                rows.append(record.result_row(result, meta.experiment, meta.param_names, task.index))
-                log.debug("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
-                          result.run.run_id, result.status, result.final_loss, result.epochs)
-            record.write_progress(out, task.part_name, rows, meta)
-
-        if todo:
-            train_runs(self.spec, todo, on_batch_done=save)
-        log.info("%s", task_line(task, len(done), batches, rows, time.perf_counter() - started))
-        order = {r.run_id: i for i, r in enumerate(task.runs)}
-        return sorted(rows, key=lambda r: order[r["run_id"]])
-
-
-def task_line(task: Task, n_resumed: int, batches: list[list[RunResult]], rows: list[dict[str, Any]],
-              seconds: float) -> str:
-    """The one INFO line of a task: runs, engine, batch plan, time and statuses (runs: DEBUG)."""
-    engines = sorted({f"{r.engine} on {r.device}" for batch in batches for r in batch}) or ["none"]
-    sizes = [len(b) for b in batches]
-    plan = f"{len(sizes)} batch(es) of up to {max(sizes)}" if sizes else "nothing left to train"
-    resumed = f" ({n_resumed} resumed from progress)" if n_resumed else ""
-    statuses = [r["status"] for r in rows]
-    counts = ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))) or "no runs"
-    return (f"task {task.index}: {len(task.runs)} runs{resumed}, engine {', '.join(engines)}, {plan}, "
-            f"{seconds:.2f} s: {counts}")
 
 
 @dataclass
@@ -202,7 +117,7 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
     """
     limit = 1 if launcher["cluster"] == "debug" else (launcher["max_parallel"] or cpu_count())
     pending, running, failures, finished = list(tasks), {}, [], 0
-    out_dir = Path(runner.out_dir)
+    out_dir, poll = Path(runner.out_dir), 0.05  # seconds; grows to 0.5 so that a short task is not waited on
     try:
         with sigterm_as_interrupt(), tqdm(total=sum(len(t.runs) for t in tasks), unit="run", desc="runs",
                                            disable=not launcher["progress"]) as bar:
@@ -223,7 +138,8 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
                 bar.n = finished + sum(record.progress_count(out_dir, t.part_name) for t in running.values())
                 bar.refresh()
                 if running:
-                    time.sleep(0.5)
+                    time.sleep(poll)
+                    poll = min(0.5, poll * 1.5)
     except KeyboardInterrupt:
         stop_jobs(list(running))
         raise

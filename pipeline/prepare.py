@@ -27,7 +27,7 @@ from pipeline.closed_form import closed_form_problem
 from pipeline.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
 from pipeline.lr_bound import resolve_auto_lr
 from pipeline.plan import plan
-from pipeline.problem import ProblemParts, build_problem_parts, design_matrix
+from pipeline.problem import ProblemParts, build_problem_parts, design_matrix, probe_optimizer
 from pipeline.records import RESIDUAL, SCHEMES, STATUSES, Run, SweepMeta, TaskSpec, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ def _check_loss_and_optim(cfg: dict[str, Any], parts: ProblemParts, dataset: Dat
         return [f"`loss` ({cfg['loss'].get('_target_')}) must give one number; it gives shape "
                 f"{tuple(loss.shape)} (reduction 'none'?)"]
     try:
-        parts.make_optim(model.parameters(), lr=1e-3)
+        probe_optimizer(parts.make_optim, lr=1e-3)  # its own argument checks, without torch._dynamo
     except Exception as err:  # noqa: BLE001
         args = {k: v for k, v in cfg["optim"].items() if not k.startswith("_")}
         return [f"`optim` ({cfg['optim'].get('_target_')}) cannot be built with arguments {args}: {err}"]

@@ -98,6 +98,32 @@ def build_problem_parts(model: dict[str, Any], loss: dict[str, Any], optim: dict
     return ProblemParts(make_model, loss_fn, make_optim, tuple(scalar_parameter_names(built)), closed_form)
 
 
+_EMPTY_PARAMS = "empty parameter list"
+
+
+def probe_optimizer(make_optim: Callable[..., torch.optim.Optimizer], lr: float = 1.0) -> tuple[type, dict[str, Any]]:
+    """The optimiser's class and settings (its `defaults`), checked by the class itself.
+
+    Building an optimiser on real parameters imports torch._dynamo (about 1 s, in the
+    submitting process and again in every task): `Optimizer.add_param_group` is wrapped by
+    `torch._disable_dynamo`. Given no parameters, torch's optimisers check their arguments,
+    set `defaults`, and stop with "empty parameter list" before adding a group, so that is
+    what we build. Any other error is the user's optimiser spec; an optimiser that accepts
+    an empty list is probed on one parameter, as before.
+    """
+    cls = make_optim.func if isinstance(make_optim, partial) else None
+    if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
+        optimizer = cls.__new__(cls)
+        try:
+            cls.__init__(optimizer, *make_optim.args, [], **{**make_optim.keywords, "lr": lr})
+        except ValueError as err:
+            if _EMPTY_PARAMS not in str(err) or not hasattr(optimizer, "defaults"):
+                raise
+            return cls, dict(optimizer.defaults)
+    built = make_optim([torch.zeros(1, requires_grad=True)], lr=lr)
+    return type(built), dict(built.defaults)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -31,7 +31,7 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -216,10 +216,14 @@ def rows_table(rows: list[dict[str, Any]], meta: SweepMeta) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=part_schema(list(meta.param_names), meta.closed_form))
 
 
-def write_part(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: SweepMeta) -> Path:
-    """Write one task's result rows as `parts/<part_name>.parquet`, atomically."""
+def _as_table(rows: Union[pa.Table, list[dict[str, Any]]], meta: SweepMeta) -> pa.Table:
+    return rows if isinstance(rows, pa.Table) else rows_table(rows, meta)
+
+
+def write_part(out_dir: Path, part_name: str, rows: Union[pa.Table, list[dict[str, Any]]], meta: SweepMeta) -> Path:
+    """Write one task's results (a part's table, or result rows) as `parts/<part_name>.parquet`, atomically."""
     path = Path(out_dir) / PARTS / f"{part_name}.parquet"
-    write_table(rows_table(rows, meta), path)
+    write_table(_as_table(rows, meta), path)
     return path
 
 
@@ -227,9 +231,10 @@ def progress_path(out_dir: Path, part_name: str) -> Path:
     return Path(out_dir) / PROGRESS / f"{part_name}.parquet"
 
 
-def write_progress(out_dir: Path, part_name: str, rows: list[dict[str, Any]], meta: SweepMeta) -> None:
+def write_progress(out_dir: Path, part_name: str, rows: Union[pa.Table, list[dict[str, Any]]],
+                   meta: SweepMeta) -> None:
     """Save a task's finished runs so far: a requeued or preempted task resumes from here."""
-    write_table(rows_table(rows, meta), progress_path(out_dir, part_name))
+    write_table(_as_table(rows, meta), progress_path(out_dir, part_name))
 
 
 def set_aside(path: Path, why: BaseException) -> None:
@@ -274,10 +279,10 @@ def _read_or_set_aside(path: Path, columns: Optional[list[str]] = None) -> Optio
         return None
 
 
-def read_progress(out_dir: Path, part_name: str) -> list[dict[str, Any]]:
+def read_progress(out_dir: Path, part_name: str) -> Optional[pa.Table]:
+    """The runs a task saved before it was stopped (None: none, or the file was unreadable and set aside)."""
     path = progress_path(out_dir, part_name)
-    table = _read_or_set_aside(path) if path.is_file() else None
-    return table.to_pylist() if table is not None else []
+    return _read_or_set_aside(path) if path.is_file() else None
 
 
 def progress_count(out_dir: Path, part_name: str) -> int:

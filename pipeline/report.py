@@ -110,7 +110,15 @@ def _curves(sweep: Sweep) -> str:
                   "Training loss per logged epoch, log scale: per initial value the median over the fits on the "
                   "original rows and the bootstrap draws still finite at that epoch, and the 10-90% band "
                   "(jackknife fits left out); x near the top: the logged epoch where diverged runs stopped "
-                  "(their loss no longer finite), with how many.")
+                  "(their loss no longer finite), with how many." + _sampled(sweep))
+
+
+def _sampled(sweep: Sweep) -> str:
+    if sweep.curve_sample is None:
+        return ""
+    per_cell, read, total = sweep.curve_sample
+    return (f" Drawn from the first {per_cell:,} runs of each learning rate and initial value "
+            f"({read:,} of {total:,} runs; counts are of those): curves.parquet holds every run's curve.")
 
 
 def _bootstrap(sweep: Sweep) -> str:

@@ -16,9 +16,14 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 TABLES = ("plan", "estimates", "curves", "intervals")
 OPTIONAL_TABLES = ("predictions",)  # written only when asked for (`intervals.at`)
+# Past this many rows (about 20,000 runs of 101 logged epochs) the curves figure reads the
+# curves of a sample of runs: those of 10^6 runs are 10^8 rows, gigabytes in pandas.
+CURVE_ROWS_READ_WHOLE = 2_000_000
+CURVE_RUNS_PER_CELL = 1_000  # the first runs of each (lr, init) cell, in plan order: plenty for quantiles
 
 
 @dataclass
@@ -32,6 +37,7 @@ class Sweep:
     overrides: Optional[list] = None
     tables: dict = field(default_factory=dict)
     missing: list = field(default_factory=list)
+    curve_sample: Optional[tuple] = None  # (runs per cell, runs read, runs in the sweep) when sampled
 
     def table(self, name: str) -> pd.DataFrame:
         return self.tables.get(name, pd.DataFrame())
@@ -87,6 +93,25 @@ def _read_table(path: Path, sweep: Sweep) -> pd.DataFrame:
     return frame
 
 
+def _read_curves(path: Path, estimates: pd.DataFrame, sweep: Sweep) -> pd.DataFrame:
+    """curves.parquet, or past CURVE_ROWS_READ_WHOLE rows the curves of the first
+    CURVE_RUNS_PER_CELL runs of each cell, filtered row group by row group (memory: the sample)."""
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except Exception:  # noqa: BLE001 - absent or unreadable: _read_table says which
+        rows = 0
+    if rows <= CURVE_ROWS_READ_WHOLE or not {"run_id", "lr", "init_index"} <= set(estimates.columns):
+        return _read_table(path, sweep)
+    keep = estimates.groupby(["lr", "init_index"], sort=False).head(CURVE_RUNS_PER_CELL)["run_id"].unique()
+    try:
+        frame = pq.read_table(path, filters=[("run_id", "in", keep.tolist())]).to_pandas()
+    except Exception as err:  # noqa: BLE001
+        sweep.missing.append(f"{path.name} (unreadable: {err})")
+        return pd.DataFrame()
+    sweep.curve_sample = (CURVE_RUNS_PER_CELL, len(keep), int(estimates["run_id"].nunique()))
+    return frame
+
+
 def _with_kind(estimates: pd.DataFrame) -> pd.DataFrame:
     if "kind" in estimates.columns or "resample" not in estimates.columns:
         return estimates
@@ -106,7 +131,9 @@ def load_sweep_folder(out_dir: Path) -> Sweep:
     _, overrides = _read_yaml(sweep.out_dir / ".hydra" / "overrides.yaml", sweep, ".hydra/overrides.yaml", False)
     sweep.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
     for name in TABLES:
-        sweep.tables[name] = _read_table(sweep.out_dir / f"{name}.parquet", sweep)
+        path = sweep.out_dir / f"{name}.parquet"
+        sweep.tables[name] = (_read_curves(path, sweep.tables["estimates"], sweep) if name == "curves"
+                              else _read_table(path, sweep))
     for name in OPTIONAL_TABLES:
         path = sweep.out_dir / f"{name}.parquet"
         sweep.tables[name] = _read_table(path, sweep) if path.exists() else pd.DataFrame()

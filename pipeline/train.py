@@ -1,20 +1,37 @@
-"""Train one task's runs: its data read once, its problem built once, its engine chosen.
+"""What runs inside a task: train its runs and record them.
 
-This is what runs inside a task (in this process, a local subprocess or a SLURM array
-task); `launch.TaskRunner` calls it and records what it returns.
+`TaskRunner` is the callable every task runs (in this process, a local subprocess or a
+SLURM array task; `launch` pickles it for submitit): the task's data read once, its
+problem built once, its engine chosen (`train_runs`), finished runs saved as they come
+and one Parquet part written. It lives here, not in `launch`, so that a task process
+imports only the training side, not the planning and launching code.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import itertools
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
 
+import numpy as np
+import pyarrow as pa
+import submitit
 import torch
+
+from pipeline import record
 
 from pipeline.data import load_dataset
 from pipeline.engines import train_chunk
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, FolderError
 from pipeline.problem import Problem, build_problem, build_problem_parts
-from pipeline.records import Run, RunResult, TaskSpec
+from pipeline.processes import restore_sigint, watch_parent
+from pipeline.records import Run, RunBatch, RunResult, Task, TaskSpec
+
+log = logging.getLogger(__name__)
 
 
 def set_threads(threads: Optional[int]) -> None:
@@ -38,3 +55,101 @@ def train_runs(spec: TaskSpec, runs: list[Run],
                on_batch_done: Optional[Callable[[list[RunResult]], None]] = None) -> list[RunResult]:
     """Train `runs` of the task `spec` describes; `on_batch_done` gets each finished group."""
     return train_chunk(task_problem(spec), runs, spec.train, on_batch_done)
+
+
+def _ensure_task_logging() -> None:
+    """A task in its own process (local, SLURM) logs its progress to its stderr log file."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+
+@dataclass
+class TaskRunner(submitit.helpers.Checkpointable):
+    """The callable every task runs (pickled by submitit): train a chunk, write its part.
+
+    Finished runs are saved to `progress/` after each batch, so a task that is requeued
+    (preemption, timeout, `scontrol requeue`) trains only the runs it had not finished.
+    A task that raises leaves a failure record and re-raises, so SLURM marks it FAILED.
+    """
+
+    spec: TaskSpec
+    out_dir: str
+    parent: Optional[tuple[int, Optional[str]]] = None  # local: (pid, start) of the launching process
+
+    def __call__(self, task: Task) -> dict[str, Any]:
+        _ensure_task_logging()
+        set_threads(self.spec.threads)
+        if self.parent is not None:
+            restore_sigint()
+            watch_parent(self.parent)
+        out = Path(self.out_dir)
+        try:
+            table = self._train(task, out)
+            path = record.write_part(out, task.part_name, table, self.spec.meta)
+        except Exception as err:
+            self._record_failure(task, out, err)
+            raise
+        record.finish_task(out, task.part_name)
+        counts = table.column("status").value_counts().to_pylist()
+        return {"part": str(path), "runs": table.num_rows, **{c["values"]: c["counts"] for c in counts}}
+
+    @staticmethod
+    def _record_failure(task: Task, out: Path, err: Exception) -> None:
+        try:
+            record.write_json({"task": task.index, "part": task.part_name, "error": str(err) or repr(err),
+                               "traceback": traceback.format_exc(),
+                               "runs": [r.run_id for r in task.runs]}, record.failure_path(out, task.part_name))
+        except (OSError, FolderError) as second:  # a full disk: the task's own error says it
+            log.error("could not record the failure of task %d: %s", task.index, second)
+
+    def _resumed(self, task: Task, out: Path) -> list[pa.Table]:
+        """The runs a stopped attempt of this task saved, in this version's schema."""
+        saved = record.read_progress(out, task.part_name)
+        if saved is None or saved.num_rows == 0:
+            return []
+        log.info("resuming task %d: %d of %d runs already done", task.index, saved.num_rows, len(task.runs))
+        return [record.rows_table(saved.to_pylist(), self.spec.meta)]
+
+    def _train(self, task: Task, out: Path) -> pa.Table:
+        """The task's results as one table in plan order; columns from the engines, no row per run."""
+        meta, started = self.spec.meta, time.perf_counter()
+        tables = self._resumed(task, out)
+        n_resumed = sum(t.num_rows for t in tables)
+        done = {run_id for t in tables for run_id in t.column("run_id").to_pylist()}
+        todo = [r for r in task.runs if r.run_id not in done]
+        counter, batches = itertools.count(n_resumed + 1), []
+
+        def save(results: list[RunResult]) -> None:  # once per batch: a fast engine finishes many runs at once
+            batches.append(results)
+            tables.append(record.results_table(results, meta, task.index))
+            if log.isEnabledFor(logging.DEBUG):
+                for result in results:
+                    log.debug("run %d/%d %s: %s, loss %.6g after %d epochs", next(counter), len(task.runs),
+                              result.run.run_id, result.status, result.final_loss, result.epochs)
+            record.write_progress(out, task.part_name, pa.concat_tables(tables), meta)
+
+        if todo:
+            train_runs(self.spec, todo, on_batch_done=save)
+        table = pa.concat_tables(tables) if tables else record.rows_table([], meta)
+        log.info("%s", task_line(task, n_resumed, batches, table.column("status").to_pylist(),
+                                 time.perf_counter() - started))
+        order = {r.run_id: i for i, r in enumerate(task.runs)}
+        return table.take(np.argsort([order[r] for r in table.column("run_id").to_pylist()], kind="stable"))
+
+
+def _engine_of(batch: list[RunResult]) -> str:
+    """'gram on cpu': a RunBatch says it once, without building its RunResults."""
+    first = batch if isinstance(batch, RunBatch) else batch[0]
+    return f"{first.engine} on {first.device}"
+
+
+def task_line(task: Task, n_resumed: int, batches: list[list[RunResult]], statuses: list[str],
+              seconds: float) -> str:
+    """The one INFO line of a task: runs, engine, batch plan, time and statuses (runs: DEBUG)."""
+    engines = sorted({_engine_of(batch) for batch in batches if len(batch)}) or ["none"]
+    sizes = [len(b) for b in batches]
+    plan = f"{len(sizes)} batch(es) of up to {max(sizes)}" if sizes else "nothing left to train"
+    resumed = f" ({n_resumed} resumed from progress)" if n_resumed else ""
+    counts = ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))) or "no runs"
+    return (f"task {task.index}: {len(task.runs)} runs{resumed}, engine {', '.join(engines)}, {plan}, "
+            f"{seconds:.2f} s: {counts}")

@@ -202,10 +202,10 @@ def test_dry_run_and_log_say_how_the_tasks_were_sized(tmp_path, capsys, caplog):
     with caplog.at_level(logging.INFO, logger="pipeline"):
         run_sweep(tmp_path / "quiet", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=29",
                   "launcher=debug", "launcher.runs_per_task=10", *FAST)
-    launch_lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.launch"]
-    assert sum(m.startswith("task ") for m in launch_lines) == 3  # one line per task
-    assert "10 runs, engine gram on cpu, 1 batch(es) of up to 10" in launch_lines[-1]
-    assert not any(m.startswith("run ") for m in launch_lines)
+    task_lines = [r.getMessage() for r in caplog.records if r.name in ("pipeline.launch", "pipeline.train")]
+    assert sum(m.startswith("task ") for m in task_lines) == 3  # one line per task
+    assert "10 runs, engine gram on cpu, 1 batch(es) of up to 10" in task_lines[-1]
+    assert not any(m.startswith("run ") for m in task_lines)
     assert not [r for r in caplog.records if r.name.startswith("pipeline.engines") and r.levelno >= logging.INFO]
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="pipeline"):
@@ -226,3 +226,25 @@ def test_run_ids_serialised_once_per_sweep_equal_the_whole_dict_hash():
                   "seed": seed if draw else None, "scheme": scheme if draw else None}
         old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
         assert run_id(fingerprint, lr, init, resample, seed, scheme) == old
+
+
+def test_report_reads_the_curves_of_a_sample_of_runs_past_a_size(tmp_path, monkeypatch):
+    """10^6 runs' curves are 10^8 rows: past a size the report reads the first runs of each cell."""
+    from pipeline import report_data
+    from pipeline.report import write_report
+
+    run_sweep(tmp_path, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=11",
+              "sweep.lr=[0.01,0.1]", "launcher=debug", *FAST)
+    whole = report_data.load_sweep_folder(tmp_path)
+    assert whole.curve_sample is None and whole.table("curves")["run_id"].nunique() == 24
+    monkeypatch.setattr(report_data, "CURVE_ROWS_READ_WHOLE", 10)
+    monkeypatch.setattr(report_data, "CURVE_RUNS_PER_CELL", 4)
+    sampled = report_data.load_sweep_folder(tmp_path)
+    curves, est = sampled.table("curves"), sampled.table("estimates")
+    assert sampled.curve_sample == (4, 8, 24)
+    first = est.groupby(["lr", "init_index"]).head(4)["run_id"]
+    assert set(curves["run_id"]) == set(first)
+    expected = whole.table("curves")[whole.table("curves")["run_id"].isin(first)]
+    pd.testing.assert_frame_equal(curves.reset_index(drop=True), expected.reset_index(drop=True))
+    page = write_report(tmp_path).read_text()
+    assert "Drawn from the first 4 runs of each learning rate and initial value (8 of 24 runs" in page

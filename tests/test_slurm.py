@@ -140,9 +140,10 @@ def test_killed_task_leaves_no_partial_part_and_relaunch_completes(out_dir):
 
 
 def test_requeued_task_resumes_from_its_progress(out_dir):
-    # ~1 s a run: the task is still training when SIGKILL follows the requeue (KillWait=3);
+    # 1-2 s a run: the six runs left after the requeue outlast SIGKILL's KillWait=3 s (at 5000
+    # epochs, 0.7 s a run on a fast CPU, the task could finish before the kill and never resume);
     # the reference engine saves progress after each run (a fast engine, after each batch)
-    args = (*FAST, "train.epochs=5000", "sweep.resamples=7", "launcher.runs_per_task=8", "train.engine=reference")
+    args = (*FAST, "train.epochs=12000", "sweep.resamples=7", "launcher.runs_per_task=8", "train.engine=reference")
     submit(out_dir, *args)
     (task,) = submitted_tasks(out_dir)
     progress = out_dir / "progress" / f"{task['part']}.parquet"

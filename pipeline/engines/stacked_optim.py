@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from pipeline.problem import probe_optimizer
+
 Stacked = dict[str, Tensor]  # parameter name -> (runs, *shape)
 
 
@@ -133,22 +135,17 @@ StackedOptimizer = Union[StackedSGD, StackedAdam]
 
 
 def optimizer_name(make_optim: Callable[..., torch.optim.Optimizer]) -> str:
-    return type(_probe(make_optim)).__name__
-
-
-def _probe(make_optim: Callable[..., torch.optim.Optimizer]) -> torch.optim.Optimizer:
-    return make_optim([torch.zeros(1, requires_grad=True)], lr=1.0)
+    return probe_optimizer(make_optim)[0].__name__
 
 
 def optimizer_settings(make_optim: Callable[..., torch.optim.Optimizer]) -> Optional[Settings]:
     """The experiment optimiser's settings, or None if it is not one the stacked engines know."""
-    opt = _probe(make_optim)
-    d: dict[str, Any] = opt.defaults
-    if type(opt) is torch.optim.SGD:
+    cls, d = probe_optimizer(make_optim)
+    if cls is torch.optim.SGD:
         return SGDSettings(float(d["momentum"]), float(d["dampening"]), float(d["weight_decay"]),
                            bool(d["nesterov"]), bool(d.get("maximize", False)))
-    if type(opt) in (torch.optim.Adam, torch.optim.AdamW):
-        decoupled = bool(d.get("decoupled_weight_decay", type(opt) is torch.optim.AdamW))
+    if cls in (torch.optim.Adam, torch.optim.AdamW):
+        decoupled = bool(d.get("decoupled_weight_decay", cls is torch.optim.AdamW))
         return AdamSettings(tuple(float(b) for b in d["betas"]), float(d["eps"]),  # type: ignore[arg-type]
                             float(d["weight_decay"]), bool(d["amsgrad"]), bool(d.get("maximize", False)),
                             decoupled)
