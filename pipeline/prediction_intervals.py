@@ -20,8 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.special import ndtri
+from scipy.special import ndtri, stdtrit  # stdtrit is stats.t.ppf, without importing scipy.stats (as closed_form)
 
 from pipeline.closed_form import ClosedFormDesign, LEVERAGE_TOL
 from pipeline.interval_cells import _bca_note, _cell_notes, _split_cell, as_float
@@ -85,7 +84,7 @@ def _closed_form(design: ClosedFormDesign, features: np.ndarray, method: str,
     if method == "hc3" and fit.max_leverage > 1 - LEVERAGE_TOL:
         return estimate, nan, nan, nan, ("hc3 undefined: a row of the design has leverage 1 (it alone fixes "
                                          "a coefficient, so its HC3 residual is 0 / 0)")
-    cov, crit = (fit.cov, stats.t.ppf(1 - alpha / 2, fit.df)) if method == "t" else (fit.cov_hc3, ndtri(1 - alpha / 2))
+    cov, crit = (fit.cov, stdtrit(fit.df, 1 - alpha / 2)) if method == "t" else (fit.cov_hc3, ndtri(1 - alpha / 2))
     with np.errstate(all="ignore"):
         se = np.sqrt(np.einsum("ij,jk,ik->i", features, cov, features))
     if not np.isfinite(se).all():
