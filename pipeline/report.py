@@ -294,7 +294,8 @@ SECTIONS: tuple[tuple[str, str, Callable[[Sweep], str]], ...] = (
     ("command", "Command and configuration", _command), ("runs", "Runs", _runs),
     ("grid", "Learning rate x initial values", _grid), ("curves", "Loss curves", _curves),
     ("bootstrap", "Bootstrap distributions", _bootstrap), ("intervals", "Confidence intervals", _intervals),
-    ("predictions", "Prediction intervals at intervals.at", _predictions), ("diagnostics", "Diagnostics: gap to the closed form, dropped draws", _diagnostics))
+    ("predictions", "Prediction intervals at intervals.at", _predictions),
+    ("diagnostics", "Diagnostics: gap to the closed form, dropped draws", _diagnostics))
 
 
 # --- the page -----------------------------------------------------------------------------------
