@@ -18,7 +18,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -283,17 +283,13 @@ def stream_tables(out_dir: Path, meta: SweepMeta, index: partscan.PartIndex, *, 
 
 def aggregate(out_dir: Path, *, level: float = 0.95, statuses: Sequence[str] = ("ok",),
               methods: Optional[Sequence[str]] = None, max_dropped_share: float = 0.1,
-              plots: bool = True, at: Any = None) -> AggregateReport:
+              plots: bool = True) -> AggregateReport:
     """(Re)build the tables of a sweep folder from whatever parts are complete now.
 
     `methods` None: every interval method that applies (see `bootstrap_intervals`).
     """
     out_dir = Path(out_dir)
     meta, plan = load_sweep(out_dir, columns=["run_id"])
-    if at is not None:  # checked before any table is written; predictions: pipeline.predict
-        from pipeline.prediction_points import read_points
-
-        read_points(at, meta.x_names)
     plan_ids = pd.Index(plan["run_id"])
     index = partscan.index_parts(record.part_files(out_dir), plan_ids)
     report = AggregateReport(out_dir, len(plan), index.n_found, index.keys["status"].value_counts().to_dict(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import hydra
 from omegaconf import DictConfig
@@ -60,14 +60,28 @@ def _write_report(out_dir: Path) -> None:
     print(f"  report: {path} (open it in a browser)")
 
 
-def _predictions(out_dir: Path, intervals: dict[str, Any]) -> None:
-    """predictions.parquet when `intervals.at` is set (pipeline/predict.py)."""
+TABLE_SETTINGS = ("level", "statuses", "methods", "max_dropped_share")  # what both aggregate and predict take
+
+
+def _settings(intervals: dict[str, Any]) -> dict[str, Any]:
+    """The `intervals` keys that shape every table, passed by name (no catch-all keywords)."""
+    return {key: intervals[key] for key in TABLE_SETTINGS}
+
+
+def _predictions(out_dir: Path, intervals: dict[str, Any]) -> Optional[ConfigError]:
+    """predictions.parquet when `intervals.at` is set (pipeline/predict.py). Runs after the other
+    tables are written; a bad `at` is returned, not raised, so that the caller still prints the
+    summary and writes the report before it exits with the one message."""
     if intervals.get("at") is None:
-        return
+        return None
     from pipeline.predict import write_predictions
 
-    path = write_predictions(out_dir, **intervals)
+    try:
+        path = write_predictions(out_dir, at=intervals["at"], **_settings(intervals))
+    except ConfigError as err:
+        return err
     print(f"  predictions: {path}")
+    return None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -96,14 +110,17 @@ def _sweep_app(cfg: DictConfig) -> None:
         print(f"  watch:     pipeline-status out_dir={out_dir}")
         print(f"  when done: pipeline-aggregate out_dir={out_dir}")
         return
+    intervals = container["intervals"]
     try:
-        summary = aggregate(out_dir, **container["intervals"])
-        _predictions(out_dir, container["intervals"])
+        summary = aggregate(out_dir, **_settings(intervals), plots=intervals["plots"])
     except ConfigError as err:  # e.g. a full disk while writing the tables: the parts are intact
         _fail(err)
-    _print_summary(out_dir, summary.summary(), container["intervals"]["level"])
+    problem = _predictions(out_dir, intervals)
+    _print_summary(out_dir, summary.summary(), intervals["level"])
     if container["report"]:
         _write_report(out_dir)
+    if problem is not None:
+        _fail(problem)
     if report.failed_tasks:
         print(f"error: {len(report.failed_tasks)} task(s) failed; relaunch to retry only their runs",
               file=sys.stderr)
@@ -157,16 +174,19 @@ def _aggregate_app(cfg: DictConfig) -> None:
 
     container = to_container(cfg)
     out_dir = Path(container["out_dir"]).resolve()
+    intervals = container["intervals"]
     try:
-        summary = aggregate(out_dir, **container["intervals"])
-        _predictions(out_dir, container["intervals"])
+        summary = aggregate(out_dir, **_settings(intervals), plots=intervals["plots"])
     except ConfigError as err:
         _fail(err)
     except ValueError as err:  # the interval settings given here (level, methods, ...) are refused
         _fail(ConfigError([f"`intervals`: {err}"]))
+    problem = _predictions(out_dir, intervals)  # a bad `intervals.at` costs predictions.parquet only
     _print_tables(out_dir, summary.summary())
     if container["report"]:
         _write_report(out_dir)
+    if problem is not None:
+        _fail(problem)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipeline import record
 from pipeline.closed_form import fit_design
-from pipeline.prediction_intervals import (RUN_COLUMNS, linear_predictions, prediction_column,
+from pipeline.prediction_intervals import (RUN_COLUMNS, check_x_names, linear_predictions, prediction_column,
                                            prediction_intervals)
 from pipeline.prediction_points import read_points, to_fitted
 from pipeline.rawunits import feature_matrix
@@ -56,13 +56,17 @@ def model_predictions(model_spec: dict[str, Any], estimates: pd.DataFrame, param
 
 
 def write_predictions(out_dir: Path, *, at: Any, level: float = 0.95, statuses: Sequence[str] = ("ok",),
-                      methods: Optional[Sequence[str]] = None, max_dropped_share: float = 0.1,
-                      **_: Any) -> Optional[Path]:
-    """predictions.parquet of a sweep folder (None when `at` is not set); ConfigError on a bad `at`."""
+                      methods: Optional[Sequence[str]] = None, max_dropped_share: float = 0.1) -> Optional[Path]:
+    """predictions.parquet of a sweep folder (None when `at` is not set).
+
+    A bad `at`, or an x column named like a column of the table, is a ConfigError raised
+    before anything is written (the other tables of the folder are left as they are).
+    """
     if at is None:
         return None
     out_dir = Path(out_dir)
     meta = record.read_meta(out_dir)
+    check_x_names(meta.x_names)
     points = read_points(at, meta.x_names)
     x_fitted = to_fitted(points, meta.x_shift, meta.x_scale)
     estimates = pd.read_parquet(out_dir / "estimates.parquet")

@@ -20,19 +20,29 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.special import ndtri
+from scipy.special import ndtri, stdtrit  # stdtrit is stats.t.ppf, without importing scipy.stats (as closed_form)
 
 from pipeline.closed_form import ClosedFormDesign, LEVERAGE_TOL
 from pipeline.interval_cells import _bca_note, _cell_notes, _split_cell, as_float
-from pipeline.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, GRID_COLUMNS, _bootstrap_bounds, _cells
-from pipeline.records import BOOTSTRAP, JACKKNIFE
-from pipeline.draw_values import kinds_of
+from pipeline.errors import ConfigError
+from pipeline.intervals import (BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, GRID_COLUMNS, _bootstrap_bounds, _cells,
+                                applicable_methods)
 
 PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
 RUN_COLUMNS = ("lr", "init_index", "resample", "kind", "status", "scheme")
 COLUMNS = ("point", "output", "method", "level", "scheme", "estimate", "lower", "upper", "se", "n_used",
            "n_dropped", "estimate_status", "note")
+RESERVED = (*GRID_COLUMNS, *COLUMNS)  # predictions.parquet's own columns: no x column may take one's name
+
+
+def check_x_names(x_names: Sequence[str]) -> None:
+    """Refuse x names that predictions.parquet already uses: the x columns sit beside its own
+    columns, and a clash would overwrite one of them (a ConfigError naming `data.x`)."""
+    clashes = [name for name in x_names if name in RESERVED]
+    if clashes:
+        raise ConfigError([f"`data.x`: the x column(s) {', '.join(map(repr, clashes))} have the name of a column of "
+                           f"predictions.parquet ({', '.join(RESERVED)}), so `intervals.at` cannot write them; "
+                           "rename the column(s) in the data file, or leave `intervals.at` unset"])
 
 
 def prediction_column(point: int, output: int) -> str:
@@ -50,15 +60,16 @@ def linear_predictions(estimates: pd.DataFrame, params: Sequence[str], features:
 
 
 def methods_for(methods: Optional[Sequence[str]], predictions: pd.DataFrame, closed_form: bool) -> list[str]:
-    """The methods to compute: None gives every one that applies (as the parameter intervals);
-    a list keeps those of PREDICTION_METHODS that apply (studentized has no prediction form)."""
-    kinds = set(kinds_of(predictions)) if len(predictions) else set()
-    if methods is None:
-        chosen = ["percentile"] + (["basic", "normal"] if BOOTSTRAP in kinds else [])
-        chosen += ["bca"] if JACKKNIFE in kinds else []
-        return chosen + (list(CLOSED_FORM_METHODS) if closed_form else [])
-    chosen = [str(m).lower() for m in methods]
-    return [m for m in dict.fromkeys(chosen) if m in PREDICTION_METHODS and (closed_form or m not in CLOSED_FORM_METHODS)]
+    """The parameter intervals' rule (`pipeline.intervals.applicable_methods`), narrowed to the
+    methods that have a prediction form: studentized has none, t and hc3 need the saved design.
+    A named method without one is left out, not refused: the sweep's `intervals.methods` was
+    checked for the parameter intervals, and predictions take what they can of it."""
+    if methods is not None:
+        methods = [m for m in dict.fromkeys(str(m).lower() for m in methods)
+                   if m in PREDICTION_METHODS and (closed_form or m not in CLOSED_FORM_METHODS)]
+        if not methods:
+            return []
+    return [m for m in applicable_methods(methods, predictions, closed_form) if m in PREDICTION_METHODS]
 
 
 def _closed_form(design: ClosedFormDesign, features: np.ndarray, method: str,
@@ -73,7 +84,7 @@ def _closed_form(design: ClosedFormDesign, features: np.ndarray, method: str,
     if method == "hc3" and fit.max_leverage > 1 - LEVERAGE_TOL:
         return estimate, nan, nan, nan, ("hc3 undefined: a row of the design has leverage 1 (it alone fixes "
                                          "a coefficient, so its HC3 residual is 0 / 0)")
-    cov, crit = (fit.cov, stats.t.ppf(1 - alpha / 2, fit.df)) if method == "t" else (fit.cov_hc3, ndtri(1 - alpha / 2))
+    cov, crit = (fit.cov, stdtrit(fit.df, 1 - alpha / 2)) if method == "t" else (fit.cov_hc3, ndtri(1 - alpha / 2))
     with np.errstate(all="ignore"):
         se = np.sqrt(np.einsum("ij,jk,ik->i", features, cov, features))
     if not np.isfinite(se).all():

@@ -234,12 +234,15 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
         problems.append(f"`intervals.methods` {', '.join(wanted)} need {no_closed_form}; got model "
                         f"{(cfg.get('model') or {}).get('_target_')!r}")
     if ic.get("at") is not None:
+        from pipeline.prediction_intervals import check_x_names
         from pipeline.prediction_points import read_points, x_names_of
 
-        try:
-            read_points(ic["at"], x_names_of(cfg["data"]["x"]))
-        except ConfigError as err:
-            problems += err.problems if hasattr(err, "problems") else [str(err)]
+        for check in (lambda: check_x_names(x_names_of(cfg["data"]["x"])),
+                      lambda: read_points(ic["at"], x_names_of(cfg["data"]["x"]))):
+            try:
+                check()
+            except ConfigError as err:
+                problems += err.problems if hasattr(err, "problems") else [str(err)]
     return problems
 
 

@@ -2,7 +2,7 @@
 
 `write_report(out_dir)` reads only the folder's files (`config.yaml`, `sweep.json`,
 `plan.parquet`, `estimates.parquet`, `curves.parquet`, `intervals.parquet` and, when
-present, `.hydra/overrides.yaml`); it never trains or loads the data. The page has
+present, `predictions.parquet` and `.hydra/overrides.yaml`); it never trains or loads the data. The page has
 inline CSS, figures as base64 PNGs (matplotlib's Agg canvas) and no JavaScript, so it
 opens from disk anywhere. A missing or empty input is said on the page, and a section
 that cannot be drawn says why while the others still are: writing a report never fails
@@ -149,18 +149,34 @@ def _interval_rows(ci: pd.DataFrame, params: list) -> pd.DataFrame:
     return ci.sort_values(["lr", "init_index", "_p", "_m"], kind="stable").drop(columns=["_p", "_m"])
 
 
+def _notes(table: pd.DataFrame) -> list:
+    """The distinct non-empty notes of a table, in order: each is printed once, rows link to it."""
+    return list(dict.fromkeys(n for n in table.get("note", pd.Series(dtype=str)).fillna("") if n))
+
+
+def _note_links(shown: pd.DataFrame, notes: list, prefix: str) -> list:
+    return [f'<a href="#{prefix}-{notes.index(n) + 1}">[{notes.index(n) + 1}]</a>' if n else ""
+            for n in shown.get("note", pd.Series([""] * len(shown))).fillna("")]
+
+
+def _note_list(notes: list, prefix: str) -> str:
+    if not notes:
+        return ""
+    return "<h3>Notes</h3><ol class=notes>" + "".join(
+        f'<li id="{prefix}-{i + 1}">{esc(n)}</li>' for i, n in enumerate(notes)) + "</ol>"
+
+
 def _intervals(sweep: Sweep) -> str:
     ci = sweep.table("intervals")
     if ci.empty:
         return missing("No intervals (intervals.parquet is missing or empty).")
     ci = _interval_rows(ci, sweep.params)
-    notes = list(dict.fromkeys(n for n in ci.get("note", pd.Series(dtype=str)).fillna("") if n))
+    notes = _notes(ci)
     cols = [c for c in ("lr", "init_index", "parameter", "units", "method", "scheme", "estimate", "lower", "upper", "se",
                         "mc_se_lower", "mc_se_upper", "n_used", "n_dropped") if c in ci.columns]
     shown = ci.head(MAX_TABLE_ROWS)
     table = shown[cols].copy()
-    table["note"] = [f'<a href="#note-{notes.index(n) + 1}">[{notes.index(n) + 1}]</a>' if n else ""
-                     for n in shown.get("note", pd.Series([""] * len(shown))).fillna("")]
+    table["note"] = _note_links(shown, notes, "note")
     width = shown["upper"] - shown["lower"]
     mc = shown[["mc_se_lower", "mc_se_upper"]].max(axis=1) if "mc_se_upper" in shown else width * 0
     classes = ["empty" if not np.isfinite(w) else "warn" if m > MC_WARN_SHARE * w else ""
@@ -170,10 +186,64 @@ def _intervals(sweep: Sweep) -> str:
     out += html_table(table, row_classes=classes, raw=("note",))
     if len(ci) > MAX_TABLE_ROWS:
         out += missing(f"First {MAX_TABLE_ROWS} of {len(ci)} rows shown; intervals.parquet has them all.")
-    if notes:
-        out += "<h3>Notes</h3><ol class=notes>" + "".join(
-            f'<li id="note-{i + 1}">{esc(n)}</li>' for i, n in enumerate(notes)) + "</ol>"
-    return out
+    return out + _note_list(notes, "note")
+
+
+PREDICTION_NEEDS = ("lr", "init_index", "point", "output", "method", "estimate", "lower", "upper")
+
+
+def _x_columns(sweep: Sweep, table: pd.DataFrame) -> list:
+    """The x columns of predictions.parquet: sweep.json's x names, else those between `point` and `output`."""
+    names = [n for n in sweep.meta.get("x_names") or [] if n in table.columns]
+    columns = list(table.columns)
+    if names or not {"point", "output"} <= set(columns):
+        return names
+    return columns[columns.index("point") + 1:columns.index("output")]
+
+
+def _prediction_table(table: pd.DataFrame, xs: list) -> str:
+    cols = [c for c in ("lr", "init_index", "point", *xs, "output", "method", "scheme", "estimate", "lower", "upper",
+                        "se", "n_used", "n_dropped", "note") if c in table.columns]
+    shown = table.head(MAX_TABLE_ROWS)
+    classes = ["" if np.isfinite(lo) and np.isfinite(hi) else "empty"
+               for lo, hi in zip(shown["lower"].astype(float), shown["upper"].astype(float))]
+    notes = _notes(table)
+    shown = shown[cols].assign(note=_note_links(shown, notes, "prediction-note")) if "note" in cols else shown[cols]
+    out = html_table(shown, row_classes=classes, raw=("note",))
+    if len(table) > MAX_TABLE_ROWS:
+        out += missing(f"First {MAX_TABLE_ROWS} of {len(table)} rows shown; predictions.parquet has them all.")
+    return out + _note_list(notes, "prediction-note")
+
+
+def _predictions(sweep: Sweep) -> str:
+    from pipeline.report_figures import band_method, prediction_figure
+
+    table = sweep.table("predictions")
+    if table.empty:
+        if not (sweep.out_dir / "predictions.parquet").exists():
+            return missing("No predictions: `intervals.at` was not set, so predictions.parquet was not written "
+                           "(pipeline-aggregate out_dir=... 'intervals.at=[...]' adds it).")
+        return missing("No predictions: predictions.parquet is empty or unreadable (see the missing inputs above).")
+    xs = _x_columns(sweep, table)
+    absent = [c for c in PREDICTION_NEEDS if c not in table.columns] + ([] if xs else ["the x column(s)"])
+    if absent:
+        return missing(f"predictions.parquet lacks {', '.join(absent)}: its intervals cannot be shown.")
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    table = table.assign(_m=table["method"].map(order).fillna(len(order))).sort_values(
+        ["lr", "init_index", "point", "output", "_m"], kind="stable").drop(columns="_m")
+    if len(xs) > 1:
+        return (f'<p class="note">This model has {len(xs)} inputs ({esc(", ".join(map(str, xs)))}): no band plot; '
+                "each point's intervals are listed below. Grey rows: no bounds (see the note).</p>"
+                + _prediction_table(table, xs))
+    level = table["level"].dropna().iloc[0] if "level" in table and table["level"].notna().any() else None
+    band = band_method(table, METHOD_ORDER)
+    caption = (f"The fitted function at the intervals.at points (black: the estimate, the fit on the original rows) "
+               f"with the {'' if level is None else fmt(100 * level) + '% '}interval of {band} as a band; below it, "
+               "each method's bounds minus that estimate (filled: " + f"{band}, dashed: the others), where intervals "
+               "much narrower than the function can be compared. Straight lines join the points; the intervals hold "
+               "at the points only. One pair of panels per grid cell (and output).")
+    fig = figure(prediction_figure(table, xs[0], METHOD_ORDER), f"prediction intervals over {xs[0]}", caption)
+    return fig + f"<details><summary>the table ({len(table)} rows)</summary>{_prediction_table(table, xs)}</details>"
 
 
 def _cell_table(sweep: Sweep, est: pd.DataFrame, has_gap: bool) -> pd.DataFrame:
@@ -224,6 +294,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Sweep], str]], ...] = (
     ("command", "Command and configuration", _command), ("runs", "Runs", _runs),
     ("grid", "Learning rate x initial values", _grid), ("curves", "Loss curves", _curves),
     ("bootstrap", "Bootstrap distributions", _bootstrap), ("intervals", "Confidence intervals", _intervals),
+    ("predictions", "Prediction intervals at intervals.at", _predictions),
     ("diagnostics", "Diagnostics: gap to the closed form, dropped draws", _diagnostics))
 
 

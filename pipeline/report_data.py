@@ -1,8 +1,10 @@
 """Read a sweep folder for `report.html`: its tables, config and metadata, and what is missing.
 
 Reads only the files `aggregate` and the launcher leave (`sweep.json`, `config.yaml`,
-`.hydra/overrides.yaml`, `plan` / `estimates` / `curves` / `intervals.parquet`); an absent,
-empty or unreadable file becomes an empty table and a line in `Sweep.missing`, never an error.
+`.hydra/overrides.yaml`, `plan` / `estimates` / `curves` / `intervals.parquet`, and
+`predictions.parquet` when `intervals.at` wrote one); an absent, empty or unreadable file
+becomes an empty table and a line in `Sweep.missing`, never an error. predictions.parquet
+is optional: its absence is said in its own section only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 TABLES = ("plan", "estimates", "curves", "intervals")
+OPTIONAL_TABLES = ("predictions",)  # written only when asked for (`intervals.at`)
 # Past this many rows (about 20,000 runs of 101 logged epochs) the curves figure reads the
 # curves of a sample of runs: those of 10^6 runs are 10^8 rows, gigabytes in pandas.
 CURVE_ROWS_READ_WHOLE = 2_000_000
@@ -131,5 +134,8 @@ def load_sweep_folder(out_dir: Path) -> Sweep:
         path = sweep.out_dir / f"{name}.parquet"
         sweep.tables[name] = (_read_curves(path, sweep.tables["estimates"], sweep) if name == "curves"
                               else _read_table(path, sweep))
+    for name in OPTIONAL_TABLES:
+        path = sweep.out_dir / f"{name}.parquet"
+        sweep.tables[name] = _read_table(path, sweep) if path.exists() else pd.DataFrame()
     sweep.tables["estimates"] = _with_kind(sweep.tables["estimates"])
     return sweep

@@ -239,6 +239,93 @@ def bootstrap_figure(estimates: pd.DataFrame, intervals: pd.DataFrame, name: str
     return fig
 
 
+# --- prediction bands ---------------------------------------------------------------------------
+
+
+def band_method(rows: pd.DataFrame, order: Sequence[str]) -> str | None:
+    """The method drawn as the filled band: the first of `order` with bounds at every point
+    (then the first with any bounds), so that the band has no holes where another has none."""
+    bounded = rows[rows["lower"].notna() & rows["upper"].notna()]
+    methods = _ordered(bounded, order)
+    n_points = rows["point"].nunique()
+    complete = [m for m in methods if bounded.loc[bounded["method"] == m, "point"].nunique() == n_points]
+    return (complete or methods or [None])[0]
+
+
+def _ordered(rows: pd.DataFrame, order: Sequence[str]) -> list:
+    return [m for m in order if m in set(rows["method"])] + sorted(set(rows["method"]) - set(order))
+
+
+def _prediction_panels(top, bottom, rows: pd.DataFrame, x_name: str, order: Sequence[str]) -> list:
+    """Top: the estimate over x and the band method's interval; bottom: every method's bounds
+    minus that estimate, where intervals far narrower than the function's range can be told apart.
+    Returns the methods with no bounds at any point (e.g. every bootstrap method of a diverged cell)."""
+    rows = rows.sort_values(x_name)
+    band = band_method(rows, order)
+    methods = _ordered(rows, order)
+    first = rows[rows["method"] == (band or methods[0])].drop_duplicates("point")
+    centre = first.set_index("point")["estimate"]
+    top.plot(first[x_name], first["estimate"], color="black", lw=1.5, marker="o", ms=3.5, zorder=3,
+             label="estimate (original rows)")
+    bottom.axhline(0.0, color="black", lw=1.2)
+    for method in methods:
+        mine = rows[(rows["method"] == method) & rows["lower"].notna() & rows["upper"].notna()]
+        if mine.empty:
+            continue
+        colour, shift = METHOD_COLOURS.get(method, "0.4"), mine["point"].map(centre).to_numpy(dtype=float)
+        lower, upper = mine["lower"].to_numpy(dtype=float), mine["upper"].to_numpy(dtype=float)
+        if method == band:
+            top.fill_between(mine[x_name], lower, upper, color=colour, alpha=0.3, lw=0, label=f"{method} interval")
+            bottom.fill_between(mine[x_name], lower - shift, upper - shift, color=colour, alpha=0.25, lw=0,
+                                label=method)
+        else:
+            bottom.plot(mine[x_name], lower - shift, color=colour, lw=1.2, ls="--", marker=".", ms=4, label=method)
+            bottom.plot(mine[x_name], upper - shift, color=colour, lw=1.2, ls="--", marker=".", ms=4)
+    if band is None:
+        top.text(0.5, 0.5, "no method has bounds here:\nsee the notes of the table", transform=top.transAxes,
+                 ha="center", va="center", fontsize=8, color="0.3")
+    top.legend(fontsize=7, loc="best")
+    if bottom.get_legend_handles_labels()[0]:
+        bottom.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    bottom.set_xlabel(f"{x_name} (data units)", fontsize=8)
+    bottom.set_ylabel("bounds - estimate", fontsize=7)
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+    bounded = set(rows.loc[rows["lower"].notna() & rows["upper"].notna(), "method"])
+    return [m for m in methods if m not in bounded]
+
+
+def prediction_figure(predictions: pd.DataFrame, x_name: str, order: Sequence[str] = tuple(METHOD_COLOURS)) -> Figure:
+    """Per grid cell and output of a one-input model, two stacked panels: the estimate over x
+    with the first bounded method of `order` as a band, and below every method's bounds
+    minus the estimate (bands are often too thin to compare on the function's own scale).
+    Cells beyond MAX_PANELS are left out and said."""
+    panels = sorted(predictions.groupby(["lr", "init_index", "output"], sort=False).groups,
+                    key=lambda k: (k[0], k[1], str(k[2])))
+    shown = panels[:MAX_PANELS]
+    cols = min(3, max(1, len(shown)))
+    n_rows = max(1, -(-len(shown) // cols))
+    fig = Figure(figsize=(5.2 * cols, 4.6 * n_rows), layout="constrained")
+    grid = fig.add_gridspec(2 * n_rows, cols, height_ratios=[2, 1] * n_rows)
+    if len(shown) < len(panels):
+        fig.suptitle(f"first {len(shown)} of {len(panels)} cells", fontsize=9)
+    level = predictions["level"].dropna() if "level" in predictions else pd.Series(dtype=float)
+    for i, (lr, init_index, output) in enumerate(shown):
+        r, c = divmod(i, cols)
+        top = fig.add_subplot(grid[2 * r, c])
+        bottom = fig.add_subplot(grid[2 * r + 1, c], sharex=top)
+        mine = predictions[(predictions["lr"] == lr) & (predictions["init_index"] == init_index)
+                           & (predictions["output"] == output)]
+        unbounded = _prediction_panels(top, bottom, mine, x_name, order)
+        title = cell_label(lr, init_index) + (f": {level.iloc[0]:.0%} intervals" if len(level) else "")
+        top.set_title(title + (f"\nno bounds: {', '.join(unbounded)} (see the notes)" if unbounded else ""),
+                      fontsize=8)
+        top.set_ylabel(f"{output} (fitted function)", fontsize=8)
+        top.tick_params(labelbottom=False)
+    return fig
+
+
 # --- diagnostics --------------------------------------------------------------------------------
 
 

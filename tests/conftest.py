@@ -47,7 +47,7 @@ def run_sweep(out_dir: Path, *overrides: str):
     """Prepare, launch and aggregate in this process; returns (launch report, estimates)."""
     cfg = make_config(out_dir, *overrides)
     report = launch(prepare(cfg))
-    aggregate(out_dir, **cfg["intervals"])
+    aggregate(out_dir, **{k: v for k, v in cfg["intervals"].items() if k != "at"})  # predictions: write_predictions
     return report, pd.read_parquet(out_dir / "estimates.parquet")
 
 

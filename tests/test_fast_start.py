@@ -64,7 +64,9 @@ def test_a_sweep_imports_neither_dynamo_nor_scipy_stats(tmp_path):
             "print('LOADED', sorted(m for m in ('torch._dynamo', 'scipy.stats') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code, "experiment=tdm_quadratic", "sweep=bootstrap",
                            "sweep.resamples=5", "train.epochs=200", "launcher=debug", "report=false",
+                           "intervals.at=[0,1]",  # prediction intervals too (t by scipy.special.stdtrit)
                            f"out_dir={tmp_path / 'sweep'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sweep" / "estimates.parquet").exists()
+    assert (tmp_path / "sweep" / "predictions.parquet").exists()
     assert "LOADED []" in proc.stdout, proc.stdout[-2000:]

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from pipeline.errors import ConfigError
 from pipeline.prediction_points import read_points
@@ -53,3 +54,132 @@ def test_t_and_hc3_match_statsmodels():
     est, se, lo, hi, _ = _closed_form(fit_design(X, y), F0, "hc3", 0.05)
     se_sm = np.sqrt(np.einsum("ij,jk,ik->i", F0, res.cov_HC3, F0))
     np.testing.assert_allclose(lo, F0 @ res.params - ndtri(0.975) * se_sm, atol=1e-8)
+
+
+# --- the bootstrap bounds, recomputed from estimates.parquet ------------------------------------
+
+
+def test_bootstrap_prediction_bounds_match_a_direct_computation(tmp_path):
+    """Each draw's prediction b + w x, computed here from estimates.parquet, gives the table's
+    percentile / basic / normal bounds by plain numpy, and its bca bounds through the parameter
+    intervals' own path on that derived column."""
+    import json
+
+    from pipeline.intervals import bootstrap_intervals
+
+    run_sweep(tmp_path, "experiment=linear_synthetic", "sweep.resamples=40", "sweep.jackknife=true",
+              "launcher=debug", "intervals.statuses=[ok,not_converged]")
+    at = [-1.0, 0.25, 2.0]
+    write_predictions(tmp_path, at=at, statuses=["ok", "not_converged"], level=0.9)
+    table = pd.read_parquet(tmp_path / "predictions.parquet")
+    meta = json.loads((tmp_path / "sweep.json").read_text())
+    shift, scale = np.ravel(meta.get("x_shift") or [0.0])[0], np.ravel(meta.get("x_scale") or [1.0])[0]
+    est = pd.read_parquet(tmp_path / "estimates.parquet")
+    usable = est["status"].isin(["ok", "not_converged"])
+    alpha = 0.1
+    for i, x in enumerate(at):
+        f = est["b"] + est["w"] * (x - shift) / scale  # Polynomial degree 1: features (1, x)
+        boot = f[(est["kind"] == "bootstrap") & usable].to_numpy()
+        hat = float(f[est["kind"] == "original"].iloc[0])
+        lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        z = stats.norm.ppf(1 - alpha / 2)
+        se = np.std(boot, ddof=1)
+        expected = {"percentile": (lo, hi), "basic": (2 * hat - hi, 2 * hat - lo),
+                    "normal": (hat - z * se, hat + z * se)}
+        ref = bootstrap_intervals(est.assign(f=f), params=["f"], method="bca", level=0.9,
+                                  statuses=("ok", "not_converged"))
+        expected["bca"] = tuple(ref[["lower", "upper"]].iloc[0])
+        rows = table[table["point"] == i].set_index("method")
+        assert rows["estimate"].loc["percentile"] == pytest.approx(hat, abs=1e-10)
+        for method, (lower, upper) in expected.items():
+            got = rows.loc[method, ["lower", "upper"]].to_numpy(dtype=float)
+            np.testing.assert_allclose(got, [lower, upper], rtol=0, atol=1e-10, err_msg=f"{method} at x={x}")
+        assert rows.loc["bca", "lower"] != pytest.approx(rows.loc["percentile", "lower"], abs=1e-12)
+
+
+# --- one method rule for parameters and predictions ---------------------------------------------
+
+
+def test_methods_follow_the_parameter_intervals_rule():
+    from pipeline.intervals import applicable_methods
+    from pipeline.prediction_intervals import methods_for
+
+    runs = pd.DataFrame({"resample": [0, 1, 2, -1], "kind": ["original", "bootstrap", "bootstrap", "jackknife"],
+                         "status": ["ok"] * 4})
+    for frame in (runs, runs[runs["kind"] != "jackknife"], runs.head(1)):
+        for closed in (True, False):
+            assert methods_for(None, frame, closed) == applicable_methods(None, frame, closed)
+    assert methods_for(None, runs, True) == ["percentile", "basic", "normal", "bca", "t", "hc3"]
+    assert methods_for(["Studentized", "hc3", "percentile"], runs, False) == ["percentile"]
+    assert methods_for(["studentized"], runs, True) == []
+
+
+# --- several inputs, end to end -----------------------------------------------------------------
+
+
+def _plane_csv(path, names=("x1", "x2")):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 2)) * [2.0, 0.5] + [1.0, -3.0]
+    y = 1.0 + 0.5 * x[:, 0] - 2.0 * x[:, 1] + rng.normal(scale=0.3, size=40)
+    pd.DataFrame({names[0]: x[:, 0], names[1]: x[:, 1], "y": y}).to_csv(path, index=False)
+    return x, y
+
+
+def test_two_inputs_end_to_end_list_and_csv(tmp_path):
+    """user_data on (x1, x2): `at` as a list of lists and as a CSV give the same table, the x
+    columns are the raw points, and the t estimate is the OLS fit on the raw columns (a
+    prediction does not depend on the standardisation the sweep fitted with)."""
+    from tests.conftest import run_cli
+
+    x, y = _plane_csv(tmp_path / "plane.csv")
+    out = tmp_path / "sweep"
+    points = [[0.0, -3.0], [2.5, -2.0]]
+    run_sweep(out, "experiment=user_data", f"data.path={tmp_path / 'plane.csv'}", "data.x=[x1,x2]",
+              "sweep.resamples=8", "launcher=debug", "intervals.at=[[0.0,-3.0],[2.5,-2.0]]")
+    write_predictions(out, at=points)
+    listed = pd.read_parquet(out / "predictions.parquet")
+    assert listed[["point", "x1", "x2"]].drop_duplicates().to_numpy().tolist() == [[0, 0.0, -3.0], [1, 2.5, -2.0]]
+    assert {"percentile", "basic", "normal", "t", "hc3"} == set(listed["method"])
+    design = np.column_stack([np.ones(len(x)), x])
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    t_rows = listed[listed["method"] == "t"]
+    np.testing.assert_allclose(t_rows["estimate"], np.column_stack([np.ones(2), points]) @ coef, rtol=1e-8)
+    assert (t_rows["lower"] < t_rows["estimate"]).all() and (t_rows["estimate"] < t_rows["upper"]).all()
+    # the CSV's columns in another order than data.x, plus one more: read by name
+    pd.DataFrame({"x2": [p[1] for p in points], "label": ["a", "b"], "x1": [p[0] for p in points]}) \
+        .to_csv(tmp_path / "at.csv", index=False)
+    (out / "predictions.parquet").unlink()
+    done = run_cli("aggregate", f"out_dir={out}", f"intervals.at={tmp_path / 'at.csv'}", "report=false")
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions.parquet"), listed)
+
+
+def test_bad_at_at_aggregate_time_still_writes_the_tables(tmp_path):
+    """pipeline-aggregate with a bad `intervals.at`: estimates, curves, intervals (and the
+    report) are written, then one message naming the key, exit code 2, no traceback."""
+    from tests.conftest import run_cli
+
+    run_sweep(tmp_path, "experiment=linear_synthetic", "sweep.resamples=3", "launcher=debug")
+    for name in ("estimates", "curves", "intervals"):
+        (tmp_path / f"{name}.parquet").unlink()
+    done = run_cli("aggregate", f"out_dir={tmp_path}", "intervals.at=[[1,2]]")
+    assert done.returncode == 2, done.stderr
+    assert "`intervals.at`" in done.stderr and "point 0" in done.stderr and "Traceback" not in done.stderr
+    for name in ("estimates", "curves", "intervals"):
+        assert len(pd.read_parquet(tmp_path / f"{name}.parquet")) > 0, name
+    assert (tmp_path / "report.html").is_file() and not (tmp_path / "predictions.parquet").exists()
+
+
+def test_x_column_named_like_a_table_column_is_refused_before_launch(tmp_path):
+    from pipeline.prepare import prepare
+    from tests.conftest import make_config
+
+    _plane_csv(tmp_path / "odd.csv", names=("method", "lr"))
+    args = ("experiment=user_data", f"data.path={tmp_path / 'odd.csv'}", "data.x=[method,lr]")
+    with pytest.raises(ConfigError) as err:
+        prepare(make_config(tmp_path / "out", *args, "intervals.at=[[0,0]]"))
+    message = str(err.value)
+    assert "`data.x`" in message and "'method'" in message and "'lr'" in message
+    assert "predictions.parquet" in message
+    assert not (tmp_path / "out" / "plan.parquet").exists()
+    prepare(make_config(tmp_path / "out2", *args, "launcher=debug"))  # without `at` the names are fine

@@ -25,10 +25,11 @@ from tests.conftest import REPO, run_sweep
 pytestmark = pytest.mark.e2e
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-SECTIONS = ("command", "runs", "grid", "curves", "bootstrap", "intervals", "diagnostics")
+SECTIONS = ("command", "runs", "grid", "curves", "bootstrap", "intervals", "predictions", "diagnostics")
 FIGURES = ("grid", "curves", "bootstrap", "diagnostics")  # sections that always have a figure here
 SWEEP = ("experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=10", "sweep.lr=[0.01,0.1,5]",
-         "sweep.init=[[0.194,0.139],[0,0]]", "launcher=debug", "launcher.runs_per_task=100", "intervals.plots=false")
+         "sweep.init=[[0.194,0.139],[0,0]]", "launcher=debug", "launcher.runs_per_task=100", "intervals.plots=false",
+         "intervals.at=[-1,0,0.5,1]")
 
 
 class Browser:
@@ -127,8 +128,11 @@ def browser():
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
     """A small sweep (3 lr incl. one that diverges, 2 inits, 10 draws) and one where every run diverged."""
+    from pipeline.predict import write_predictions
+
     root = tmp_path_factory.mktemp("report")
     run_sweep(root / "main", *SWEEP)
+    write_predictions(root / "main", at=[-1, 0, 0.5, 1])  # as pipeline-sweep does after aggregate
     run_sweep(root / "diverged", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=3",
               "sweep.lr=[5]", "launcher=debug", "intervals.plots=false")
     return {name: (root / name, write_report(root / name)) for name in ("main", "diverged")}
@@ -144,6 +148,8 @@ def test_report_of_a_sweep_renders_every_section(sweeps, browser):
     facts = browser.open(path)
     _assert_page(facts)
     assert len(facts["sections"]["bootstrap"]["images"]) == 2  # one figure per parameter: b, w
+    assert len(facts["sections"]["predictions"]["images"]) == 1  # one input: the band plot
+    assert "interval of percentile as a band" in facts["text"]
     assert "linear_synthetic" in facts["title"] and out_dir.name in facts["h1"]
     est = pd.read_parquet(out_dir / "estimates.parquet")
     assert f"{len(est)} of {len(est)} planned runs have results" in facts["text"]
@@ -157,6 +163,8 @@ def test_report_of_an_all_diverged_sweep(sweeps, browser):
     facts = browser.open(path)
     _assert_page(facts)
     assert "No gap to the closed form" in facts["text"]
+    assert "No predictions: `intervals.at` was not set" in facts["text"]
+    assert not facts["sections"]["predictions"]["images"]
     assert "diverged: 3" in facts["text"]
 
 
@@ -204,6 +212,12 @@ def test_missing_and_empty_inputs_are_said_not_raised(sweeps, tmp_path):
     page = write_report(folder).read_text()
     assert "estimates.parquet (empty)" in page and "could not be drawn" not in page
     assert all(f'<section id="{key}">' in page for key in SECTIONS)
+    pd.DataFrame({"lr": pd.Series(dtype=float)}).to_parquet(folder / "predictions.parquet")
+    page = write_report(folder).read_text()
+    assert "predictions.parquet (empty)" in page and "No predictions: predictions.parquet is empty" in page
+    (folder / "predictions.parquet").write_text("not parquet")
+    page = write_report(folder).read_text()
+    assert "predictions.parquet (unreadable" in page and "could not be drawn" not in page
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "plan.parquet (not found)" in write_report(empty).read_text()
@@ -253,3 +267,61 @@ def test_grid_map_marks_the_lr_bound_where_it_falls():
     assert [tuple(line.get_ydata()) for line in lines] == [(-0.5, 0.5), (0.5, 1.5)]
     without = original.drop(columns="lr_max_stable")
     assert not [line for line in grid_figure(without).axes[0].get_lines() if line.get_linestyle() == "--"]
+
+
+def _prediction_rows(cells, points=(-1.0, 0.0, 2.0)) -> pd.DataFrame:
+    """predictions.parquet's layout: per cell and point, percentile (no lower bound at the last
+    point of the first cell), basic and t around an estimate of 2 x."""
+    rows = []
+    for k, (lr, init_index) in enumerate(cells):
+        for i, x in enumerate(points):
+            for method, half in (("percentile", 0.3), ("basic", 0.4), ("t", 0.5)):
+                hole = k == 0 and i == len(points) - 1 and method == "percentile"
+                rows.append({"lr": lr, "init_index": init_index, "point": i, "x": x, "output": "y", "method": method,
+                             "level": 0.9, "estimate": 2 * x, "lower": float("nan") if hole else 2 * x - half,
+                             "upper": 2 * x + half, "note": ""})
+    return pd.DataFrame(rows)
+
+
+def test_prediction_figure_draws_the_band_and_every_method():
+    from matplotlib.collections import PolyCollection
+
+    from pipeline.report_figures import MAX_PANELS, band_method, prediction_figure
+
+    table = _prediction_rows([(0.1, 0), (0.1, 1)])
+    first = table[table["init_index"] == 0]
+    assert band_method(first, ("percentile", "basic", "t")) == "basic"  # percentile has a hole: not the band
+    assert band_method(table[table["init_index"] == 1], ("percentile", "basic", "t")) == "percentile"
+    fig = prediction_figure(table, "x", ("percentile", "basic", "t"))
+    assert len(fig.axes) == 4  # per cell: the function, and the bounds minus the estimate
+    top, bottom = fig.axes[0], fig.axes[1]
+    assert "lr 0.1, init #0: 90% intervals" == top.get_title()
+    band = [c for c in top.collections if isinstance(c, PolyCollection)]
+    assert len(band) == 1 and band[0].get_paths()[0].vertices[:, 1].max() == pytest.approx(4.4)  # basic at x=2
+    estimate = [line for line in top.get_lines() if line.get_color() == "black"][0]
+    assert list(estimate.get_ydata()) == [-2.0, 0.0, 4.0]
+    dashed = {line.get_label(): line for line in bottom.get_lines() if line.get_linestyle() == "--"}
+    assert list(dashed["t"].get_ydata()) == pytest.approx([-0.5] * 3)  # t's lower bound, minus the estimate
+    assert list(dashed["percentile"].get_xdata()) == [-1.0, 0.0]  # its point without bounds left out
+    none = table.assign(lower=float("nan"))  # e.g. a diverged cell without closed-form rows
+    assert band_method(none, ("percentile",)) is None
+    empty = prediction_figure(none, "x", ("percentile", "basic", "t")).axes[0]
+    assert "no bounds: percentile, basic, t" in empty.get_title()
+    assert any("no method has bounds" in t.get_text() for t in empty.texts)
+    many = _prediction_rows([(0.1, j) for j in range(MAX_PANELS + 1)])
+    capped = prediction_figure(many, "x")
+    assert len(capped.axes) == 2 * MAX_PANELS and f"first {MAX_PANELS} of {MAX_PANELS + 1}" in capped.get_suptitle()
+
+
+def test_predictions_of_several_inputs_are_a_table_not_a_plot(tmp_path):
+    from pipeline.report import _predictions
+    from pipeline.report_data import Sweep
+
+    table = _prediction_rows([(0.1, 0)]).rename(columns={"x": "x1"})
+    table.insert(4, "x2", 5.0)
+    sweep = Sweep(tmp_path, meta={"x_names": ["x1", "x2"]}, tables={"predictions": table})
+    html = _predictions(sweep)
+    assert "<img" not in html and "2 inputs (x1, x2): no band plot" in html
+    assert html.count("<tr") == len(table) + 1 and "<th class=num>x2</th>" in html
+    one = Sweep(tmp_path, meta={}, tables={"predictions": _prediction_rows([(0.1, 0)])})  # x from the layout
+    assert _predictions(one).count("<img") == 1
