@@ -24,6 +24,12 @@ interval and counts in `reps - n_intervals`, not as a miss. Every run's engine a
 status are counted in coverage.json (`runs`), so a study can show that `fits=train`
 went through the engine it meant (`gram` under `train.engine=auto`).
 
+Threads: the study runs in this process, replicate after replicate, on small tensors, so
+it takes torch's threads as a task of its launcher would (`launch.task_threads`: one under
+`launcher=local`, the default; `cpus_per_task` under slurm; untouched under debug). On a
+busy 2-core machine two threads made each replicate 3x (tdm_quadratic) to 40x (sine_cubic:
+batched least squares of 200-row resamples) slower than one.
+
 Prediction intervals: with `intervals.at` set, each replicate also forms the sweep's
 prediction intervals (`pipeline.prediction_intervals`: the bootstrap methods from the
 per-run predictions features(x) @ theta, `t` and `hc3` from the OLS fit of the
@@ -39,7 +45,6 @@ replicate), so the parameter tables keep their columns.
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from collections import Counter, defaultdict
@@ -57,6 +62,7 @@ from pipeline.data import Dataset
 from pipeline.engines import choose_engine, train_chunk
 from pipeline.errors import ConfigError
 from pipeline.intervals import bootstrap_intervals
+from pipeline.launch import task_threads
 from pipeline.closed_form import fit_design
 from pipeline.models import least_squares
 from pipeline.prediction_intervals import linear_predictions, prediction_intervals
@@ -65,6 +71,7 @@ from pipeline.plan import plan
 from pipeline.prepare import PreparedSweep, prepare
 from pipeline.problem import Problem, ProblemParts, build_problem, resample_data
 from pipeline.records import OK, Run, RunResult, TrainSettings
+from pipeline.train import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +230,10 @@ def closed_form_fits(problem: Problem, runs: list[Run]) -> list[RunResult]:
 
 def replicate_estimates(cfg: dict[str, Any], parts: ProblemParts, dataset: Dataset, rep: int) -> pd.DataFrame:
     """The estimates table of one replicate's whole bootstrap (as `estimates.parquet`)."""
-    rep_cfg = copy.deepcopy(cfg)
-    rep_cfg["sweep"]["seed"] = replicate_seed(cfg["sweep"]["seed"], rep)
-    if cfg["fits"] == "closed_form":
-        rep_cfg["train"]["dtype"] = "float64"
+    # shallow copies of the two sections that change: a deep copy of the whole config per
+    # replicate cost more than planning the runs
+    rep_cfg = {**cfg, "sweep": {**cfg["sweep"], "seed": replicate_seed(cfg["sweep"]["seed"], rep)},
+               "train": {**cfg["train"], **({"dtype": "float64"} if cfg["fits"] == "closed_form" else {})}}
     settings = TrainSettings.from_dict(rep_cfg["train"])
     problem = build_problem(parts, dataset, device=settings.device, dtype=settings.dtype)
     runs = plan(rep_cfg, dataset.digest(), dataset.n_rows)
@@ -252,27 +259,30 @@ def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFr
 
 
 def replicate_intervals(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int,
-                        estimates: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """Every interval of one replicate (from its estimates, trained here if not given)."""
+                        estimates: Optional[pd.DataFrame] = None, X: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """Every interval of one replicate (from its estimates, trained here if not given; X: the
+    features of its rows, computed here if not given: building the model for them costs)."""
     if estimates is None:
         estimates = replicate_estimates(cfg, parts, dataset, rep)
+    X = _features(parts, dataset.x) if X is None else X
     ic = cfg["intervals"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate cells are counted in the summary instead
         table = bootstrap_intervals(estimates, params=list(parts.param_names), method=ic["methods"],
                                     level=ic["level"], statuses=ic["statuses"],
                                     max_dropped_share=ic["max_dropped_share"],
-                                    X=_features(parts, dataset.x), y=dataset.y[:, 0])
+                                    X=X, y=dataset.y[:, 0])
     return table.assign(rep=rep)
 
 
 def replicate_predictions(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int,
-                          estimates: pd.DataFrame, points: PredictionPoints) -> pd.DataFrame:
+                          estimates: pd.DataFrame, points: PredictionPoints,
+                          X: Optional[np.ndarray] = None) -> pd.DataFrame:
     """Every prediction interval of one replicate at `intervals.at`, as a sweep's predictions.parquet
     (t and hc3 from the OLS fit of the replicate's own rows), with the true mean and whether it is covered."""
     ic = cfg["intervals"]
     per_run = linear_predictions(estimates, parts.param_names, points.features)
-    design = fit_design(_features(parts, dataset.x), dataset.y[:, 0])
+    design = fit_design(_features(parts, dataset.x) if X is None else X, dataset.y[:, 0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = prediction_intervals(per_run, points.raw, x_names=list(dataset.x_names), methods=ic["methods"],
@@ -311,6 +321,7 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
     truth = make_truth(cfg, prepared.dataset, parts)
     truth_of = dict(zip(parts.param_names, truth.params))
     points = prediction_points(cfg["intervals"].get("at"), truth, parts)
+    set_threads(task_threads(cfg["launcher"]))
     if cfg["fits"] == "train":
         choice = choose_engine(parts, cfg["train"]["engine"])
         log.info("fits=train: every run trained by the %s engine (%s)", choice.name, choice.reason)
@@ -322,9 +333,10 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
         estimates = replicate_estimates(cfg, parts, dataset, rep)
         engines.update(estimates["engine"])
         statuses.update(estimates["status"])
-        frames.append(replicate_intervals(cfg, dataset, parts, rep, estimates))
+        X = _features(parts, dataset.x)
+        frames.append(replicate_intervals(cfg, dataset, parts, rep, estimates, X))
         if points is not None:
-            pred_frames.append(replicate_predictions(cfg, dataset, parts, rep, estimates, points))
+            pred_frames.append(replicate_predictions(cfg, dataset, parts, rep, estimates, points, X))
     replicates = pd.concat(frames, ignore_index=True)
     replicates["truth"] = replicates["parameter"].map(truth_of)
     replicates["covered"] = (replicates["lower"] <= replicates["truth"]) & (replicates["truth"] <= replicates["upper"])
