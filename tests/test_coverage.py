@@ -71,7 +71,8 @@ def test_cli_trains_by_gradient_descent_and_agrees_with_closed_form(tmp_path):
     """The default path trains every run through train_chunk; on converged fits its
     intervals must match the closed-form study of the same replicates and resamples."""
     args = ["experiment=linear_synthetic", "reps=3", "rows=30", "sweep.resamples=9", "optim.lr=0.5",
-            "train.epochs=300", "train.log_every=50", "train.dtype=float64", "intervals.methods=[percentile,basic,t]"]
+            "train.epochs=300", "train.log_every=50", "train.dtype=float64", "intervals.methods=[percentile,basic,t]",
+            "intervals.at=[-1.0,0.5]"]
     proc = run_cli("coverage", *args, f"out_dir={tmp_path / 'gd'}", "launcher.progress=false")
     assert proc.returncode == 0, proc.stderr
     assert "3 simulated data sets of 30 rows" in proc.stdout and "percentile" in proc.stdout
@@ -80,6 +81,11 @@ def test_cli_trains_by_gradient_descent_and_agrees_with_closed_form(tmp_path):
                          tmp_path / "cf").replicates
     assert len(gd) == len(exact) == 3 * 2 * 3
     np.testing.assert_allclose(gd[["lower", "upper"]].to_numpy(), exact[["lower", "upper"]].to_numpy(), atol=1e-6)
+    gd_pred = pd.read_parquet(tmp_path / "gd" / "coverage_predictions_reps.parquet")
+    exact_pred = pd.read_parquet(tmp_path / "cf" / "coverage_predictions_reps.parquet")
+    assert len(gd_pred) == len(exact_pred) == 3 * 2 * 3  # replicates x points x methods
+    np.testing.assert_allclose(gd_pred[["lower", "upper"]].to_numpy(), exact_pred[["lower", "upper"]].to_numpy(),
+                               atol=1e-6)
     assert (gd["n_used"].dropna() == 9).all()
     runs = json.loads((tmp_path / "gd" / "coverage.json").read_text())["runs"]
     assert runs == {"engine": {"gram": 3 * 10}, "status": {"ok": 3 * 10}}  # auto picks gram; every fit converged
@@ -109,8 +115,8 @@ def test_prediction_intervals_cover_the_true_mean(tmp_path):
     standard errors of 0.024); the `covered` flag and the truth are re-derived here from the
     polynomial itself, and t at x = 0 is beta0's t interval (features(0) = (1, 0, 0))."""
     at = [-2.5, 0.0, 2.5]
-    cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "reps=60", "rows=100", "fits=closed_form",
-                          "sweep.resamples=149", "truth=[2.0,-1.5,0.8]", "noise_sd=1.0",
+    cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "reps=80", "rows=100", "fits=closed_form",
+                          "sweep.resamples=199", "truth=[2.0,-1.5,0.8]", "noise_sd=1.0",
                           "intervals.methods=[percentile,bca,t,hc3]", f"intervals.at={at}")
     report = run_coverage(prepare_coverage(cfg), tmp_path)
     summary, reps = report.predictions, report.prediction_replicates
