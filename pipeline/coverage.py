@@ -27,7 +27,7 @@ went through the engine it meant (`gram` under `train.engine=auto`).
 Threads: the study runs in this process, replicate after replicate, on small tensors, so
 it takes torch's threads as a task of its launcher would (`launch.task_threads`: one under
 `launcher=local`, the default; `cpus_per_task` under slurm; untouched under debug). On a
-busy 2-core machine two threads made each replicate 3x (tdm_quadratic) to 40x (sine_cubic:
+busy 2-core machine two threads made each replicate 3x (tdm_quadratic) to 40-90x (sine_cubic:
 batched least squares of 200-row resamples) slower than one.
 
 Prediction intervals: with `intervals.at` set, each replicate also forms the sweep's
@@ -58,12 +58,12 @@ import torch
 from tqdm import tqdm
 
 from pipeline import record
+from pipeline.closed_form import fit_design
 from pipeline.data import Dataset
 from pipeline.engines import choose_engine, train_chunk
 from pipeline.errors import ConfigError
 from pipeline.intervals import bootstrap_intervals
 from pipeline.launch import task_threads
-from pipeline.closed_form import fit_design
 from pipeline.models import least_squares
 from pipeline.prediction_intervals import linear_predictions, prediction_intervals
 from pipeline.prediction_points import read_points, to_fitted
