@@ -15,17 +15,42 @@ the replicates that formed an interval, its Monte-Carlo standard error
 sqrt(c (1 - c) / n), the mean width, and how many replicates formed no interval.
 Models must be linear in their parameters and fitted by MSE (the truth is a
 coefficient vector and the noise is added to a linear predictor).
+
+Runs whose status is not in `intervals.statuses` (default: only `ok`; `not_converged`
+and `diverged` fits) are left out of each interval exactly as in a sweep
+(`n_dropped_*` in coverage_reps.parquet); a replicate whose cell drops more than
+`intervals.max_dropped_share`, or whose fit on the original rows is not `ok`, forms no
+interval and counts in `reps - n_intervals`, not as a miss. Every run's engine and
+status are counted in coverage.json (`runs`), so a study can show that `fits=train`
+went through the engine it meant (`gram` under `train.engine=auto`).
+
+Threads: the study runs in this process, replicate after replicate, on small tensors, so
+it takes torch's threads as a task of its launcher would (`launch.task_threads`: one under
+`launcher=local`, the default; `cpus_per_task` under slurm; untouched under debug). On a
+busy 2-core machine two threads made each replicate 3x (tdm_quadratic) to 40-90x (sine_cubic:
+batched least squares of 200-row resamples) slower than one.
+
+Prediction intervals: with `intervals.at` set, each replicate also forms the sweep's
+prediction intervals (`pipeline.prediction_intervals`: the bootstrap methods from the
+per-run predictions features(x) @ theta, `t` and `hc3` from the OLS fit of the
+replicate's rows) and checks them against the TRUE mean function at those points,
+features(x) @ truth. The points are in the data's raw units, as for a sweep; the
+experiment's x transform (Dataset.x_shift/x_scale, fixed by the experiment's own data
+and the same for every replicate, since the simulated x are drawn from the stored,
+transformed x) maps them to the fitted units with `prediction_points.to_fitted`. They
+go to separate tables, coverage_predictions.parquet (one row per cell, point and method;
+the point's raw x in its x column(s)) and coverage_predictions_reps.parquet (per
+replicate), so the parameter tables keep their columns.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -33,15 +58,20 @@ import torch
 from tqdm import tqdm
 
 from pipeline import record
+from pipeline.closed_form import fit_design
 from pipeline.data import Dataset
-from pipeline.engines import train_chunk
+from pipeline.engines import choose_engine, train_chunk
 from pipeline.errors import ConfigError
 from pipeline.intervals import bootstrap_intervals
+from pipeline.launch import task_threads
 from pipeline.models import least_squares
+from pipeline.prediction_intervals import linear_predictions, prediction_intervals
+from pipeline.prediction_points import read_points, to_fitted
 from pipeline.plan import plan
 from pipeline.prepare import PreparedSweep, prepare
 from pipeline.problem import Problem, ProblemParts, build_problem, resample_data
 from pipeline.records import OK, Run, RunResult, TrainSettings
+from pipeline.train import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +89,17 @@ class Truth:
     rows: int
     x_names: tuple[str, ...]
     y_names: tuple[str, ...]
+    x_shift: tuple[float, ...] = ()  # the experiment's x transform (raw -> fitted), for `intervals.at`
+    x_scale: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class PredictionPoints:
+    """`intervals.at`: the points (raw units), their features (fitted units) and the true mean there."""
+
+    raw: np.ndarray  # (points, x columns)
+    features: np.ndarray  # (points, parameters): the model's features of the fitted-unit x
+    true_mean: np.ndarray  # (points,): features @ truth
 
 
 @dataclass
@@ -67,6 +108,9 @@ class CoverageReport:
     summary: pd.DataFrame  # one row per cell, parameter and method
     replicates: pd.DataFrame  # one row per replicate, cell, parameter and method
     truth: Truth
+    predictions: Optional[pd.DataFrame] = None  # one row per cell, point and method (intervals.at)
+    prediction_replicates: Optional[pd.DataFrame] = None
+    runs: Optional[dict[str, dict[str, int]]] = None  # run counts per engine and per status
 
     def text(self) -> str:
         cols = ["parameter", "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
@@ -82,8 +126,22 @@ class CoverageReport:
             lines.append(f"  note: {len(short)} row(s) formed fewer intervals than replicates, e.g. {row['method']} "
                          f"of {row['parameter']}: {row['n_intervals']} of {row['reps']} (see `note` in "
                          "coverage_reps.parquet; unconverged fits are left out)")
-        lines.append("  tables: coverage.parquet, coverage_reps.parquet (pandas.read_parquet)")
+        if self.runs:
+            lines.append(f"  runs: {_counts_text(self.runs['engine'])} (engine); {_counts_text(self.runs['status'])}")
+        tables = "coverage.parquet, coverage_reps.parquet"
+        if self.predictions is not None:
+            x_cols = [c for c in self.truth.x_names if c in self.predictions.columns]
+            pcols = ["point", *x_cols, "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
+            lines += ["  prediction intervals at intervals.at against the true mean features(x) @ truth:",
+                      self.predictions[(["lr", "init_index"] if several_cells else []) + pcols].to_string(
+                          index=False, float_format=lambda v: f"{v:.4g}")]
+            tables += ", coverage_predictions.parquet, coverage_predictions_reps.parquet"
+        lines.append(f"  tables: {tables} (pandas.read_parquet)")
         return "\n".join(lines)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items()))
 
 
 def _features(problem_parts: Any, x: np.ndarray) -> np.ndarray:
@@ -122,7 +180,17 @@ def make_truth(cfg: dict[str, Any], dataset: Dataset, parts: Any) -> Truth:
     params = coef if cfg["truth"] is None else np.asarray(cfg["truth"], dtype=float)
     noise_sd = cfg["noise_sd"] or float(np.sqrt(resid @ resid / (len(resid) - len(coef))))
     return Truth(tuple(float(v) for v in params), float(noise_sd), dataset.x, cfg["rows"] or dataset.n_rows,
-                 dataset.x_names, dataset.y_names)
+                 dataset.x_names, dataset.y_names, tuple(dataset.x_shift), tuple(dataset.x_scale))
+
+
+def prediction_points(at: Any, truth: Truth, parts: Any) -> Optional[PredictionPoints]:
+    """`intervals.at` read in raw units, mapped to the fitted units the truth and the
+    replicates live in (the experiment's transform), and the true mean there; None when unset."""
+    if at is None:
+        return None
+    raw = read_points(at, truth.x_names)
+    features = _features(parts, to_fitted(raw, truth.x_shift, truth.x_scale))
+    return PredictionPoints(raw, features, features @ np.asarray(truth.params))
 
 
 def simulate(truth: Truth, parts: Any, rng: np.random.Generator) -> Dataset:
@@ -162,10 +230,10 @@ def closed_form_fits(problem: Problem, runs: list[Run]) -> list[RunResult]:
 
 def replicate_estimates(cfg: dict[str, Any], parts: ProblemParts, dataset: Dataset, rep: int) -> pd.DataFrame:
     """The estimates table of one replicate's whole bootstrap (as `estimates.parquet`)."""
-    rep_cfg = copy.deepcopy(cfg)
-    rep_cfg["sweep"]["seed"] = replicate_seed(cfg["sweep"]["seed"], rep)
-    if cfg["fits"] == "closed_form":
-        rep_cfg["train"]["dtype"] = "float64"
+    # shallow copies of the two sections that change: a deep copy of the whole config per
+    # replicate cost more than planning the runs
+    rep_cfg = {**cfg, "sweep": {**cfg["sweep"], "seed": replicate_seed(cfg["sweep"]["seed"], rep)},
+               "train": {**cfg["train"], **({"dtype": "float64"} if cfg["fits"] == "closed_form" else {})}}
     settings = TrainSettings.from_dict(rep_cfg["train"])
     problem = build_problem(parts, dataset, device=settings.device, dtype=settings.dtype)
     runs = plan(rep_cfg, dataset.digest(), dataset.n_rows)
@@ -181,7 +249,8 @@ def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFr
     runs = [r.run for r in results]
     frame = pd.DataFrame({"lr": [r.lr for r in runs], "init_index": [r.init_index for r in runs],
                           "resample": [r.resample for r in runs], "kind": [r.kind for r in runs],
-                          "scheme": [r.scheme for r in runs], "status": [r.status for r in results]})
+                          "scheme": [r.scheme for r in runs], "status": [r.status for r in results],
+                          "engine": [r.engine for r in results]})
     params = np.array([r.params for r in results], dtype=float).reshape(len(results), len(names))
     frame[list(names)] = params
     if all(r.ols is not None for r in results):
@@ -189,24 +258,54 @@ def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFr
     return frame
 
 
-def replicate_intervals(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int) -> pd.DataFrame:
-    """Every interval of one replicate, with whether it covers the truth."""
-    estimates = replicate_estimates(cfg, parts, dataset, rep)
+def replicate_intervals(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int,
+                        estimates: Optional[pd.DataFrame] = None, X: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """Every interval of one replicate (from its estimates, trained here if not given; X: the
+    features of its rows, computed here if not given: building the model for them costs)."""
+    if estimates is None:
+        estimates = replicate_estimates(cfg, parts, dataset, rep)
+    X = _features(parts, dataset.x) if X is None else X
     ic = cfg["intervals"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate cells are counted in the summary instead
         table = bootstrap_intervals(estimates, params=list(parts.param_names), method=ic["methods"],
                                     level=ic["level"], statuses=ic["statuses"],
                                     max_dropped_share=ic["max_dropped_share"],
-                                    X=_features(parts, dataset.x), y=dataset.y[:, 0])
+                                    X=X, y=dataset.y[:, 0])
     return table.assign(rep=rep)
 
 
-def summarise(replicates: pd.DataFrame) -> pd.DataFrame:
-    """Coverage, its Monte-Carlo standard error and the mean width per cell, parameter and method."""
+def replicate_predictions(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int,
+                          estimates: pd.DataFrame, points: PredictionPoints,
+                          X: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """Every prediction interval of one replicate at `intervals.at`, as a sweep's predictions.parquet
+    (t and hc3 from the OLS fit of the replicate's own rows), with the true mean and whether it is covered."""
+    ic = cfg["intervals"]
+    per_run = linear_predictions(estimates, parts.param_names, points.features)
+    design = fit_design(_features(parts, dataset.x) if X is None else X, dataset.y[:, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = prediction_intervals(per_run, points.raw, x_names=list(dataset.x_names), methods=ic["methods"],
+                                     level=ic["level"], statuses=ic["statuses"],
+                                     max_dropped_share=ic["max_dropped_share"], design=design,
+                                     features=points.features)
+    truth = points.true_mean[table["point"].to_numpy()]
+    return table.assign(rep=rep, truth=truth, covered=(table["lower"] <= truth) & (truth <= table["upper"]))
+
+
+PARAMETER_KEYS = ("lr", "init_index", "parameter", "method", "level", "truth")
+
+
+def prediction_keys(x_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The summary keys of prediction coverage: one row per cell, point (and its raw x) and method."""
+    return ("lr", "init_index", "point", *x_names, "method", "level", "truth")
+
+
+def summarise(replicates: pd.DataFrame, keys: tuple[str, ...] = PARAMETER_KEYS) -> pd.DataFrame:
+    """Coverage, its Monte-Carlo standard error and the mean width per cell, quantity (`keys`) and method."""
     frame = replicates.assign(formed=replicates["lower"].notna() & replicates["upper"].notna(),
                               width=replicates["upper"] - replicates["lower"])
-    keys = ["lr", "init_index", "parameter", "method", "level", "truth"]
+    keys = list(keys)
     summary = frame.groupby(keys, sort=False).agg(reps=("rep", "nunique"), n_intervals=("formed", "sum"),
                                                   covered=("covered", "sum"), mean_width=("width", "mean"))
     summary = summary.reset_index()
@@ -221,19 +320,41 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
     cfg, parts = prepared.cfg, prepared.parts
     truth = make_truth(cfg, prepared.dataset, parts)
     truth_of = dict(zip(parts.param_names, truth.params))
-    frames = []
+    points = prediction_points(cfg["intervals"].get("at"), truth, parts)
+    set_threads(task_threads(cfg["launcher"]))
+    if cfg["fits"] == "train":
+        choice = choose_engine(parts, cfg["train"]["engine"])
+        log.info("fits=train: every run trained by the %s engine (%s)", choice.name, choice.reason)
+    frames, pred_frames = [], []
+    engines: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
     for rep in tqdm(range(cfg["reps"]), unit="rep", desc="replicates", disable=not cfg["launcher"]["progress"]):
         dataset = simulate(truth, parts, np.random.default_rng([cfg["seed"], rep, _DATA_STREAM]))
-        frames.append(replicate_intervals(cfg, dataset, parts, rep))
+        estimates = replicate_estimates(cfg, parts, dataset, rep)
+        engines.update(estimates["engine"])
+        statuses.update(estimates["status"])
+        X = _features(parts, dataset.x)
+        frames.append(replicate_intervals(cfg, dataset, parts, rep, estimates, X))
+        if points is not None:
+            pred_frames.append(replicate_predictions(cfg, dataset, parts, rep, estimates, points, X))
     replicates = pd.concat(frames, ignore_index=True)
     replicates["truth"] = replicates["parameter"].map(truth_of)
     replicates["covered"] = (replicates["lower"] <= replicates["truth"]) & (replicates["truth"] <= replicates["upper"])
     summary = summarise(replicates)
+    runs = {"engine": dict(engines), "status": dict(statuses)}
     out_dir.mkdir(parents=True, exist_ok=True)
     record.write_frame(summary, out_dir / "coverage.parquet")
     record.write_frame(replicates, out_dir / "coverage_reps.parquet")
+    predictions = pred_replicates = None
+    if points is not None:
+        pred_replicates = pd.concat(pred_frames, ignore_index=True)
+        predictions = summarise(pred_replicates, prediction_keys(truth.x_names))
+        record.write_frame(predictions, out_dir / "coverage_predictions.parquet")
+        record.write_frame(pred_replicates, out_dir / "coverage_predictions_reps.parquet")
     record.write_json({"experiment": cfg["experiment"], "truth": truth_of, "noise_sd": truth.noise_sd,
                        "rows": truth.rows, "reps": cfg["reps"], "resamples": cfg["sweep"]["resamples"],
-                       "scheme": cfg["sweep"]["scheme"], "fits": cfg["fits"], "seed": cfg["seed"]},
+                       "scheme": cfg["sweep"]["scheme"], "fits": cfg["fits"], "seed": cfg["seed"], "runs": runs,
+                       "at": None if points is None else points.raw.tolist(),
+                       "true_mean_at": None if points is None else points.true_mean.tolist()},
                       out_dir / "coverage.json")
-    return CoverageReport(out_dir, summary, replicates, truth)
+    return CoverageReport(out_dir, summary, replicates, truth, predictions, pred_replicates, runs)

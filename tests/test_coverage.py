@@ -3,6 +3,7 @@ intervals cover it. Small studies here; the >= 500-replicate figure is in benchm
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from pipeline.config import CONF_DIR, to_container
 from pipeline.errors import ConfigError
-from pipeline.coverage import make_truth, prepare_coverage, run_coverage, simulate
+from pipeline.coverage import make_truth, prediction_points, prepare_coverage, run_coverage, simulate
 from tests.conftest import run_cli
 
 
@@ -70,7 +71,8 @@ def test_cli_trains_by_gradient_descent_and_agrees_with_closed_form(tmp_path):
     """The default path trains every run through train_chunk; on converged fits its
     intervals must match the closed-form study of the same replicates and resamples."""
     args = ["experiment=linear_synthetic", "reps=3", "rows=30", "sweep.resamples=9", "optim.lr=0.5",
-            "train.epochs=300", "train.log_every=50", "train.dtype=float64", "intervals.methods=[percentile,basic,t]"]
+            "train.epochs=300", "train.log_every=50", "train.dtype=float64", "intervals.methods=[percentile,basic,t]",
+            "intervals.at=[-1.0,0.5]"]
     proc = run_cli("coverage", *args, f"out_dir={tmp_path / 'gd'}", "launcher.progress=false")
     assert proc.returncode == 0, proc.stderr
     assert "3 simulated data sets of 30 rows" in proc.stdout and "percentile" in proc.stdout
@@ -79,7 +81,59 @@ def test_cli_trains_by_gradient_descent_and_agrees_with_closed_form(tmp_path):
                          tmp_path / "cf").replicates
     assert len(gd) == len(exact) == 3 * 2 * 3
     np.testing.assert_allclose(gd[["lower", "upper"]].to_numpy(), exact[["lower", "upper"]].to_numpy(), atol=1e-6)
+    gd_pred = pd.read_parquet(tmp_path / "gd" / "coverage_predictions_reps.parquet")
+    exact_pred = pd.read_parquet(tmp_path / "cf" / "coverage_predictions_reps.parquet")
+    assert len(gd_pred) == len(exact_pred) == 3 * 2 * 3  # replicates x points x methods
+    np.testing.assert_allclose(gd_pred[["lower", "upper"]].to_numpy(), exact_pred[["lower", "upper"]].to_numpy(),
+                               atol=1e-6)
     assert (gd["n_used"].dropna() == 9).all()
+    runs = json.loads((tmp_path / "gd" / "coverage.json").read_text())["runs"]
+    assert runs == {"engine": {"gram": 3 * 10}, "status": {"ok": 3 * 10}}  # auto picks gram; every fit converged
+    assert "runs: gram 30 (engine); ok 30" in proc.stdout
+
+
+def test_prediction_points_are_raw_x_mapped_to_the_fitted_units(tmp_path):
+    """With data.standardize=true the model is fitted on (x - mean) / sd; `intervals.at` is raw
+    x. The default truth is the OLS fit of the data, so its mean function at raw x must be the
+    raw-unit OLS quadratic, whatever the transform: a check independent of to_fitted."""
+    cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "data.standardize=true", "intervals.at=[-2.5,0.0,3.0]")
+    prepared = prepare_coverage(cfg)
+    assert prepared.dataset.x_scale[0] != 1.0  # the transform is really on
+    truth = make_truth(cfg, prepared.dataset, prepared.parts)
+    points = prediction_points(cfg["intervals"]["at"], truth, prepared.parts)
+    raw = pd.read_csv(CONF_DIR.parent / "data" / "tdm" / "train.csv")
+    expected = np.polyval(np.polyfit(raw["x"], raw["y"], 2), [-2.5, 0.0, 3.0])
+    np.testing.assert_allclose(points.true_mean, expected, rtol=1e-9)
+    np.testing.assert_array_equal(points.raw[:, 0], [-2.5, 0.0, 3.0])
+    assert prediction_points(None, truth, prepared.parts) is None
+
+
+@pytest.mark.slow
+def test_prediction_intervals_cover_the_true_mean(tmp_path):
+    """80 data sets of 100 rows from y = 2 - 1.5 x + 0.8 x^2 + N(0, 1), 199 draws each (closed
+    form). Coverage of the mean at x = -2.5, 0, 2.5 must lie within 0.95 +/- 0.08 (3.3 Monte-Carlo
+    standard errors of 0.024); the `covered` flag and the truth are re-derived here from the
+    polynomial itself, and t at x = 0 is beta0's t interval (features(0) = (1, 0, 0))."""
+    at = [-2.5, 0.0, 2.5]
+    cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "reps=80", "rows=100", "fits=closed_form",
+                          "sweep.resamples=199", "truth=[2.0,-1.5,0.8]", "noise_sd=1.0",
+                          "intervals.methods=[percentile,bca,t,hc3]", f"intervals.at={at}")
+    report = run_coverage(prepare_coverage(cfg), tmp_path)
+    summary, reps = report.predictions, report.prediction_replicates
+    assert len(summary) == 3 * 4 and (summary["n_intervals"] == 80).all()
+    for row in summary.itertuples():
+        assert abs(row.coverage - 0.95) <= 0.08, (row.point, row.method, row.coverage)
+    true_mean = np.polyval([0.8, -1.5, 2.0], at)
+    np.testing.assert_allclose(summary.groupby("point")["truth"].first(), true_mean)
+    np.testing.assert_allclose(reps["truth"], true_mean[reps["point"]])
+    np.testing.assert_array_equal(reps["covered"], (reps["lower"] <= reps["truth"]) & (reps["truth"] <= reps["upper"]))
+    assert summary["covered"].tolist() == reps.groupby(["point", "method"], sort=False)["covered"].sum().tolist()
+    t_at_0 = reps[(reps["point"] == 1) & (reps["method"] == "t")].set_index("rep")[["lower", "upper"]]
+    t_beta0 = report.replicates.query("parameter == 'beta0' and method == 't'").set_index("rep")[["lower", "upper"]]
+    np.testing.assert_allclose(t_at_0.to_numpy(), t_beta0.to_numpy(), rtol=1e-10)
+    saved = pd.read_parquet(tmp_path / "coverage_predictions.parquet")
+    pd.testing.assert_frame_equal(saved, summary.reset_index(drop=True), check_dtype=False)
+    assert len(pd.read_parquet(tmp_path / "coverage_predictions_reps.parquet")) == 80 * 12
 
 
 def test_bad_coverage_settings_are_reported_together(tmp_path):
