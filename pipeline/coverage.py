@@ -259,12 +259,9 @@ def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFr
 
 
 def replicate_intervals(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int,
-                        estimates: Optional[pd.DataFrame] = None, X: Optional[np.ndarray] = None) -> pd.DataFrame:
-    """Every interval of one replicate (from its estimates, trained here if not given; X: the
-    features of its rows, computed here if not given: building the model for them costs)."""
-    if estimates is None:
-        estimates = replicate_estimates(cfg, parts, dataset, rep)
-    X = _features(parts, dataset.x) if X is None else X
+                        estimates: pd.DataFrame, X: np.ndarray) -> pd.DataFrame:
+    """Every interval of one replicate, from its estimates (`replicate_estimates`) and X, the
+    features of its rows (computed once per replicate: building the model for them costs)."""
     ic = cfg["intervals"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate cells are counted in the summary instead
@@ -276,13 +273,12 @@ def replicate_intervals(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: 
 
 
 def replicate_predictions(cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int,
-                          estimates: pd.DataFrame, points: PredictionPoints,
-                          X: Optional[np.ndarray] = None) -> pd.DataFrame:
+                          estimates: pd.DataFrame, points: PredictionPoints, X: np.ndarray) -> pd.DataFrame:
     """Every prediction interval of one replicate at `intervals.at`, as a sweep's predictions.parquet
     (t and hc3 from the OLS fit of the replicate's own rows), with the true mean and whether it is covered."""
     ic = cfg["intervals"]
     per_run = linear_predictions(estimates, parts.param_names, points.features)
-    design = fit_design(_features(parts, dataset.x) if X is None else X, dataset.y[:, 0])
+    design = fit_design(X, dataset.y[:, 0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = prediction_intervals(per_run, points.raw, x_names=list(dataset.x_names), methods=ic["methods"],

@@ -237,12 +237,12 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
         from pipeline.prediction_intervals import check_x_names
         from pipeline.prediction_points import read_points, x_names_of
 
-        for check in (lambda: check_x_names(x_names_of(cfg["data"]["x"])),
-                      lambda: read_points(ic["at"], x_names_of(cfg["data"]["x"]))):
+        names = x_names_of(cfg["data"]["x"])
+        for check, args in ((check_x_names, (names,)), (read_points, (ic["at"], names))):
             try:
-                check()
+                check(*args)
             except ConfigError as err:
-                problems += err.problems if hasattr(err, "problems") else [str(err)]
+                problems += err.problems
     return problems
 
 

@@ -23,7 +23,6 @@ import submitit
 import torch
 
 from pipeline import record
-
 from pipeline.data import load_dataset
 from pipeline.engines import train_chunk
 from pipeline.errors import ConfigError, FolderError
@@ -90,8 +89,7 @@ class TaskRunner(submitit.helpers.Checkpointable):
             self._record_failure(task, out, err)
             raise
         record.finish_task(out, task.part_name)
-        counts = table.column("status").value_counts().to_pylist()
-        return {"part": str(path), "runs": table.num_rows, **{c["values"]: c["counts"] for c in counts}}
+        return {"part": str(path), "runs": table.num_rows, **status_counts(table)}
 
     @staticmethod
     def _record_failure(task: Task, out: Path, err: Exception) -> None:
@@ -131,8 +129,7 @@ class TaskRunner(submitit.helpers.Checkpointable):
         if todo:
             train_runs(self.spec, todo, on_batch_done=save)
         table = pa.concat_tables(tables) if tables else record.rows_table([], meta)
-        log.info("%s", task_line(task, n_resumed, batches, table.column("status").to_pylist(),
-                                 time.perf_counter() - started))
+        log.info("%s", task_line(task, n_resumed, batches, status_counts(table), time.perf_counter() - started))
         order = {r.run_id: i for i, r in enumerate(task.runs)}
         return table.take(np.argsort([order[r] for r in table.column("run_id").to_pylist()], kind="stable"))
 
@@ -143,13 +140,18 @@ def _engine_of(batch: list[RunResult]) -> str:
     return f"{first.engine} on {first.device}"
 
 
-def task_line(task: Task, n_resumed: int, batches: list[list[RunResult]], statuses: list[str],
+def status_counts(table: pa.Table) -> dict[str, int]:
+    """Runs per status in a part's table."""
+    return {c["values"]: c["counts"] for c in table.column("status").value_counts().to_pylist()}
+
+
+def task_line(task: Task, n_resumed: int, batches: list[list[RunResult]], statuses: dict[str, int],
               seconds: float) -> str:
     """The one INFO line of a task: runs, engine, batch plan, time and statuses (runs: DEBUG)."""
     engines = sorted({_engine_of(batch) for batch in batches if len(batch)}) or ["none"]
     sizes = [len(b) for b in batches]
     plan = f"{len(sizes)} batch(es) of up to {max(sizes)}" if sizes else "nothing left to train"
     resumed = f" ({n_resumed} resumed from progress)" if n_resumed else ""
-    counts = ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))) or "no runs"
+    counts = ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())) or "no runs"
     return (f"task {task.index}: {len(task.runs)} runs{resumed}, engine {', '.join(engines)}, {plan}, "
             f"{seconds:.2f} s: {counts}")
