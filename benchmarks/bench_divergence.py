@@ -15,19 +15,19 @@ end, with the parameters stepping all of them gives (NaN). Each run is timed
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from benchmarks.bench_engines import compose_config, load, machine, timed
-from pipeline.engines import gram
-from pipeline.data import load_dataset
-from pipeline.plan import Run
-from pipeline.problem import build_problem, build_problem_parts
-from pipeline.records import TrainSettings
+from pipeline.core.settings import TrainSettings
+from pipeline.data.load import load_dataset
+from pipeline.sweep.plan import Run
+from pipeline.train.engines import gram
+from pipeline.train.problem import build_problem, build_problem_parts
 
 EPOCHS = 10**6
 INIT = (5.0, 4.0, 3.0)
@@ -42,13 +42,19 @@ def main() -> None:
     cfg = compose_config("experiment=tdm_quadratic", f"train.dtype={args.dtype}", "train.device=cpu")
     dataset = load_dataset(cfg["data"])
     train = replace(TrainSettings.from_dict(cfg["train"]), epochs=EPOCHS, log_every=EPOCHS)
-    problem = build_problem(build_problem_parts(cfg["model"], cfg["loss"], cfg["optim"], dataset), dataset,
-                            device=train.device, dtype=train.dtype)
+    problem = build_problem(
+        build_problem_parts(cfg["model"], cfg["loss"], cfg["optim"], dataset),
+        dataset,
+        device=train.device,
+        dtype=train.dtype,
+    )
     print(f"command: {shlex.join(sys.orig_argv)} (in {Path.cwd()})")
     print(f"machine: {machine()}")
     print(f"timed: {gram.__file__}")
-    print(f"tdm_quadratic, {problem.x.shape[0]} rows, {args.dtype}, epochs = log_every = {EPOCHS:,}, "
-          f"best of {args.repeats} ({load()})")
+    print(
+        f"tdm_quadratic, {problem.x.shape[0]} rows, {args.dtype}, epochs = log_every = {EPOCHS:,}, "
+        f"best of {args.repeats} ({load()})"
+    )
     best = {}
     for kind, lr in LRS.items():
         run = Run(kind, lr, 0, INIT, 0, 0)
@@ -58,8 +64,10 @@ def main() -> None:
             wall, (result,) = timed(torch.device("cpu"), lambda: gram.train_gram(problem, [run], train))
             times.append(wall)
         best[kind] = min(times)
-        print(f"  {kind:<11} lr {lr:<5} {best[kind]:9.3f} s   (all: {', '.join(f'{t:.3f}' for t in times)})   "
-              f"{result.status}, epochs {result.epochs}, params {result.params}")
+        print(
+            f"  {kind:<11} lr {lr:<5} {best[kind]:9.3f} s   (all: {', '.join(f'{t:.3f}' for t in times)})   "
+            f"{result.status}, epochs {result.epochs}, params {result.params}"
+        )
     print(f"  diverging / converging: {best['diverging'] / best['converging']:.1f}x ({load()})")
 
 

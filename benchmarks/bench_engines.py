@@ -13,7 +13,7 @@ Figures (float32 unless --dtype):
 - mlp: seed 002's toy network (3 -> 4 ReLU -> 2 sigmoid, 20 rows), 512 runs x 2,000
   Adam steps: the batched engine on all runs; the textbook loop on a sample.
 - "+ part (whole task)": the engine, then its results as a task writes them (the part's
-  Arrow table from the engine's columns, `record.results_table`, and its Parquet file).
+  Arrow table from the engine's columns, `store.results_table`, and its Parquet file).
 - sweep: `pipeline-sweep` end to end (plan, local launcher, training, aggregation) for
   1,000 resamples x 10,000 epochs of tdm_quadratic, wall time of the command.
 
@@ -40,21 +40,30 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from pipeline import record
-from pipeline.config import CONF_DIR, to_container
-from pipeline.data import Dataset, load_dataset
-from pipeline.engines import train_reference
-from pipeline.engines.batched import train_batched
-from pipeline.engines.gram import train_gram
-from pipeline.plan import plan
-from pipeline.problem import Problem, build_problem, build_problem_parts
-from pipeline.records import Run, RunResult, SweepMeta, TrainSettings
+from pipeline import store
+from pipeline.config.schema import to_container
+from pipeline.config.shipped import CONF_DIR
+from pipeline.core.meta import SweepMeta
+from pipeline.core.runs import Run, RunResult
+from pipeline.core.settings import TrainSettings
+from pipeline.data.load import Dataset, load_dataset
+from pipeline.sweep.plan import plan
+from pipeline.train.engines import train_reference
+from pipeline.train.engines.batched import train_batched
+from pipeline.train.engines.gram import train_gram
+from pipeline.train.problem import Problem, build_problem, build_problem_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOY_MLP = {"_target_": "torch.nn.Sequential", "_args_": [
-    {"_target_": "torch.nn.Linear", "in_features": 3, "out_features": 4}, {"_target_": "torch.nn.ReLU"},
-    {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2}, {"_target_": "torch.nn.Sigmoid"}]}
+TOY_MLP = {
+    "_target_": "torch.nn.Sequential",
+    "_args_": [
+        {"_target_": "torch.nn.Linear", "in_features": 3, "out_features": 4},
+        {"_target_": "torch.nn.ReLU"},
+        {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
+        {"_target_": "torch.nn.Sigmoid"},
+    ],
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -79,8 +88,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{model}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads){gpu}, Python {platform.python_version()}")
+    return (
+        f"{model}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads){gpu}, Python {platform.python_version()}"
+    )
 
 
 def load() -> str:
@@ -94,8 +105,7 @@ def compose_config(*overrides: str) -> dict[str, Any]:
 
 def max_relative_gap(fast: list[RunResult], ref: list[RunResult]) -> float:
     by_id = {r.run.run_id: r for r in fast}
-    gaps = [np.max(np.abs(np.subtract(by_id[r.run.run_id].params, r.params)) / np.max(np.abs(r.params)))
-            for r in ref]
+    gaps = [np.max(np.abs(np.subtract(by_id[r.run.run_id].params, r.params)) / np.max(np.abs(r.params))) for r in ref]
     return float(max(gaps))
 
 
@@ -109,8 +119,9 @@ def textbook(problem: Problem, runs: list[Run], cfg: TrainSettings) -> tuple[flo
     return wall / len(runs), results
 
 
-def fast(engine: Callable[..., list[RunResult]], problem: Problem, runs: list[Run],
-         cfg: TrainSettings) -> tuple[float, list[RunResult]]:
+def fast(
+    engine: Callable[..., list[RunResult]], problem: Problem, runs: list[Run], cfg: TrainSettings
+) -> tuple[float, list[RunResult]]:
     engine(problem, runs[:4], replace(cfg, epochs=20))  # burn-in
     wall, results = timed(problem.device, lambda: engine(problem, runs, cfg))
     return wall / len(runs), results
@@ -118,11 +129,13 @@ def fast(engine: Callable[..., list[RunResult]], problem: Problem, runs: list[Ru
 
 def with_part(engine: Callable[..., Any], meta: SweepMeta) -> Callable[..., Any]:
     """The engine, then its results as a task writes them: a part's table and its Parquet file."""
+
     def whole_task(problem: Problem, runs: list[Run], cfg: TrainSettings) -> Any:
         results = engine(problem, runs, cfg)
         with tempfile.TemporaryDirectory() as tmp:
-            record.write_table(record.results_table(results, meta, 0), Path(tmp) / "part.parquet")
+            store.write_table(store.results_table(results, meta, 0), Path(tmp) / "part.parquet")
         return results
+
     return whole_task
 
 
@@ -131,27 +144,38 @@ def problem_meta(problem: Problem, name: str) -> SweepMeta:
 
 
 def bench_tdm(args: argparse.Namespace) -> None:
-    cfg = compose_config("experiment=tdm_quadratic", "sweep=bootstrap", "sweep.resamples=999",
-                         f"train.dtype={args.dtype}", f"train.device={args.device}")
+    cfg = compose_config(
+        "experiment=tdm_quadratic",
+        "sweep=bootstrap",
+        "sweep.resamples=999",
+        f"train.dtype={args.dtype}",
+        f"train.device={args.device}",
+    )
     dataset = load_dataset(cfg["data"])
     train = TrainSettings.from_dict(cfg["train"])
-    problem = build_problem(build_problem_parts(cfg["model"], cfg["loss"], cfg["optim"], dataset), dataset,
-                            device=train.device, dtype=train.dtype)
+    problem = build_problem(
+        build_problem_parts(cfg["model"], cfg["loss"], cfg["optim"], dataset),
+        dataset,
+        device=train.device,
+        dtype=train.dtype,
+    )
     runs = plan(cfg, dataset.digest())
-    print(f"\ntdm_quadratic: {len(runs)} runs x {train.epochs} epochs, {dataset.n_rows} rows, "
-          f"{args.dtype} on {problem.device} ({load()})")
+    print(
+        f"\ntdm_quadratic: {len(runs)} runs x {train.epochs} epochs, {dataset.n_rows} rows, "
+        f"{args.dtype} on {problem.device} ({load()})"
+    )
     sample = runs[:: len(runs) // args.reference_runs][: args.reference_runs]
     ref_time, ref = textbook(problem, sample, train)
-    print(f"  {'textbook loop (train_reference)':<34} {ref_time * 1e3:10.1f} ms/run   "
-          f"(mean of {len(sample)} full runs)")
+    print(
+        f"  {'textbook loop (train_reference)':<34} {ref_time * 1e3:10.1f} ms/run   (mean of {len(sample)} full runs)"
+    )
     gram_time, gram = fast(train_gram, problem, runs, train)
     report("gram engine", ref_time, gram_time, f"max gap to textbook {max_relative_gap(gram, ref):.1e}")
     task_time, _ = fast(with_part(train_gram, problem_meta(problem, "tdm_quadratic")), problem, runs, train)
     report("gram engine + part (whole task)", ref_time, task_time, "(results as a part's table, Parquet written)")
     scale = train.epochs / args.batched_epochs
     batched_time, _ = fast(train_batched, problem, runs, replace(train, epochs=args.batched_epochs))
-    report("batched engine", ref_time, batched_time * scale,
-           f"({args.batched_epochs} epochs timed, x{scale:g})")
+    report("batched engine", ref_time, batched_time * scale, f"({args.batched_epochs} epochs timed, x{scale:g})")
 
 
 def toy_mlp_rows(n: int = 20) -> Dataset:
@@ -164,19 +188,23 @@ def toy_mlp_rows(n: int = 20) -> Dataset:
 
 def bench_mlp(args: argparse.Namespace) -> None:
     rows = toy_mlp_rows()
-    parts = build_problem_parts(TOY_MLP, {"_target_": "torch.nn.MSELoss"},
-                                {"_target_": "torch.optim.Adam", "_partial_": True}, rows)
+    parts = build_problem_parts(
+        TOY_MLP, {"_target_": "torch.nn.MSELoss"}, {"_target_": "torch.optim.Adam", "_partial_": True}, rows
+    )
     problem = build_problem(parts, rows, device=args.device, dtype=args.dtype)
     train = TrainSettings(epochs=2000, log_every=100, grad_tol=1e-3)
     lrs = (3e-3, 1e-2, 3e-2, 1e-1)
     runs = [Run(f"mlp-{lr}-{i}-{k}", lr, i, None, k, 0) for lr in lrs for i in range(8) for k in range(16)]
-    print(f"\ntoy MLP 3-4-2 (seed 002): {len(runs)} runs (4 lr x 8 inits x 16 resamples) x "
-          f"{train.epochs} Adam steps, 20 rows, {args.dtype} on {problem.device} ({load()})")
+    print(
+        f"\ntoy MLP 3-4-2 (seed 002): {len(runs)} runs (4 lr x 8 inits x 16 resamples) x "
+        f"{train.epochs} Adam steps, 20 rows, {args.dtype} on {problem.device} ({load()})"
+    )
     originals = [run for run in runs if run.resample == 0]  # reordering rows keeps their problem
     sample = originals[:: max(1, len(originals) // args.reference_runs)][: args.reference_runs]
     ref_time, ref = textbook(problem, sample, train)
-    print(f"  {'textbook loop (train_reference)':<34} {ref_time * 1e3:10.1f} ms/run   "
-          f"(mean of {len(sample)} full runs)")
+    print(
+        f"  {'textbook loop (train_reference)':<34} {ref_time * 1e3:10.1f} ms/run   (mean of {len(sample)} full runs)"
+    )
     batched_time, batched = fast(train_batched, problem, runs, train)
     report("batched engine", ref_time, batched_time, f"max gap to textbook {max_relative_gap(batched, ref):.1e}")
     task_time, _ = fast(with_part(train_batched, problem_meta(problem, "toy mlp")), problem, runs, train)
@@ -185,15 +213,26 @@ def bench_mlp(args: argparse.Namespace) -> None:
     # another order (another rounding, same problem) ends about as far from itself.
     reordered = replace(problem, x=problem.x.flip(0), y=problem.y.flip(0))
     again = [train_reference(reordered, run, train) for run in sample]
-    print(f"  {'(textbook on rows in reverse order)':<34} {'':>26}  max gap to textbook "
-          f"{max_relative_gap(again, ref):.1e}")
+    print(
+        f"  {'(textbook on rows in reverse order)':<34} {'':>26}  max gap to textbook "
+        f"{max_relative_gap(again, ref):.1e}"
+    )
 
 
 def bench_sweep(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-c", "from pipeline.cli import sweep_main; sweep_main()",
-                   "experiment=tdm_quadratic", "sweep=bootstrap", "sweep.resamples=999", "launcher=local",
-                   "launcher.runs_per_task=1000", f"train.dtype={args.dtype}", f"out_dir={tmp}/sweep"]
+        command = [
+            sys.executable,
+            "-c",
+            "from pipeline.cli import sweep_main; sweep_main()",
+            "experiment=tdm_quadratic",
+            "sweep=bootstrap",
+            "sweep.resamples=999",
+            "launcher=local",
+            "launcher.runs_per_task=1000",
+            f"train.dtype={args.dtype}",
+            f"out_dir={tmp}/sweep",
+        ]
         print(f"\nwhole sweep ({load()}):\n  {shlex.join(command)}")
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

@@ -43,7 +43,8 @@ def compose(out_dir: Path, *overrides: str) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from pipeline.config import CONF_DIR, to_container
+    from pipeline.config.schema import to_container
+    from pipeline.config.shipped import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return to_container(hydra_compose("config", overrides=[*overrides, f"out_dir={out_dir}"]))
@@ -51,21 +52,20 @@ def compose(out_dir: Path, *overrides: str) -> dict:
 
 def run_stage(stage: str, n: int, out_dir: Path) -> dict:
     """One stage, in this process; returns seconds and memory in MiB."""
-    import pipeline.aggregate  # noqa: F401 - imports belong to the baseline, not to the stage
-    from pipeline.launch import launch
-    from pipeline.prepare import prepare
+    import pipeline.results.aggregate  # noqa: F401 - imports belong to the baseline, not to the stage
+    from pipeline.launch.prepare import prepare
+    from pipeline.launch.submit import launch
 
     baseline = vm_kib("VmRSS")
     started = time.perf_counter()
     if stage == "plan":
-        launch(prepare(compose(out_dir, *SWEEP, f"sweep.resamples={n - 1}", "launcher=slurm",
-                               "launcher.dry_run=true")))
+        launch(prepare(compose(out_dir, *SWEEP, f"sweep.resamples={n - 1}", "launcher=slurm", "launcher.dry_run=true")))
     elif stage == "train":
         launch(prepare(compose(out_dir, *SWEEP, f"sweep.resamples={n - 1}", "launcher=debug")))
     elif stage == "aggregate":
-        pipeline.aggregate.aggregate(out_dir)
+        pipeline.results.aggregate.aggregate(out_dir)
     elif stage == "report":
-        from pipeline.report import write_report
+        from pipeline.report.page import write_report
 
         write_report(out_dir)
     elif stage == "synthetic":
@@ -73,14 +73,23 @@ def run_stage(stage: str, n: int, out_dir: Path) -> dict:
 
         write_synthetic_sweep(out_dir, n, runs_per_part=25_000)
     seconds = time.perf_counter() - started
-    return {"stage": stage, "n": n, "seconds": seconds, "peak_mib": vm_kib("VmHWM") / 1024,
-            "growth_mib": (vm_kib("VmHWM") - baseline) / 1024}
+    return {
+        "stage": stage,
+        "n": n,
+        "seconds": seconds,
+        "peak_mib": vm_kib("VmHWM") / 1024,
+        "growth_mib": (vm_kib("VmHWM") - baseline) / 1024,
+    }
 
 
 def measure(stage: str, n: int, out_dir: Path) -> dict:
     """`run_stage` in a fresh process (its stdout's last line is the JSON result)."""
-    proc = subprocess.run([sys.executable, __file__, "--stage", stage, "-n", str(n), "--out", str(out_dir)],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--stage", stage, "-n", str(n), "--out", str(out_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"stage {stage} n={n} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -92,8 +101,11 @@ def exponent(small: dict, large: dict, key: str) -> float:
 
 
 def show(r: dict) -> None:
-    print(f"{r['stage']:>10} {r['n']:>9,} runs: {r['seconds']:7.1f} s, peak {r['peak_mib']:6.0f} MiB "
-          f"({r['growth_mib']:+.0f} MiB over imports)", flush=True)
+    print(
+        f"{r['stage']:>10} {r['n']:>9,} runs: {r['seconds']:7.1f} s, peak {r['peak_mib']:6.0f} MiB "
+        f"({r['growth_mib']:+.0f} MiB over imports)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -124,8 +136,10 @@ def main() -> None:
         have = [n for n in sizes if (stage, n) in by]
         if len(have) >= 2:
             small, large = by[stage, have[-2]], by[stage, have[-1]]
-            print(f"growth {stage:>9} {have[-2]:,} -> {have[-1]:,}: time ~ n^{exponent(small, large, 'seconds'):.2f}, "
-                  f"memory over imports ~ n^{exponent(small, large, 'growth_mib'):.2f}")
+            print(
+                f"growth {stage:>9} {have[-2]:,} -> {have[-1]:,}: time ~ n^{exponent(small, large, 'seconds'):.2f}, "
+                f"memory over imports ~ n^{exponent(small, large, 'growth_mib'):.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipeline.compose import compose_config
-from pipeline.coverage import _DATA_STREAM, _features, make_truth, prepare_coverage, simulate
+from pipeline.config.compose import compose_config
+from pipeline.studies.coverage import _DATA_STREAM, _features, make_truth, prepare_coverage, simulate
 
 EXTRA_SEED = 7  # the further data sets: apart from the study's seeds 0 and 1
 
@@ -47,8 +47,13 @@ def main() -> None:
     parser.add_argument("--extra", type=int, default=20000, help="further data sets for the t coverage")
     args = parser.parse_args()
     meta = json.loads((args.folder / "coverage.json").read_text())
-    overrides = [f"experiment={meta['experiment']}", f"rows={meta['rows']}", f"noise_sd={meta['noise_sd']}",
-                 "truth=[" + ",".join(repr(v) for v in meta["truth"].values()) + "]", f"out_dir={args.folder}"]
+    overrides = [
+        f"experiment={meta['experiment']}",
+        f"rows={meta['rows']}",
+        f"noise_sd={meta['noise_sd']}",
+        "truth=[" + ",".join(repr(v) for v in meta["truth"].values()) + "]",
+        f"out_dir={args.folder}",
+    ]
     cfg = compose_config(overrides, "coverage")
     prepared = prepare_coverage(cfg)
     truth = make_truth(cfg, prepared.dataset, prepared.parts)
@@ -59,9 +64,11 @@ def main() -> None:
     print(f"study's t flags equal numpy's on all {meta['reps']} data sets: {bool((study.to_numpy() == mine).all())}")
     extra = t_covered(truth, prepared.parts, EXTRA_SEED, args.extra, level)
     se = np.sqrt(level * (1 - level) / args.extra)
-    print(f"numpy t coverage over {args.extra} further data sets: "
-          + ", ".join(f"{n} {c:.4f}" for n, c in zip(prepared.parts.param_names, extra.mean(axis=0)))
-          + f" (Monte-Carlo se {se:.4f})")
+    print(
+        f"numpy t coverage over {args.extra} further data sets: "
+        + ", ".join(f"{n} {c:.4f}" for n, c in zip(prepared.parts.param_names, extra.mean(axis=0)))
+        + f" (Monte-Carlo se {se:.4f})"
+    )
 
 
 if __name__ == "__main__":

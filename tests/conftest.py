@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.aggregate import aggregate
-from pipeline.config import CONF_DIR, to_container
-from pipeline.data import Dataset
-from pipeline.launch import launch
-from pipeline.prepare import prepare
-from pipeline.problem import Problem, build_problem, build_problem_parts
+from pipeline.api import build_tables
+from pipeline.config.schema import to_container
+from pipeline.config.shipped import CONF_DIR
+from pipeline.data.load import Dataset
+from pipeline.launch.prepare import prepare
+from pipeline.launch.submit import launch
+from pipeline.train.problem import Problem, build_problem, build_problem_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,8 +32,15 @@ def make_config(out_dir: Path, *overrides: str) -> dict[str, Any]:
     """
     chosen = any(o.startswith("sweep=") for o in overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*([] if chosen else ["sweep=bootstrap"]), *overrides,
-                                           f"out_dir={out_dir}", "launcher.progress=false"])
+        cfg = compose(
+            "config",
+            overrides=[
+                *([] if chosen else ["sweep=bootstrap"]),
+                *overrides,
+                f"out_dir={out_dir}",
+                "launcher.progress=false",
+            ],
+        )
     return to_container(cfg)
 
 
@@ -47,15 +55,17 @@ def run_sweep(out_dir: Path, *overrides: str):
     """Prepare, launch and aggregate in this process; returns (launch report, estimates)."""
     cfg = make_config(out_dir, *overrides)
     report = launch(prepare(cfg))
-    aggregate(out_dir, **{k: v for k, v in cfg["intervals"].items() if k != "at"})  # predictions: write_predictions
+    settings = {k: v for k, v in cfg["intervals"].items() if k != "at"}  # predictions: write_predictions
+    build_tables(out_dir, **settings, at=None, report=False)
     return report, pd.read_parquet(out_dir / "estimates.parquet")
 
 
 def run_cli(app: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `pipeline-<app>` as a user would, from the repository root."""
     code = f"from pipeline.cli import {app}_main; {app}_main()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.compose import compose_config
-from pipeline.errors import ConfigError
-from pipeline.intervals import bootstrap_intervals
-from pipeline.prepare import prepare
+from pipeline.config.compose import compose_config
+from pipeline.core.errors import ConfigError
+from pipeline.launch.prepare import prepare
+from pipeline.stats.intervals import bootstrap_intervals
 from tests.conftest import run_cli, run_sweep
 
 BASE = ("experiment=linear_synthetic", "sweep=single", "launcher=debug", "train.epochs=5", "train.log_every=5")
@@ -31,11 +31,18 @@ BASE = ("experiment=linear_synthetic", "sweep=single", "launcher=debug", "train.
 def files(tmp_path_factory) -> dict[str, Path]:
     """One small table per kind of bad file, written once for the whole battery."""
     d = tmp_path_factory.mktemp("tables")
-    texts = {"good.csv": "x,y\n1,2\n2,3\n3,5\n4,4\n", "dup.csv": "x,x,y\n1,2,3\n2,3,4\n3,4,6\n",
-             "bool.csv": "x,y\nTrue,1\nFalse,2\nTrue,3\n", "booly.csv": "x,y\n1,True\n2,False\n3,True\n",
-             "empty.csv": "", "header.csv": "x,y\n", "inf.csv": "x,y\n1,2\ninf,3\n3,4\n",
-             "text.csv": "x,y\n1,2\n2,abc\n3,4\n", "const.csv": "x,y\n2,1\n2,2\n2,4\n2,3\n",
-             "corrupt.parquet": "PAR1 this is not a parquet file"}
+    texts = {
+        "good.csv": "x,y\n1,2\n2,3\n3,5\n4,4\n",
+        "dup.csv": "x,x,y\n1,2,3\n2,3,4\n3,4,6\n",
+        "bool.csv": "x,y\nTrue,1\nFalse,2\nTrue,3\n",
+        "booly.csv": "x,y\n1,True\n2,False\n3,True\n",
+        "empty.csv": "",
+        "header.csv": "x,y\n",
+        "inf.csv": "x,y\n1,2\ninf,3\n3,4\n",
+        "text.csv": "x,y\n1,2\n2,abc\n3,4\n",
+        "const.csv": "x,y\n2,1\n2,2\n2,4\n2,3\n",
+        "corrupt.parquet": "PAR1 this is not a parquet file",
+    }
     for name, text in texts.items():
         (d / name).write_text(text)
     pd.DataFrame({"x": pd.date_range("2020-01-01", periods=4), "y": [1.0, 2, 3, 4]}).to_parquet(d / "dates.parquet")
@@ -184,8 +191,11 @@ def test_cuda_without_cuda_names_the_key_and_what_there_is(monkeypatch, tmp_path
 
 @pytest.mark.parametrize("where", ["file", "under a file", "/sys"])
 def test_out_dir_must_be_a_writable_folder(where, files, tmp_path):
-    out = {"file": files["good.csv"], "under a file": files["good.csv"] / "sweep",
-           "/sys": Path("/sys/pipeline-sweep-check")}[where]  # /sys: no one may create folders there
+    out = {
+        "file": files["good.csv"],
+        "under a file": files["good.csv"] / "sweep",
+        "/sys": Path("/sys/pipeline-sweep-check"),
+    }[where]  # /sys: no one may create folders there
     message = refused(out)
     assert "`out_dir`" in message and str(out) in message
 
@@ -206,8 +216,14 @@ def test_read_only_out_dir_is_refused_and_the_probe_leaves_nothing(monkeypatch, 
 def test_one_message_lists_every_problem(files, tmp_path):
     message = refused(tmp_path / "s", "train.epochs=abc", "sweep.resamples=1.5", "train.epoch=3")
     assert "3 problem(s)" in message
-    message = refused(files["good.csv"], "train.epochs=0", "sweep.lr=[abc]", "intervals.statuses=[]",
-                      "sweep.seed=-1", "data.split_seed=-2")  # out_dir: an existing file
+    message = refused(
+        files["good.csv"],
+        "train.epochs=0",
+        "sweep.lr=[abc]",
+        "intervals.statuses=[]",
+        "sweep.seed=-1",
+        "data.split_seed=-2",
+    )  # out_dir: an existing file
     for key in ("train.epochs", "sweep.lr", "intervals.statuses", "sweep.seed", "data.split_seed", "out_dir"):
         assert f"`{key}`" in message
     assert "6 problem(s)" in message
@@ -240,6 +256,7 @@ def test_cli_refuses_with_exit_code_2_and_no_traceback(case, files, tmp_path):
 
 # --- designs the closed-form fit cannot use: the sweep trains and aggregates, the intervals say why ---
 
+
 def _huge_x(path: Path) -> None:
     pd.DataFrame({"x": 1e200 * (1 + np.arange(6) * 1e-3), "y": np.arange(6.0)}).to_csv(path, index=False)
 
@@ -258,10 +275,19 @@ def test_rank_deficient_design_trains_aggregates_and_notes_why(case, tmp_path, c
     path = tmp_path / "data.csv"
     content(path) if callable(content) else path.write_text(content)
     out = tmp_path / "sweep"
-    with caplog.at_level("WARNING", logger="pipeline.prepare"):
-        _, est = run_sweep(out, "experiment=user_data", f"data.path={path}", *more, "sweep=bootstrap",
-                           "sweep.resamples=4", "launcher=debug", "train.epochs=20", "train.log_every=10",
-                           "intervals.plots=false")
+    with caplog.at_level("WARNING", logger="pipeline.launch.prepare"):
+        _, est = run_sweep(
+            out,
+            "experiment=user_data",
+            f"data.path={path}",
+            *more,
+            "sweep=bootstrap",
+            "sweep.resamples=4",
+            "launcher=debug",
+            "train.epochs=20",
+            "train.log_every=10",
+            "intervals.plots=false",
+        )
     assert any("t, hc3 cannot be formed" in r.getMessage() and reason in r.getMessage() for r in caplog.records)
     assert len(est) == 5 and (out / "estimates.parquet").is_file()
     ci = pd.read_parquet(out / "intervals.parquet")
@@ -274,8 +300,16 @@ def test_rank_deficient_design_trains_aggregates_and_notes_why(case, tmp_path, c
 
 def test_intervals_never_raise_on_data_but_still_on_misuse():
     rng = np.random.default_rng(0)
-    est = pd.DataFrame({"lr": 0.1, "init_index": 0, "resample": range(11), "status": "ok",
-                        "b": rng.normal(size=11), "w": rng.normal(size=11)})
+    est = pd.DataFrame(
+        {
+            "lr": 0.1,
+            "init_index": 0,
+            "resample": range(11),
+            "status": "ok",
+            "b": rng.normal(size=11),
+            "w": rng.normal(size=11),
+        }
+    )
     leverage_one = np.column_stack([np.ones(4), [0.0, 0.0, 0.0, 1.0]])  # row 4 alone fixes w
     with pytest.warns(UserWarning, match="leverage 1"):
         table = bootstrap_intervals(est, params=["b", "w"], X=leverage_one, y=np.array([1.0, 2, 3, 4]))
@@ -295,5 +329,7 @@ def test_a_constant_y_is_fine(tmp_path):
     """Not every odd table is a mistake: a constant response fits (slope 0), and is not refused."""
     path = tmp_path / "flat.csv"
     path.write_text("x,y\n1,3\n2,3\n3,3\n4,3\n")
-    prepared = prepare(compose_config([*BASE, "experiment=user_data", f"data.path={path}", f"out_dir={tmp_path / 's'}"]))
+    prepared = prepare(
+        compose_config([*BASE, "experiment=user_data", f"data.path={path}", f"out_dir={tmp_path / 's'}"])
+    )
     assert prepared.dataset.n_rows == 4 and (prepared.dataset.y == 3).all()

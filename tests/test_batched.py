@@ -29,17 +29,18 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import engines
-from pipeline.engines import memory
-from pipeline.errors import ConfigError
-from pipeline.prepare import validate
-from pipeline.data import Dataset, load_dataset
-from pipeline.engines.gram import row_sum
+from pipeline.core.errors import ConfigError
+from pipeline.core.runs import DIVERGED, RESIDUAL, Run, RunResult
+from pipeline.core.settings import TrainSettings
+from pipeline.data.load import Dataset, load_dataset
+from pipeline.launch.prepare import validate
 from pipeline.models import FeatureModel
-from pipeline.plan import plan
-from pipeline.records import DIVERGED, RESIDUAL, Run, RunResult, TrainSettings
-from pipeline.engines import train_chunk, train_reference
-from pipeline.problem import Problem
+from pipeline.sweep.plan import plan
+from pipeline.train import engines
+from pipeline.train.engines import batch_memory as memory
+from pipeline.train.engines import train_chunk, train_reference
+from pipeline.train.engines.moments import row_sum
+from pipeline.train.problem import Problem
 from tests.conftest import make_config, problem_from, run_sweep
 
 TOL = {"float64": dict(rtol=1e-8, atol=1e-10), "float32": dict(rtol=1e-4, atol=1e-6)}
@@ -74,8 +75,15 @@ def toy_mlp() -> nn.Sequential:
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_test: int, source: str) -> Dataset:
-    return Dataset(x[n_test:], y[n_test:], x[:n_test], y[:n_test], tuple(f"x{i}" for i in range(x.shape[1])),
-                   tuple(f"y{i}" for i in range(y.shape[1])), source)
+    return Dataset(
+        x[n_test:],
+        y[n_test:],
+        x[:n_test],
+        y[:n_test],
+        tuple(f"x{i}" for i in range(x.shape[1])),
+        tuple(f"y{i}" for i in range(y.shape[1])),
+        source,
+    )
 
 
 def gistemp_like() -> Dataset:
@@ -124,35 +132,100 @@ POLY = "pipeline.models.Polynomial"
 NAN_START = (float("nan"),) + (0.1,) * 25  # a run that is diverged from its start
 
 FAMILIES = {
-    "000 tdm quadratic": Family({"_target_": POLY, "degree": 2}, MSE, SGD, lambda: preset("tdm_quadratic"),
-                                (3e-4, 0.03, 0.5), ((5.0, 4.0, 3.0), (0.0, 0.0, 0.0)), ("gram", "batched")),
-    "004 linear": Family({"_target_": POLY, "degree": 1}, MSE, SGD, lambda: preset("linear_synthetic"),
-                         (0.1, 0.5, 3.0), ((0.194, 0.139), (1.0, -1.0)), ("gram", "batched")),
-    "001 y = w x": Family({"_target_": "tests.test_batched.Slope"}, MSE, SGD, gistemp_like,
-                          (0.1, 0.5, 6.0), ((0.0,), (2.0,)), ("gram", "batched")),
+    "000 tdm quadratic": Family(
+        {"_target_": POLY, "degree": 2},
+        MSE,
+        SGD,
+        lambda: preset("tdm_quadratic"),
+        (3e-4, 0.03, 0.5),
+        ((5.0, 4.0, 3.0), (0.0, 0.0, 0.0)),
+        ("gram", "batched"),
+    ),
+    "004 linear": Family(
+        {"_target_": POLY, "degree": 1},
+        MSE,
+        SGD,
+        lambda: preset("linear_synthetic"),
+        (0.1, 0.5, 3.0),
+        ((0.194, 0.139), (1.0, -1.0)),
+        ("gram", "batched"),
+    ),
+    "001 y = w x": Family(
+        {"_target_": "tests.test_batched.Slope"},
+        MSE,
+        SGD,
+        gistemp_like,
+        (0.1, 0.5, 6.0),
+        ((0.0,), (2.0,)),
+        ("gram", "batched"),
+    ),
     # MAE's gradient is bounded, so SGD on it does not blow up: its diverged run starts so
-    "001 y = w x + b, MAE": Family({"_target_": POLY, "degree": 1}, MAE, SGD, gistemp_like,
-                                   (0.1, 0.3), ((0.0, 0.0), (1.0, 1.0), (float("nan"), 0.0)), ("batched",)),
-    "001 hinge": Family({"_target_": "tests.test_batched.Hinge"}, MSE, SGD, gistemp_like,
-                        (0.1, 0.5, 8.0), ((0.0, 0.0, 0.0), (0.5, -0.5, 1.0)), ("gram", "batched")),
-    "003 cubic, summed": Family({"_target_": POLY, "degree": 3}, {**MSE, "reduction": "sum"}, SGD, sine_rows,
-                                (1e-6, 1e-5, 3e-4), ((0.0, 0.0, 0.0, 0.0), (0.1, 0.5, -0.2, 0.1)),
-                                ("gram", "batched")),
-    "003 cubic, momentum": Family({"_target_": POLY, "degree": 3}, MSE,
-                                  {**SGD, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}, sine_rows,
-                                  (1e-3, 3e-3, 1.0), ((0.0, 0.0, 0.0, 0.0), (0.1, 0.5, -0.2, 0.1)),
-                                  ("gram", "batched")),
-    "002 mlp, adam": Family({"_target_": "tests.test_batched.toy_mlp"}, MSE,
-                            {"_target_": "torch.optim.Adam", "_partial_": True}, toy_mlp_rows,
-                            (1e-2, 3e-2), (None, None, NAN_START), ("batched",), linear=False),
-    "002 mlp, sgd momentum": Family({"_target_": "tests.test_batched.toy_mlp"}, MSE, {**SGD, "momentum": 0.9},
-                                    toy_mlp_rows, (0.1, 0.5), (None, None, NAN_START), ("batched",), linear=False),
+    "001 y = w x + b, MAE": Family(
+        {"_target_": POLY, "degree": 1},
+        MAE,
+        SGD,
+        gistemp_like,
+        (0.1, 0.3),
+        ((0.0, 0.0), (1.0, 1.0), (float("nan"), 0.0)),
+        ("batched",),
+    ),
+    "001 hinge": Family(
+        {"_target_": "tests.test_batched.Hinge"},
+        MSE,
+        SGD,
+        gistemp_like,
+        (0.1, 0.5, 8.0),
+        ((0.0, 0.0, 0.0), (0.5, -0.5, 1.0)),
+        ("gram", "batched"),
+    ),
+    "003 cubic, summed": Family(
+        {"_target_": POLY, "degree": 3},
+        {**MSE, "reduction": "sum"},
+        SGD,
+        sine_rows,
+        (1e-6, 1e-5, 3e-4),
+        ((0.0, 0.0, 0.0, 0.0), (0.1, 0.5, -0.2, 0.1)),
+        ("gram", "batched"),
+    ),
+    "003 cubic, momentum": Family(
+        {"_target_": POLY, "degree": 3},
+        MSE,
+        {**SGD, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+        sine_rows,
+        (1e-3, 3e-3, 1.0),
+        ((0.0, 0.0, 0.0, 0.0), (0.1, 0.5, -0.2, 0.1)),
+        ("gram", "batched"),
+    ),
+    "002 mlp, adam": Family(
+        {"_target_": "tests.test_batched.toy_mlp"},
+        MSE,
+        {"_target_": "torch.optim.Adam", "_partial_": True},
+        toy_mlp_rows,
+        (1e-2, 3e-2),
+        (None, None, NAN_START),
+        ("batched",),
+        linear=False,
+    ),
+    "002 mlp, sgd momentum": Family(
+        {"_target_": "tests.test_batched.toy_mlp"},
+        MSE,
+        {**SGD, "momentum": 0.9},
+        toy_mlp_rows,
+        (0.1, 0.5),
+        (None, None, NAN_START),
+        ("batched",),
+        linear=False,
+    ),
 }
 
 
 def family_problem(family: Family, dtype: str) -> Problem:
-    cfg = {"model": family.model, "loss": family.loss, "optim": family.optim,
-           "train": {"device": "cpu", "dtype": dtype}}
+    cfg = {
+        "model": family.model,
+        "loss": family.loss,
+        "optim": family.optim,
+        "train": {"device": "cpu", "dtype": dtype},
+    }
     return problem_from(cfg, family.data())
 
 
@@ -175,8 +248,13 @@ def train_cfg(**changes: Any) -> TrainSettings:
 
 
 def _close(actual: Any, expected: Any, what: str, **tol: float) -> None:
-    torch.testing.assert_close(torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64),
-                               equal_nan=True, msg=lambda m: f"{what}: {m}", **tol)
+    torch.testing.assert_close(
+        torch.tensor(actual, dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+        equal_nan=True,
+        msg=lambda m: f"{what}: {m}",
+        **tol,
+    )
 
 
 def assert_matches_reference(fast: list[RunResult], ref: list[RunResult], dtype: str, engine: str) -> None:
@@ -198,8 +276,12 @@ def assert_matches_reference(fast: list[RunResult], ref: list[RunResult], dtype:
             _close(f.ols_loss, r.ols_loss, f"{label} ols loss", rtol=1e-10, atol=1e-12)
 
 
-CASES = [(name, engine, dtype) for name, fam in FAMILIES.items() for engine in fam.engines
-         for dtype in ("float64", "float32")]
+CASES = [
+    (name, engine, dtype)
+    for name, fam in FAMILIES.items()
+    for engine in fam.engines
+    for dtype in ("float64", "float32")
+]
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,17 +301,35 @@ def test_fast_engine_matches_reference_run_by_run(name, engine, dtype):
     assert_matches_reference(train_chunk(problem, runs, train_cfg(engine=engine)), ref, dtype, engine)
 
 
-PRESET_ENGINES = {"tdm_quadratic": "gram", "linear_synthetic": "gram", "gistemp_slope": "gram",
-                  "gistemp_line": "gram", "gistemp_line_mae": "batched", "gistemp_hinge": "gram",
-                  "sine_cubic": "gram", "toy_mlp": "batched"}
+PRESET_ENGINES = {
+    "tdm_quadratic": "gram",
+    "linear_synthetic": "gram",
+    "gistemp_slope": "gram",
+    "gistemp_line": "gram",
+    "gistemp_line_mae": "batched",
+    "gistemp_hinge": "gram",
+    "sine_cubic": "gram",
+    "toy_mlp": "batched",
+}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESET_ENGINES))
 def test_every_preset_trains_with_auto_as_with_the_reference_loop(preset, tmp_path):
-    cfg = make_config(tmp_path, f"experiment={preset}", "sweep=bootstrap", "sweep.resamples=2",
-                      "train.epochs=60", "train.log_every=20", "train.dtype=float64")
+    cfg = make_config(
+        tmp_path,
+        f"experiment={preset}",
+        "sweep=bootstrap",
+        "sweep.resamples=2",
+        "train.epochs=60",
+        "train.log_every=20",
+        "train.dtype=float64",
+    )
     dataset = load_dataset(cfg["data"])
-    problem, runs, settings = problem_from(cfg, dataset), plan(cfg, dataset.digest()), TrainSettings.from_dict(cfg["train"])
+    problem, runs, settings = (
+        problem_from(cfg, dataset),
+        plan(cfg, dataset.digest()),
+        TrainSettings.from_dict(cfg["train"]),
+    )
     fast = train_chunk(problem, runs, settings)
     ref = train_chunk(problem, runs, replace(settings, engine="reference"))
     assert_matches_reference(fast, ref, "float64", PRESET_ENGINES[preset])
@@ -247,13 +347,20 @@ def test_a_run_gets_the_same_bits_in_any_chunk(engine):
     for a, b in [*zip(whole, pieces, strict=True), *zip(whole[:3], alone)]:
         assert (a.run, a.status) == (b.run, b.status), a.run.run_id
         if engine == "gram":  # float64 moments, per-run arithmetic: the same bits on every CPU
-            assert (a.params, a.final_loss, a.grad_norm, a.curve_loss) == \
-                   (b.params, b.final_loss, b.grad_norm, b.curve_loss), a.run.run_id
+            assert (a.params, a.final_loss, a.grad_norm, a.curve_loss) == (
+                b.params,
+                b.final_loss,
+                b.grad_norm,
+                b.curve_loss,
+            ), a.run.run_id
         else:
             # torch's batched float32 matmul picks its blocking by batch size on some CPUs
             # (Intel Xeon, oneDNN/MKL): the last bit or two may move with the chunk
-            for x, y in [(a.params, b.params), (a.curve_loss, b.curve_loss),
-                         ((a.final_loss, a.grad_norm), (b.final_loss, b.grad_norm))]:
+            for x, y in [
+                (a.params, b.params),
+                (a.curve_loss, b.curve_loss),
+                ((a.final_loss, a.grad_norm), (b.final_loss, b.grad_norm)),
+            ]:
                 np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7, err_msg=a.run.run_id)
     assert {r.status for r in whole} >= {"diverged", "not_converged"}
 
@@ -272,7 +379,7 @@ def test_logging_every_epoch_and_an_epoch_count_off_the_log_grid():
 def test_row_sum_is_a_sum_in_a_chunk_independent_order():
     values = torch.randn(3, 2 * 2048 + 17, dtype=torch.float64)
     torch.testing.assert_close(row_sum(values), values.sum(dim=1), rtol=1e-12, atol=1e-12)
-    assert all(torch.equal(row_sum(values)[i], row_sum(values[i:i + 1])[0]) for i in range(3))
+    assert all(torch.equal(row_sum(values)[i], row_sum(values[i : i + 1])[0]) for i in range(3))
 
 
 def _parts(name: str):
@@ -286,8 +393,15 @@ def test_auto_picks_the_fastest_engine_that_applies():
     assert mae.name == "batched" and "MSELoss" in mae.reason
     assert engines.choose_engine(_parts("002 mlp, adam"), "auto").name == "batched"
     assert engines.choose_engine(_parts("002 mlp, adam"), "reference").name == "reference"
-    rmsprop = Family(FAMILIES["002 mlp, adam"].model, MSE, {"_target_": "torch.optim.RMSprop", "_partial_": True},
-                     toy_mlp_rows, (1e-2,), (None,), ())
+    rmsprop = Family(
+        FAMILIES["002 mlp, adam"].model,
+        MSE,
+        {"_target_": "torch.optim.RMSprop", "_partial_": True},
+        toy_mlp_rows,
+        (1e-2,),
+        (None,),
+        (),
+    )
     fallback = engines.choose_engine(family_problem(rmsprop, "float32").parts, "auto")
     assert fallback.name == "reference" and "RMSprop" in fallback.reason
     with pytest.raises(ConfigError, match="train.engine"):
@@ -305,8 +419,9 @@ def test_train_chunk_splits_a_chunk_that_does_not_fit_memory(monkeypatch, caplog
     with caplog.at_level(logging.DEBUG, logger="pipeline"):  # the batch plan is logged at DEBUG
         split = train_chunk(problem, runs, train_cfg(), on_batch_done=batches.append)
     assert [len(b) for b in batches] == [5, 5, 5, 5, 1, 3]  # the 3 jackknife runs apart
-    assert ("a test budget fit 5 runs; 24 runs -> 6 batch(es) of up to 5 (runs of 2 data sizes, "
-            "rows [999, 1000], apart)") in caplog.text
+    assert (
+        "a test budget fit 5 runs; 24 runs -> 6 batch(es) of up to 5 (runs of 2 data sizes, rows [999, 1000], apart)"
+    ) in caplog.text
     assert [r.engine for r in split] == ["gram"] * len(runs)
     for a, b in zip(whole, split, strict=True):
         assert (a.run, a.params, a.curve_loss, a.status) == (b.run, b.params, b.curve_loss, b.status)
@@ -339,8 +454,14 @@ def test_validate_names_an_engine_that_cannot_train_the_experiment(tmp_path):
 
 @pytest.mark.e2e
 def test_a_sweep_records_its_engine_and_matches_the_reference_sweep(tmp_path):
-    args = ("experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=3", "sweep.lr=[0.1,3.0]",
-            "launcher=debug", "launcher.runs_per_task=4")
+    args = (
+        "experiment=linear_synthetic",
+        "sweep=bootstrap",
+        "sweep.resamples=3",
+        "sweep.lr=[0.1,3.0]",
+        "launcher=debug",
+        "launcher.runs_per_task=4",
+    )
     _, ref = run_sweep(tmp_path / "ref", *args, "train.engine=reference")
     _, auto = run_sweep(tmp_path / "auto", *args)
     assert set(ref["engine"]) == {"reference"} and set(auto["engine"]) == {"gram"}
@@ -358,9 +479,14 @@ def test_a_sweep_records_its_engine_and_matches_the_reference_sweep(tmp_path):
 def test_fast_engines_on_cuda_match_the_reference_on_cpu(name, engine):
     family = FAMILIES[name]
     cpu = family_problem(family, "float64")
-    cuda = replace(cpu, x=cpu.x.cuda(), y=cpu.y.cuda(), device=torch.device("cuda"),
-                   x_test=None if cpu.x_test is None else cpu.x_test.cuda(),
-                   y_test=None if cpu.y_test is None else cpu.y_test.cuda())
+    cuda = replace(
+        cpu,
+        x=cpu.x.cuda(),
+        y=cpu.y.cuda(),
+        device=torch.device("cuda"),
+        x_test=None if cpu.x_test is None else cpu.x_test.cuda(),
+        y_test=None if cpu.y_test is None else cpu.y_test.cuda(),
+    )
     runs = chunk_of(family)
     ref = [train_reference(cpu, run, train_cfg()) for run in runs]
     fast = train_chunk(cuda, runs, train_cfg(engine=engine))

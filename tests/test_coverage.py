@@ -4,14 +4,16 @@ intervals cover it. Small studies here; the >= 500-replicate figure is in benchm
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import CONF_DIR, to_container
-from pipeline.errors import ConfigError
-from pipeline.coverage import make_truth, prediction_points, prepare_coverage, run_coverage, simulate
+from pipeline.config.schema import to_container
+from pipeline.config.shipped import CONF_DIR
+from pipeline.core.errors import ConfigError
+from pipeline.studies.coverage import make_truth, prediction_points, prepare_coverage, run_coverage, simulate
 from tests.conftest import run_cli
 
 
@@ -48,8 +50,15 @@ def test_percentile_and_bca_cover_the_truth_about_95_percent(tmp_path):
     checked against it below). The Monte-Carlo error of a coverage near 0.95 over 150
     replicates is sqrt(0.95 * 0.05 / 150) = 1.8 points: the band 0.95 +/- 0.06 is about
     3.4 of them (the 500-replicate figure with its 1-point error is in benchmarks/README.md)."""
-    cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "reps=150", "rows=250", "fits=closed_form",
-                          "sweep.resamples=200", "intervals.methods=[percentile,bca,t]")
+    cfg = coverage_config(
+        tmp_path,
+        "experiment=tdm_quadratic",
+        "reps=150",
+        "rows=250",
+        "fits=closed_form",
+        "sweep.resamples=200",
+        "intervals.methods=[percentile,bca,t]",
+    )
     report = run_coverage(prepare_coverage(cfg), tmp_path)
     summary = report.summary
     assert len(summary) == 9 and (summary["reps"] == 150).all() and (summary["n_intervals"] == 150).all()
@@ -70,22 +79,33 @@ def test_percentile_and_bca_cover_the_truth_about_95_percent(tmp_path):
 def test_cli_trains_by_gradient_descent_and_agrees_with_closed_form(tmp_path):
     """The default path trains every run through train_chunk; on converged fits its
     intervals must match the closed-form study of the same replicates and resamples."""
-    args = ["experiment=linear_synthetic", "reps=3", "rows=30", "sweep.resamples=9", "optim.lr=0.5",
-            "train.epochs=300", "train.log_every=50", "train.dtype=float64", "intervals.methods=[percentile,basic,t]",
-            "intervals.at=[-1.0,0.5]"]
+    args = [
+        "experiment=linear_synthetic",
+        "reps=3",
+        "rows=30",
+        "sweep.resamples=9",
+        "optim.lr=0.5",
+        "train.epochs=300",
+        "train.log_every=50",
+        "train.dtype=float64",
+        "intervals.methods=[percentile,basic,t]",
+        "intervals.at=[-1.0,0.5]",
+    ]
     proc = run_cli("coverage", *args, f"out_dir={tmp_path / 'gd'}", "launcher.progress=false")
     assert proc.returncode == 0, proc.stderr
     assert "3 simulated data sets of 30 rows" in proc.stdout and "percentile" in proc.stdout
     gd = pd.read_parquet(tmp_path / "gd" / "coverage_reps.parquet")
-    exact = run_coverage(prepare_coverage(coverage_config(tmp_path / "cf", *args, "fits=closed_form")),
-                         tmp_path / "cf").replicates
+    exact = run_coverage(
+        prepare_coverage(coverage_config(tmp_path / "cf", *args, "fits=closed_form")), tmp_path / "cf"
+    ).replicates
     assert len(gd) == len(exact) == 3 * 2 * 3
     np.testing.assert_allclose(gd[["lower", "upper"]].to_numpy(), exact[["lower", "upper"]].to_numpy(), atol=1e-6)
     gd_pred = pd.read_parquet(tmp_path / "gd" / "coverage_predictions_reps.parquet")
     exact_pred = pd.read_parquet(tmp_path / "cf" / "coverage_predictions_reps.parquet")
     assert len(gd_pred) == len(exact_pred) == 3 * 2 * 3  # replicates x points x methods
-    np.testing.assert_allclose(gd_pred[["lower", "upper"]].to_numpy(), exact_pred[["lower", "upper"]].to_numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        gd_pred[["lower", "upper"]].to_numpy(), exact_pred[["lower", "upper"]].to_numpy(), atol=1e-6
+    )
     assert (gd["n_used"].dropna() == 9).all()
     runs = json.loads((tmp_path / "gd" / "coverage.json").read_text())["runs"]
     assert runs == {"engine": {"gram": 3 * 10}, "status": {"ok": 3 * 10}}  # auto picks gram; every fit converged
@@ -115,9 +135,18 @@ def test_prediction_intervals_cover_the_true_mean(tmp_path):
     standard errors of 0.024); the `covered` flag and the truth are re-derived here from the
     polynomial itself, and t at x = 0 is beta0's t interval (features(0) = (1, 0, 0))."""
     at = [-2.5, 0.0, 2.5]
-    cfg = coverage_config(tmp_path, "experiment=tdm_quadratic", "reps=80", "rows=100", "fits=closed_form",
-                          "sweep.resamples=199", "truth=[2.0,-1.5,0.8]", "noise_sd=1.0",
-                          "intervals.methods=[percentile,bca,t,hc3]", f"intervals.at={at}")
+    cfg = coverage_config(
+        tmp_path,
+        "experiment=tdm_quadratic",
+        "reps=80",
+        "rows=100",
+        "fits=closed_form",
+        "sweep.resamples=199",
+        "truth=[2.0,-1.5,0.8]",
+        "noise_sd=1.0",
+        "intervals.methods=[percentile,bca,t,hc3]",
+        f"intervals.at={at}",
+    )
     report = run_coverage(prepare_coverage(cfg), tmp_path)
     summary, reps = report.predictions, report.prediction_replicates
     assert len(summary) == 3 * 4 and (summary["n_intervals"] == 80).all()

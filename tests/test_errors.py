@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.prepare import validate
+from pipeline.core.errors import ConfigError
+from pipeline.launch.prepare import validate
 from tests.conftest import make_config, run_cli
 
 
@@ -20,6 +20,7 @@ def csv(tmp_path):
         path = tmp_path / "user.csv"
         path.write_text(text)
         return f"data.path={path}"
+
     return write
 
 
@@ -54,7 +55,9 @@ def test_non_positive_learning_rate(tmp_path, lr):
     msg = _problems(tmp_path, f"sweep.lr=[1e-3,{lr}]")
     assert f"`sweep.lr` must hold positive finite learning rates; got {float(lr)}" in msg
     assert "got 0.001" not in msg  # only the bad value is named
-    assert f"`optim.lr` must hold positive finite learning rates; got {float(lr)}" in _problems(tmp_path, f"optim.lr={lr}")
+    assert f"`optim.lr` must hold positive finite learning rates; got {float(lr)}" in _problems(
+        tmp_path, f"optim.lr={lr}"
+    )
 
 
 def test_wrong_init_length_and_several_problems_at_once(tmp_path):

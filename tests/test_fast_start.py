@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from pipeline.problem import probe_optimizer
+from pipeline.train.problem import probe_optimizer
 from tests.conftest import REPO
 
 SPECS = [
@@ -33,12 +33,15 @@ def test_probe_gives_the_class_and_defaults_of_a_built_optimizer(spec):
     assert defaults == built.defaults
 
 
-@pytest.mark.parametrize("spec, error, words", [
-    ({"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": -1}, ValueError, "momentum"),
-    ({"_target_": "torch.optim.SGD", "lr": 0.1, "nesterov": True}, ValueError, "Nesterov"),
-    ({"_target_": "torch.optim.Adam", "lr": 0.1, "betas": [1.5, 0.9]}, ValueError, "beta"),
-    ({"_target_": "torch.optim.SGD", "lr": 0.1, "momentun": 0.9}, TypeError, "momentun"),
-])
+@pytest.mark.parametrize(
+    "spec, error, words",
+    [
+        ({"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": -1}, ValueError, "momentum"),
+        ({"_target_": "torch.optim.SGD", "lr": 0.1, "nesterov": True}, ValueError, "Nesterov"),
+        ({"_target_": "torch.optim.Adam", "lr": 0.1, "betas": [1.5, 0.9]}, ValueError, "beta"),
+        ({"_target_": "torch.optim.SGD", "lr": 0.1, "momentun": 0.9}, TypeError, "momentun"),
+    ],
+)
 def test_probe_refuses_what_the_optimizer_refuses(spec, error, words):
     with pytest.raises(error, match=words):
         probe_optimizer(instantiate(spec, _partial_=True))
@@ -59,13 +62,30 @@ class LenientSGD(torch.optim.SGD):
 
 
 def test_a_sweep_imports_neither_dynamo_nor_scipy_stats(tmp_path):
-    code = ("import sys; from pipeline.cli import sweep_main; sys.argv[1:] = sys.argv[1:]\n"
-            "try:\n    sweep_main()\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in ('torch._dynamo', 'scipy.stats') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code, "experiment=tdm_quadratic", "sweep=bootstrap",
-                           "sweep.resamples=5", "train.epochs=200", "launcher=debug", "report=false",
-                           "intervals.at=[0,1]",  # prediction intervals too (t by scipy.special.stdtrit)
-                           f"out_dir={tmp_path / 'sweep'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; from pipeline.cli import sweep_main; sys.argv[1:] = sys.argv[1:]\n"
+        "try:\n    sweep_main()\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted(m for m in ('torch._dynamo', 'scipy.stats') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "experiment=tdm_quadratic",
+            "sweep=bootstrap",
+            "sweep.resamples=5",
+            "train.epochs=200",
+            "launcher=debug",
+            "report=false",
+            "intervals.at=[0,1]",  # prediction intervals too (t by scipy.special.stdtrit)
+            f"out_dir={tmp_path / 'sweep'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sweep" / "estimates.parquet").exists()
     assert (tmp_path / "sweep" / "predictions.parquet").exists()

@@ -25,15 +25,25 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import record
-from pipeline.lock import LOCK
+from pipeline import store
+from pipeline.launch.lock import LOCK
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
 
-ARGS = ("experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=5", "launcher=local",
-        "launcher.runs_per_task=2", "launcher.max_parallel=2", "launcher.progress=false",
-        "train.engine=reference", "train.epochs=4000", "report=false", "intervals.plots=false")
+ARGS = (
+    "experiment=linear_synthetic",
+    "sweep=bootstrap",
+    "sweep.resamples=5",
+    "launcher=local",
+    "launcher.runs_per_task=2",
+    "launcher.max_parallel=2",
+    "launcher.progress=false",
+    "train.engine=reference",
+    "train.epochs=4000",
+    "report=false",
+    "intervals.plots=false",
+)
 N_PLANNED = 6
 
 
@@ -42,8 +52,12 @@ def start_sweep(out_dir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     log = out_dir.parent / f"launch-{time.monotonic_ns()}.txt"
     code = "from pipeline.cli import sweep_main; sweep_main()"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-c", code, *ARGS, *extra, f"out_dir={out_dir}"], cwd=REPO,
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *ARGS, *extra, f"out_dir={out_dir}"],
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     return proc, log
 
 
@@ -64,8 +78,10 @@ def sweep_processes(out_dir: Path) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "cmdline").read_bytes() and \
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (
+                needle in (entry / "cmdline").read_bytes()
+                and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 found.append(int(entry.name))
         except OSError:
             continue  # ended meanwhile
@@ -77,7 +93,7 @@ def task_pids(out_dir: Path) -> list[int]:
 
 
 def runs_saved(out_dir: Path) -> int:
-    return sum(record.progress_count(out_dir, p.stem) for p in record.progress_files(out_dir))
+    return sum(store.progress_count(out_dir, p.stem) for p in store.progress_files(out_dir))
 
 
 def mid_training(out_dir: Path) -> bool:
@@ -85,7 +101,7 @@ def mid_training(out_dir: Path) -> bool:
 
 
 def assert_every_run_once(out_dir: Path) -> None:
-    raw = [i for p in record.part_files(out_dir) for i in pq.read_table(p, columns=["run_id"])["run_id"].to_pylist()]
+    raw = [i for p in store.part_files(out_dir) for i in pq.read_table(p, columns=["run_id"])["run_id"].to_pylist()]
     planned = set(pd.read_parquet(out_dir / "plan.parquet")["run_id"])
     est = pd.read_parquet(out_dir / "estimates.parquet")
     assert len(planned) == N_PLANNED == len(set(est["run_id"])) == len(est)
@@ -109,12 +125,15 @@ def test_ctrl_c_stops_the_tasks_says_what_was_saved_and_the_relaunch_finishes(tm
     assert proc.wait(timeout=60) == 130
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
-    said = re.search(r"interrupted: the running tasks were stopped; (\d+) of 6 runs are saved in (\S+) "
-                     r"\(parts/, progress/\)\. Relaunch the same command", text)
+    said = re.search(
+        r"interrupted: the running tasks were stopped; (\d+) of 6 runs are saved in (\S+) "
+        r"\(parts/, progress/\)\. Relaunch the same command",
+        text,
+    )
     assert said and said.group(2) == str(out_dir), text[-2000:]
     wait_until(lambda: sweep_processes(out_dir) == [], 5, "no process of the sweep to be alive")
     saved = int(said.group(1))
-    assert saved == runs_saved(out_dir) + len(record.finished_run_ids(out_dir)) >= 1
+    assert saved == runs_saved(out_dir) + len(store.finished_run_ids(out_dir)) >= 1
     relaunch_finishes(out_dir, saved)
 
 
@@ -126,7 +145,7 @@ def test_sigkill_of_the_launch_stops_its_tasks_and_the_relaunch_finishes(tmp_pat
     proc.kill()
     proc.wait(timeout=10)
     wait_until(lambda: sweep_processes(out_dir) == [], 10, f"the orphaned tasks {tasks} to stop")
-    saved = runs_saved(out_dir) + len(record.finished_run_ids(out_dir))
+    saved = runs_saved(out_dir) + len(store.finished_run_ids(out_dir))
     relaunch_finishes(out_dir, saved)
 
 
@@ -146,8 +165,11 @@ def test_a_second_launch_names_the_holder_and_with_wait_lock_trains_nothing_new(
     assert f"is in use by another launch (pid {first.pid} on host " in second.stderr
     assert "Traceback" not in second.stderr and "--wait-lock" in second.stderr
     third, third_log = start_sweep(out_dir, "--wait-lock")
-    wait_until(lambda: "waiting for the sweep folder's lock" in third_log.read_text() or third.poll() is not None,
-               120, "the third launch to wait")
+    wait_until(
+        lambda: "waiting for the sweep folder's lock" in third_log.read_text() or third.poll() is not None,
+        120,
+        "the third launch to wait",
+    )
     assert third.poll() is None, third_log.read_text()[-2000:]  # waiting while the first trains
     assert first.wait(timeout=600) == 0
     assert third.wait(timeout=300) == 0

@@ -17,17 +17,23 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import CONF_DIR, to_container
-from pipeline.summary import sweep_summary
+from pipeline.config.schema import to_container
+from pipeline.config.shipped import CONF_DIR
+from pipeline.report.summary import sweep_summary
 from tests.conftest import run_cli, run_sweep
 
 ALL_STATUSES = {"ok", "not_converged", "diverged"}
 # What sweep=lr_grid reaches per preset. L1's gradient is bounded, so gistemp_line_mae has
 # no ok run (the gradient never vanishes) and diverges only where float32 overflows.
 LR_GRID_STATUSES = {
-    "tdm_quadratic": ALL_STATUSES, "gistemp_slope": ALL_STATUSES, "gistemp_line": ALL_STATUSES,
-    "gistemp_line_mae": {"not_converged", "diverged"}, "gistemp_hinge": ALL_STATUSES,
-    "toy_mlp": ALL_STATUSES, "sine_cubic": ALL_STATUSES, "linear_synthetic": ALL_STATUSES,
+    "tdm_quadratic": ALL_STATUSES,
+    "gistemp_slope": ALL_STATUSES,
+    "gistemp_line": ALL_STATUSES,
+    "gistemp_line_mae": {"not_converged", "diverged"},
+    "gistemp_hinge": ALL_STATUSES,
+    "toy_mlp": ALL_STATUSES,
+    "sine_cubic": ALL_STATUSES,
+    "linear_synthetic": ALL_STATUSES,
 }
 
 
@@ -56,7 +62,7 @@ def test_story_grid_straddles_the_stable_bound_of_the_data():
     """Full-batch GD on MSE is stable for lr < 2 / lambda_max(2/n X^T X): the top rate is above it."""
     cfg = default_config()
     x = pd.read_csv(Path(cfg["data"]["path"]))["x"].to_numpy()
-    X = np.column_stack([np.ones_like(x), x, x ** 2])
+    X = np.column_stack([np.ones_like(x), x, x**2])
     bound = 2 / np.linalg.eigvalsh(2 / len(x) * X.T @ X).max()
     lrs = sorted(cfg["sweep"]["lr"])
     assert lrs[-2] < bound < lrs[-1]
@@ -71,14 +77,15 @@ def test_default_pipeline_sweep_shows_statuses_intervals_summary_and_report(tmp_
     assert set(est["status"]) == ALL_STATUSES
     ci = pd.read_parquet(out / "intervals.parquet")
     params = ["beta0", "beta1", "beta2"]
-    finite = ci[ci["method"].isin(["percentile", "t"]) & ci["lower"].notna() & ci["upper"].notna()
-                & (ci["lower"] < ci["upper"])]
+    finite = ci[
+        ci["method"].isin(["percentile", "t"]) & ci["lower"].notna() & ci["upper"].notna() & (ci["lower"] < ci["upper"])
+    ]
     wanted = {(p, m) for p in params for m in ("percentile", "t")}
     full_cells = [lr for lr, rows in finite.groupby("lr") if wanted <= set(zip(rows["parameter"], rows["method"]))]
     assert full_cells, ci[["lr", "parameter", "method", "lower", "upper", "note"]]
     assert (out / "report.html").is_file() and f"report: {out / 'report.html'}" in proc.stdout
 
-    summary = proc.stdout[proc.stdout.index("sweep folder:"):].splitlines()
+    summary = proc.stdout[proc.stdout.index("sweep folder:") :].splitlines()
     assert len(summary) <= 20, "\n".join(summary)
     for lr in sorted(est["lr"].unique()):
         assert any(line.startswith(f"{lr:<9.4g}") for line in summary), (lr, summary)
@@ -90,8 +97,15 @@ def test_default_pipeline_sweep_shows_statuses_intervals_summary_and_report(tmp_
 @pytest.mark.e2e
 @pytest.mark.parametrize("preset", sorted(LR_GRID_STATUSES))
 def test_lr_grid_reaches_the_statuses_of_each_preset(tmp_path, preset):
-    _, est = run_sweep(tmp_path / "s", f"experiment={preset}", "sweep=lr_grid", "sweep.resamples=0",
-                       "launcher=debug", "launcher.runs_per_task=100", "intervals.plots=false")
+    _, est = run_sweep(
+        tmp_path / "s",
+        f"experiment={preset}",
+        "sweep=lr_grid",
+        "sweep.resamples=0",
+        "launcher=debug",
+        "launcher.runs_per_task=100",
+        "intervals.plots=false",
+    )
     assert set(est["status"]) == LR_GRID_STATUSES[preset], est[["lr", "status", "final_loss", "grad_norm"]]
     by_lr = est.sort_values("lr").groupby("lr", sort=True)["status"].first()
     assert by_lr.iloc[0] == "not_converged"  # slow at the bottom of the grid ...
@@ -106,17 +120,28 @@ def _write_folder(out: Path, estimates: pd.DataFrame, intervals: pd.DataFrame) -
 
 
 def _interval(lr: float, param: str, method: str, lower: float, upper: float, estimate: float = 1.0) -> dict:
-    return {"lr": lr, "init_index": 0, "parameter": param, "method": method, "estimate": estimate,
-            "lower": lower, "upper": upper}
+    return {
+        "lr": lr,
+        "init_index": 0,
+        "parameter": param,
+        "method": method,
+        "estimate": estimate,
+        "lower": lower,
+        "upper": upper,
+    }
 
 
 def test_summary_is_read_from_the_tables_and_says_why_a_cell_has_no_interval(tmp_path):
     runs = [(0.1, "ok")] * 3 + [(1.0, "diverged")] * 3 + [(0.01, "not_converged")] * 3
     est = pd.DataFrame({"lr": [r[0] for r in runs], "init_index": 0, "status": [r[1] for r in runs]})
-    ci = pd.DataFrame([_interval(0.1, "w", "percentile", 1.23456, 2.5, estimate=1.75),
-                       _interval(0.1, "w", "t", 1.1, 2.6),
-                       _interval(1.0, "w", "percentile", math.nan, math.nan),
-                       _interval(0.01, "w", "percentile", math.nan, math.nan)])
+    ci = pd.DataFrame(
+        [
+            _interval(0.1, "w", "percentile", 1.23456, 2.5, estimate=1.75),
+            _interval(0.1, "w", "t", 1.1, 2.6),
+            _interval(1.0, "w", "percentile", math.nan, math.nan),
+            _interval(0.01, "w", "percentile", math.nan, math.nan),
+        ]
+    )
     text = sweep_summary(_write_folder(tmp_path / "a", est, ci))
     lines = text.splitlines()
     assert lines[0].split()[:5] == ["lr", "ok", "n.c.", "div.", "parameter"]

@@ -12,22 +12,23 @@ comparison are `tests/test_batched.py`'s.
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 import math
+from dataclasses import replace
 from typing import Any, Callable
 
 import pytest
 import torch
 
-from pipeline.engines import gram, overflow, train_chunk, train_reference
-from pipeline.problem import Problem
-from pipeline.records import DIVERGED, RESIDUAL, Run, RunResult
+from pipeline.core.runs import DIVERGED, RESIDUAL, Run, RunResult
+from pipeline.train.engines import gram, moments, overflow, train_chunk, train_reference
+from pipeline.train.problem import Problem
 from tests.test_batched import FAMILIES, Family, assert_matches_reference, family_problem, train_cfg
 
 EPOCHS = 1_200
 FAMILY_NAMES = ("000 tdm quadratic", "004 linear", "003 cubic, momentum")  # momentum: Nesterov, weight decay
-CASES = [(name, dtype, log_every) for name in FAMILY_NAMES for dtype in ("float32", "float64")
-         for log_every in (600, 1_200)]
+CASES = [
+    (name, dtype, log_every) for name in FAMILY_NAMES for dtype in ("float32", "float64") for log_every in (600, 1_200)
+]
 
 
 def diverging_chunk(family: Family) -> list[Run]:
@@ -52,8 +53,7 @@ def slowly_diverging_run(problem: Problem, family: Family, growth: float) -> Run
 @functools.lru_cache(maxsize=None)
 def reference(name: str, dtype: str, log_every: int) -> tuple[Problem, list[Run], list[RunResult]]:
     problem, runs = family_problem(FAMILIES[name], dtype), diverging_chunk(FAMILIES[name])
-    return problem, runs, [train_reference(problem, run, train_cfg(epochs=EPOCHS, log_every=log_every))
-                           for run in runs]
+    return problem, runs, [train_reference(problem, run, train_cfg(epochs=EPOCHS, log_every=log_every)) for run in runs]
 
 
 class Counter:
@@ -79,8 +79,9 @@ def test_runs_diverging_early_in_a_long_block_match_the_reference(name, dtype, l
     assert len(diverged) == len(runs) - 1 and ref[-1].status != DIVERGED
     logged = [0, log_every] if log_every < EPOCHS else [0]  # found at the first logged epoch after 0
     assert all(r.epochs == log_every and r.curve_epoch == logged and all_nan(r) for r in diverged)
-    assert_matches_reference(train_chunk(problem, runs, train_cfg(epochs=EPOCHS, log_every=log_every,
-                                                                  engine="gram")), ref, dtype, "gram")
+    assert_matches_reference(
+        train_chunk(problem, runs, train_cfg(epochs=EPOCHS, log_every=log_every, engine="gram")), ref, dtype, "gram"
+    )
 
 
 @pytest.mark.parametrize("dtype,growth,window", [("float32", 1.05, 300), ("float64", 1.3, 80)])
@@ -106,8 +107,7 @@ def test_a_million_epochs_logged_once_take_log_many_products_and_a_few_steps(dty
     steps, squares = Counter(monkeypatch, "sgd_update"), Counter(monkeypatch, "_squared")
     results = gram.train_gram(problem, runs, train_cfg(epochs=10**6, log_every=10**6))
     *diverged, healthy = results
-    assert all(r.status == DIVERGED and r.epochs == 10**6 and r.curve_epoch == [0] and all_nan(r)
-               for r in diverged)
+    assert all(r.status == DIVERGED and r.epochs == 10**6 and r.curve_epoch == [0] and all_nan(r) for r in diverged)
     assert healthy.status != DIVERGED and healthy.curve_epoch == [0, 10**6]
     assert squares.calls <= (10**6).bit_length()  # M^2, M^4, ..., M^(2^19)
     assert steps.calls <= 16  # measured 6 (float32) and 7 (float64): the overflow, then NaN 1-2 epochs on
@@ -137,9 +137,9 @@ def test_the_lifting_finds_the_last_trusted_epoch_that_stepping_finds(name, monk
     assert start == 0
     for run in range(len(z)):
         rows = torch.tensor([run])
-        state, epoch = gram.matrix_times(first[rows], z[rows]), 1  # the first epoch has its own matrix
-        while bool(bound.rows(rows).trusted(gram.matrix_times(later[rows], state))):
-            state, epoch = gram.matrix_times(later[rows], state), epoch + 1
+        state, epoch = moments.matrix_times(first[rows], z[rows]), 1  # the first epoch has its own matrix
+        while bool(bound.rows(rows).trusted(moments.matrix_times(later[rows], state))):
+            state, epoch = moments.matrix_times(later[rows], state), epoch + 1
         assert int(at[run]) == epoch
         torch.testing.assert_close(lifted[run], state[0], rtol=0, atol=1e-10 * float(state.abs().max()))
 
@@ -156,5 +156,10 @@ def test_stopping_the_replay_once_settled_changes_nothing(monkeypatch):
     full = gram.train_gram(problem, runs, cfg)
     assert steps.calls > EPOCHS - 100  # it did step the whole block
     for a, b in zip(early, full, strict=True):
-        assert (a.status, a.epochs, a.curve_epoch, str(a.params), str(a.curve_loss)) == \
-               (b.status, b.epochs, b.curve_epoch, str(b.params), str(b.curve_loss))
+        assert (a.status, a.epochs, a.curve_epoch, str(a.params), str(a.curve_loss)) == (
+            b.status,
+            b.epochs,
+            b.curve_epoch,
+            str(b.params),
+            str(b.curve_loss),
+        )

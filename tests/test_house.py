@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import data
-from pipeline.launch import launch
-from pipeline.plan import ID_VERSION, legacy_ids
-from pipeline.prepare import prepare
-from pipeline.record import read_parts
+from pipeline.data import load as data
+from pipeline.launch.prepare import prepare
+from pipeline.launch.submit import launch
+from pipeline.store.parts import read_parts
+from pipeline.sweep.ids import ID_VERSION
+from pipeline.sweep.plan import legacy_ids
 from tests.conftest import make_config
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -48,8 +49,16 @@ def test_the_data_file_is_read_once_to_submit_and_once_per_task(tmp_path, counte
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, 40)
     pd.DataFrame({"x": x, "y": 1 + 2 * x + rng.normal(0, 0.1, 40)}).to_csv(csv, index=False)
-    cfg = make_config(tmp_path / "sweep", "experiment=user_data", f"data.path={csv}", "sweep=bootstrap",
-                      "sweep.resamples=5", "launcher=debug", "launcher.runs_per_task=2", "train.epochs=50")
+    cfg = make_config(
+        tmp_path / "sweep",
+        "experiment=user_data",
+        f"data.path={csv}",
+        "sweep=bootstrap",
+        "sweep.resamples=5",
+        "launcher=debug",
+        "launcher.runs_per_task=2",
+        "train.epochs=50",
+    )
     prepared = prepare(cfg)
     assert len(counted_reads) == 1
     report = launch(prepared)
@@ -87,14 +96,14 @@ def test_a_folder_written_before_the_restructure_relaunches_without_training(tmp
     shutil.copytree(LEGACY / "sweep", out)
     overrides = json.loads((out / "overrides.json").read_text())
     prepared = prepare(make_config(out, *overrides))
-    with caplog.at_level(logging.INFO, logger="pipeline.migrate"):
+    with caplog.at_level(logging.INFO, logger="pipeline.sweep.migrate"):
         report = launch(prepared)
     assert report.n_planned == 5 and report.n_skipped == 5 and report.n_tasks == 0
     assert (out / "design.parquet").is_file()  # written by the relaunch: t / hc3 from now on
-    migrated = [r.getMessage() for r in caplog.records if r.name == "pipeline.migrate"]
+    migrated = [r.getMessage() for r in caplog.records if r.name == "pipeline.sweep.migrate"]
     assert len(migrated) == 1 and migrated[0].startswith("migrated 5 run id(s) in 3 part(s) from id version 0 to 1")
     assert set(read_parts(out)["run_id"]) == {r.run_id for r in prepared.runs}
     assert json.loads((out / "sweep.json").read_text())["id_version"] == ID_VERSION
     caplog.clear()
     again = launch(prepare(make_config(out, *overrides)))  # migrated once: nothing more to do
-    assert again.n_skipped == 5 and not [r for r in caplog.records if r.name == "pipeline.migrate"]
+    assert again.n_skipped == 5 and not [r for r in caplog.records if r.name == "pipeline.sweep.migrate"]

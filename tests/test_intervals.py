@@ -11,14 +11,14 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from pipeline.errors import ConfigError
-from pipeline.prepare import validate
-from pipeline.data import load_dataset
-from pipeline.intervals import (
-    COLUMNS, DegenerateCellWarning, DroppedRunsWarning, _density, bootstrap_intervals, percentile_bounds,
-)
-from pipeline.plan import plan, resample_rows
-from pipeline.problem import resample_data
+from pipeline.core.errors import ConfigError, DegenerateCellWarning, DroppedRunsWarning
+from pipeline.core.resampling import resample_rows
+from pipeline.data.load import load_dataset
+from pipeline.launch.prepare import validate
+from pipeline.stats.bounds import _density, percentile_bounds
+from pipeline.stats.intervals import COLUMNS, bootstrap_intervals
+from pipeline.sweep.plan import plan
+from pipeline.train.problem import resample_data
 from tests.conftest import REPO, make_config, problem_from, run_sweep
 
 
@@ -39,8 +39,13 @@ def quadratic_sample():
 
 def estimates_table(theta_hat: float, boot: np.ndarray, jack: np.ndarray, name: str = "beta2") -> pd.DataFrame:
     """Our table convention: resample 0, bootstrap draws 1..B, jackknife fits -1..-n."""
-    return pd.DataFrame({"resample": np.r_[0, np.arange(1, len(boot) + 1), -np.arange(1, len(jack) + 1)],
-                         "status": "ok", name: np.r_[theta_hat, boot, jack]})
+    return pd.DataFrame(
+        {
+            "resample": np.r_[0, np.arange(1, len(boot) + 1), -np.arange(1, len(jack) + 1)],
+            "status": "ok",
+            name: np.r_[theta_hat, boot, jack],
+        }
+    )
 
 
 @pytest.mark.parametrize("level", [0.95, 0.9])
@@ -55,10 +60,19 @@ def test_percentile_basic_bca_equal_scipy_bootstrap(quadratic_sample, method, le
     rows = np.random.default_rng(seed).integers(0, n, (B, n))
     boot = quadratic_coef(x[rows], y[rows])
     jack = np.array([quadratic_coef(np.delete(x, j), np.delete(y, j)) for j in range(n)])
-    ours = bootstrap_intervals(estimates_table(quadratic_coef(x, y), boot, jack), params=["beta2"], method=method,
-                               level=level, by=()).iloc[0]
-    ref = stats.bootstrap((x, y), quadratic_coef, paired=True, vectorized=True, n_resamples=B, method=method,
-                          confidence_level=level, rng=np.random.default_rng(seed))
+    ours = bootstrap_intervals(
+        estimates_table(quadratic_coef(x, y), boot, jack), params=["beta2"], method=method, level=level, by=()
+    ).iloc[0]
+    ref = stats.bootstrap(
+        (x, y),
+        quadratic_coef,
+        paired=True,
+        vectorized=True,
+        n_resamples=B,
+        method=method,
+        confidence_level=level,
+        rng=np.random.default_rng(seed),
+    )
     np.testing.assert_array_equal(ref.bootstrap_distribution, boot)  # the resamples really are the same
     assert ours["lower"] == pytest.approx(ref.confidence_interval.low, abs=1e-10, rel=0)
     assert ours["upper"] == pytest.approx(ref.confidence_interval.high, abs=1e-10, rel=0)
@@ -90,15 +104,24 @@ def test_t_and_hc3_equal_statsmodels(level):
     for method, kwargs in (("t", {}), ("hc3", {"cov_type": "HC3"})):
         fit = sm.OLS(y, X).fit(**kwargs)
         rows = ours[ours["method"] == method]
-        np.testing.assert_allclose(rows[["lower", "upper"]].to_numpy(), fit.conf_int(alpha=1 - level), atol=1e-8, rtol=0)
+        np.testing.assert_allclose(
+            rows[["lower", "upper"]].to_numpy(), fit.conf_int(alpha=1 - level), atol=1e-8, rtol=0
+        )
         np.testing.assert_allclose(rows["se"].to_numpy(), fit.bse, atol=1e-8, rtol=0)
         np.testing.assert_allclose(rows["estimate"].to_numpy(), fit.params, atol=1e-8, rtol=0)
         assert (rows["mc_se_lower"] == 0).all()
 
 
 def test_cell_where_every_run_diverged_gives_rows_with_the_reason():
-    ok = pd.DataFrame({"lr": 0.1, "init_index": 0, "resample": range(11), "status": "ok",
-                       "w": np.random.default_rng(0).normal(2, 0.1, 11)})
+    ok = pd.DataFrame(
+        {
+            "lr": 0.1,
+            "init_index": 0,
+            "resample": range(11),
+            "status": "ok",
+            "w": np.random.default_rng(0).normal(2, 0.1, 11),
+        }
+    )
     bad = pd.DataFrame({"lr": 10.0, "init_index": 0, "resample": range(11), "status": "diverged", "w": np.nan})
     with pytest.warns(DegenerateCellWarning, match="diverged"), pytest.warns(DroppedRunsWarning, match="10 of 10"):
         table = bootstrap_intervals(pd.concat([ok, bad]), params=["w"], method=["percentile", "basic", "normal"])
@@ -114,12 +137,18 @@ def test_cell_where_every_run_diverged_gives_rows_with_the_reason():
 def test_dropped_runs_are_left_out_counted_by_reason_and_warned():
     rng = np.random.default_rng(5)
     statuses = ["ok"] + ["ok"] * 40 + ["diverged"] * 3 + ["not_converged"] * 7
-    est = pd.DataFrame({"lr": 0.1, "init_index": 0, "resample": range(51), "status": statuses,
-                        "w": rng.normal(size=51)})
+    est = pd.DataFrame(
+        {"lr": 0.1, "init_index": 0, "resample": range(51), "status": statuses, "w": rng.normal(size=51)}
+    )
     est.loc[est["status"] != "ok", "w"] = 1e6  # would wreck the interval if it were used
     with pytest.warns(DroppedRunsWarning, match="10 of 50"):
         row = bootstrap_intervals(est, params=["w"], method="percentile", max_dropped_share=0.1).iloc[0]
-    assert (row["n_used"], row["n_dropped"], row["n_dropped_diverged"], row["n_dropped_not_converged"]) == (40, 10, 3, 7)
+    assert (row["n_used"], row["n_dropped"], row["n_dropped_diverged"], row["n_dropped_not_converged"]) == (
+        40,
+        10,
+        3,
+        7,
+    )
     assert row["dropped"] == "diverged: 3; not_converged: 7"
     assert "max_dropped_share=0.1" in row["note"]
     used = est.loc[1:40, "w"].to_numpy()
@@ -139,7 +168,8 @@ def test_endpoint_mc_error_matches_its_spread_over_repeated_bootstraps():
     rng = np.random.default_rng(11)
     values = rng.gamma(3.0, size=(400, 400))
     assert _density(values[0], np.array([1.0, 4.0])) == pytest.approx(
-        stats.gaussian_kde(values[0])(np.array([1.0, 4.0])), rel=1e-12)
+        stats.gaussian_kde(values[0])(np.array([1.0, 4.0])), rel=1e-12
+    )
     bounds = [percentile_bounds(v, 0.05) for v in values]
     lower, mc = np.array([b.lower for b in bounds]), np.array([b.mc_se_lower for b in bounds])
     upper, mc_up = np.array([b.upper for b in bounds]), np.array([b.mc_se_upper for b in bounds])
@@ -150,8 +180,16 @@ def test_endpoint_mc_error_matches_its_spread_over_repeated_bootstraps():
 
 def test_gap_to_ols_is_reported_and_unconverged_estimates_are_flagged():
     rng = np.random.default_rng(2)
-    est = pd.DataFrame({"lr": 3e-4, "init_index": 0, "resample": range(31), "status": "ok",
-                        "w": rng.normal(1.0, 0.05, 31), "ols_w": 1.0})
+    est = pd.DataFrame(
+        {
+            "lr": 3e-4,
+            "init_index": 0,
+            "resample": range(31),
+            "status": "ok",
+            "w": rng.normal(1.0, 0.05, 31),
+            "ols_w": 1.0,
+        }
+    )
     est.loc[0, ["w", "status"]] = [1.2, "not_converged"]
     with pytest.warns(DegenerateCellWarning, match="original rows is not_converged"):
         table = bootstrap_intervals(est, params=["w"], method=["percentile", "basic"])
@@ -188,16 +226,22 @@ def test_jackknife_runs_and_residual_scheme_in_the_plan(tmp_path):
     assert {r.resample for r in runs if r.kind == "jackknife"} == set(range(-80, 0))
     assert np.array_equal(resample_rows(5, 0, -3), [0, 1, 3, 4])
     case = {r.resample: r.run_id for r in runs}
-    residual = {r.resample: r.run_id
-                for r in plan(make_config(tmp_path, *base, "sweep.scheme=residual", "sweep.jackknife=true"),
-                              dataset.digest(), dataset.n_rows)}
+    residual = {
+        r.resample: r.run_id
+        for r in plan(
+            make_config(tmp_path, *base, "sweep.scheme=residual", "sweep.jackknife=true"),
+            dataset.digest(),
+            dataset.n_rows,
+        )
+    }
     # the scheme changes the bootstrap draws only: resample 0 and the jackknife fits are shared
     assert all((case[k] == residual[k]) == (k <= 0) for k in case)
 
 
 def test_residual_resampling_adds_drawn_residuals_to_the_fitted_values(tmp_path):
-    cfg = make_config(tmp_path, "experiment=linear_synthetic", "sweep.resamples=2", "sweep.scheme=residual",
-                      "train.dtype=float64")
+    cfg = make_config(
+        tmp_path, "experiment=linear_synthetic", "sweep.resamples=2", "sweep.scheme=residual", "train.dtype=float64"
+    )
     dataset = load_dataset(cfg["data"])
     problem = problem_from(cfg, dataset)
     run = next(r for r in plan(cfg, dataset.digest()) if r.resample == 2)
@@ -210,17 +254,40 @@ def test_residual_resampling_adds_drawn_residuals_to_the_fitted_values(tmp_path)
     np.testing.assert_allclose(y.numpy()[:, 0], expected, atol=1e-12)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["intervals.methods=[percentile,bca]", "sweep.jackknife=false"], "needs jackknife runs"),
-    (["intervals.methods=[percentile,wild]"], "got 'wild'"),
-    (["intervals.methods=[studentized]", "~model.degree", "~model.names", "model._target_=torch.nn.Linear",
-      "+model.in_features=1", "+model.out_features=1", "init=null"], "studentized need a model linear"),
-    (["sweep.scheme=wild"], "`sweep.scheme` must be one of case, residual; got 'wild'"),
-    (["intervals.max_dropped_share=1.5"], "`intervals.max_dropped_share` must be between 0 and 1"),
-    (["intervals.statuses=[ok,finished]"], "`intervals.statuses` must hold names from ok, not_converged"),
-    (["sweep.scheme=residual", "~model.degree", "~model.names", "model._target_=torch.nn.Linear",
-      "+model.in_features=1", "+model.out_features=1", "init=null"], "residual needs a model linear"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["intervals.methods=[percentile,bca]", "sweep.jackknife=false"], "needs jackknife runs"),
+        (["intervals.methods=[percentile,wild]"], "got 'wild'"),
+        (
+            [
+                "intervals.methods=[studentized]",
+                "~model.degree",
+                "~model.names",
+                "model._target_=torch.nn.Linear",
+                "+model.in_features=1",
+                "+model.out_features=1",
+                "init=null",
+            ],
+            "studentized need a model linear",
+        ),
+        (["sweep.scheme=wild"], "`sweep.scheme` must be one of case, residual; got 'wild'"),
+        (["intervals.max_dropped_share=1.5"], "`intervals.max_dropped_share` must be between 0 and 1"),
+        (["intervals.statuses=[ok,finished]"], "`intervals.statuses` must hold names from ok, not_converged"),
+        (
+            [
+                "sweep.scheme=residual",
+                "~model.degree",
+                "~model.names",
+                "model._target_=torch.nn.Linear",
+                "+model.in_features=1",
+                "+model.out_features=1",
+                "init=null",
+            ],
+            "residual needs a model linear",
+        ),
+    ],
+)
 def test_interval_settings_are_validated(tmp_path, overrides, message):
     cfg = make_config(tmp_path, "experiment=linear_synthetic", *overrides)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -233,11 +300,20 @@ def test_sweep_with_jackknife_and_residual_scheme_gives_every_method_and_plots(o
     """linear_synthetic (80 rows): resample 0, 15 residual draws, 80 jackknife fits, at a
     learning rate that converges and one that diverges; gradient descent reaches OLS, so the
     bootstrap values must equal least squares on the residual-resampled data we build here."""
-    _, est = run_sweep(out_dir, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=15",
-                       "sweep.scheme=residual", "sweep.lr=[0.5,5]", "train.epochs=300", "train.log_every=20",
-                       "train.dtype=float64",
-                       "intervals.methods=[percentile,basic,bca,normal,t,hc3]", "launcher=debug",
-                       "launcher.runs_per_task=200")
+    _, est = run_sweep(
+        out_dir,
+        "experiment=linear_synthetic",
+        "sweep=bootstrap",
+        "sweep.resamples=15",
+        "sweep.scheme=residual",
+        "sweep.lr=[0.5,5]",
+        "train.epochs=300",
+        "train.log_every=20",
+        "train.dtype=float64",
+        "intervals.methods=[percentile,basic,bca,normal,t,hc3]",
+        "launcher=debug",
+        "launcher.runs_per_task=200",
+    )
     assert est.groupby("kind").size().to_dict() == {"bootstrap": 30, "jackknife": 160, "original": 2}
     good = est[est["lr"] == 0.5]
     assert (good["status"] == "ok").all() and (est.loc[est["lr"] == 5, "status"] == "diverged").all()

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.data import load_dataset
-from pipeline.errors import ConfigError
-from pipeline.lr_bound import contraction, curvatures, fastest_lr, max_stable_lr, mode_maps, radii
-from pipeline.prepare import prepare
-from pipeline.records import SGDSettings
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import SGDSettings
+from pipeline.data.load import load_dataset
+from pipeline.launch.prepare import prepare
+from pipeline.stats.lr_bound import contraction, curvatures, fastest_lr, max_stable_lr, mode_maps, radii
 from tests.conftest import make_config, run_sweep
 
 FAST = ("launcher=debug", "train.engine=gram", "train.dtype=float64", "intervals.plots=false", "report=false")
@@ -30,8 +30,14 @@ def _torch_sgd_error(features: np.ndarray, y: np.ndarray, lr: float, rule: SGDSe
     """|theta - theta_0| growth of torch.optim.SGD itself on the mean squared error."""
     X, Y = torch.tensor(features), torch.tensor(y)
     theta = torch.zeros(features.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.SGD([theta], lr=lr, momentum=rule.momentum, dampening=rule.dampening,
-                          weight_decay=rule.weight_decay, nesterov=rule.nesterov)
+    opt = torch.optim.SGD(
+        [theta],
+        lr=lr,
+        momentum=rule.momentum,
+        dampening=rule.dampening,
+        weight_decay=rule.weight_decay,
+        nesterov=rule.nesterov,
+    )
     for _ in range(steps):
         opt.zero_grad()
         ((X @ theta - Y) ** 2).mean().backward()
@@ -55,8 +61,10 @@ def test_the_bound_separates_torch_sgd_that_converges_from_sgd_that_diverges(rul
 @pytest.mark.parametrize("rule", RULES.values(), ids=RULES.keys())
 def test_closed_form_radii_equal_the_eigenvalues_of_each_modes_map(rule):
     lams, lrs = np.array([0.3, 1.0, 4.0]), np.array([0.01, 0.2, 0.45, 0.9])
-    direct = [np.abs(np.linalg.eigvals(mode_maps(lr, lams, rule))).max() if rule.momentum else
-              np.abs(1 - lr * lams).max() for lr in lrs]
+    direct = [
+        np.abs(np.linalg.eigvals(mode_maps(lr, lams, rule))).max() if rule.momentum else np.abs(1 - lr * lams).max()
+        for lr in lrs
+    ]
     np.testing.assert_allclose(radii(lrs, lams, rule), direct, rtol=1e-12)
 
 
@@ -81,9 +89,17 @@ def test_sweep_runs_below_their_bound_stay_finite_and_above_it_diverge(tmp_path,
     extra = [f"+optim.momentum={momentum}"] if momentum else []
     bound = _original_bound(make_config(tmp_path, "experiment=linear_synthetic"), momentum)
     lrs = [round(bound * share, 8) for share in (0.5, 0.9, 1.15, 1.4)]
-    _, est = run_sweep(tmp_path / "s", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=6",
-                       f"sweep.lr=[{','.join(map(str, lrs))}]", "train.epochs=3000", "train.log_every=100", *extra,
-                       *FAST)
+    _, est = run_sweep(
+        tmp_path / "s",
+        "experiment=linear_synthetic",
+        "sweep=bootstrap",
+        "sweep.resamples=6",
+        f"sweep.lr=[{','.join(map(str, lrs))}]",
+        "train.epochs=3000",
+        "train.log_every=100",
+        *extra,
+        *FAST,
+    )
     original = est[est["resample"] == 0]
     assert original["lr_max_stable"].to_numpy() == pytest.approx(bound, rel=1e-10)
     assert est["lr_max_stable"].nunique() > 1  # each draw from its own rows
@@ -104,11 +120,14 @@ def test_lr_auto_chooses_a_grid_below_the_bound(tmp_path):
     assert sorted({r.lr for r in prepared.runs}) == lrs
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["optim._target_=torch.optim.Adam"], "`sweep.lr` auto needs .* 'torch.optim.Adam'"),
-    (["loss._target_=torch.nn.L1Loss"], "`sweep.lr` auto needs .* not a model linear"),
-    (["sweep.lr=fast"], "`sweep.lr` must be a list of learning rates, null or auto; got 'fast'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optim._target_=torch.optim.Adam"], "`sweep.lr` auto needs .* 'torch.optim.Adam'"),
+        (["loss._target_=torch.nn.L1Loss"], "`sweep.lr` auto needs .* not a model linear"),
+        (["sweep.lr=fast"], "`sweep.lr` must be a list of learning rates, null or auto; got 'fast'"),
+    ],
+)
 def test_lr_auto_refuses_what_it_cannot_bound(tmp_path, overrides, message):
     cfg = make_config(tmp_path, "experiment=linear_synthetic", "sweep=single", "sweep.lr=auto", *overrides)
     with pytest.raises(ConfigError, match=message):
@@ -116,6 +135,14 @@ def test_lr_auto_refuses_what_it_cannot_bound(tmp_path, overrides, message):
 
 
 def test_estimates_of_other_optimisers_have_no_bound_columns(tmp_path):
-    _, est = run_sweep(tmp_path / "s", "experiment=linear_synthetic", "sweep=single", "optim._target_=torch.optim.Adam",
-                       "train.epochs=50", "launcher=debug", "intervals.plots=false", "report=false")
+    _, est = run_sweep(
+        tmp_path / "s",
+        "experiment=linear_synthetic",
+        "sweep=single",
+        "optim._target_=torch.optim.Adam",
+        "train.epochs=50",
+        "launcher=debug",
+        "intervals.plots=false",
+        "report=false",
+    )
     assert "lr_max_stable" not in est.columns and isinstance(est, pd.DataFrame)

@@ -32,8 +32,7 @@ def _hydra_files(out: Path) -> set:
 @pytest.mark.e2e
 def test_swept_lr_is_one_sweep_holding_both_rates(tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", "-m", "optim.lr=0.01,0.03", "sweep.resamples=5", "sweep=bootstrap", *FAST,
-                   f"out_dir={out}")
+    proc = run_cli("sweep", "-m", "optim.lr=0.01,0.03", "sweep.resamples=5", "sweep=bootstrap", *FAST, f"out_dir={out}")
     assert proc.returncode == 0, proc.stderr
     assert "multirun: optim.lr=0.01,0.03 -> one sweep with sweep.lr=[0.01,0.03]" in proc.stdout
     est = pd.read_parquet(out / "estimates.parquet")
@@ -48,8 +47,7 @@ def test_swept_lr_is_one_sweep_holding_both_rates(tmp_path):
 @pytest.mark.e2e
 def test_swept_init_folds_into_sweep_init(tmp_path):
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", "-m", "init=[0,0],[1,1]", "sweep.resamples=1", "sweep=bootstrap", *FAST,
-                   f"out_dir={out}")
+    proc = run_cli("sweep", "-m", "init=[0,0],[1,1]", "sweep.resamples=1", "sweep=bootstrap", *FAST, f"out_dir={out}")
     assert proc.returncode == 0, proc.stderr
     assert "-> one sweep with sweep.init=[[0,0],[1,1]]" in proc.stdout
     est = pd.read_parquet(out / "estimates.parquet")
@@ -96,14 +94,28 @@ def test_sweep_init_may_sweep_lists_of_vectors():
 
 def test_both_axes_fold_and_plain_overrides_pass_through_unchanged():
     result = _fold("optim.lr=0.01,0.03", "init=[0,0],[1,1]", "experiment=linear_synthetic", "+optim.momentum=0.9")
-    assert result.job_overrides() == ["experiment=linear_synthetic", "+optim.momentum=0.9",
-                                      "sweep.lr=[0.01,0.03]", "sweep.init=[[0,0],[1,1]]"]
-    assert result.summary() == ("multirun: optim.lr=0.01,0.03 init=[0,0],[1,1] -> one sweep with "
-                                "sweep.lr=[0.01,0.03] sweep.init=[[0,0],[1,1]]")
+    assert result.job_overrides() == [
+        "experiment=linear_synthetic",
+        "+optim.momentum=0.9",
+        "sweep.lr=[0.01,0.03]",
+        "sweep.init=[[0,0],[1,1]]",
+    ]
+    assert result.summary() == (
+        "multirun: optim.lr=0.01,0.03 init=[0,0],[1,1] -> one sweep with sweep.lr=[0.01,0.03] sweep.init=[[0,0],[1,1]]"
+    )
 
 
-@pytest.mark.parametrize("swept", ["experiment=a,b", "sweep=single,bootstrap", "sweep.resamples=5,10",
-                                   "sweep.seed=1,2,3", "train.epochs=100,200", "out_dir=a,b"])
+@pytest.mark.parametrize(
+    "swept",
+    [
+        "experiment=a,b",
+        "sweep=single,bootstrap",
+        "sweep.resamples=5,10",
+        "sweep.seed=1,2,3",
+        "train.epochs=100,200",
+        "out_dir=a,b",
+    ],
+)
 def test_keys_that_are_no_grid_axis_are_refused_by_name(swept):
     result = _fold(swept, "launcher=debug")
     key = swept.split("=")[0]
@@ -124,12 +136,15 @@ def test_swept_lr_under_a_preset_lr_grid_is_refused_per_base_rate():
     assert "pipeline-sweep optim.lr=0.1 sweep=lr_grid\n  pipeline-sweep optim.lr=0.2 sweep=lr_grid" in message
 
 
-@pytest.mark.parametrize("swept, says", [
-    (("optim.lr=interval(0.01,0.1)",), "an interval has no finite list of values"),
-    (("optim.lr=0.1,0.2", "sweep.lr=0.3,0.4"), "sweep.lr is swept too"),
-    (("optim.lr=a,b",), "learning rates must be numbers"),
-    (("init=1,2",), "initial values must be vectors"),
-])
+@pytest.mark.parametrize(
+    "swept, says",
+    [
+        (("optim.lr=interval(0.01,0.1)",), "an interval has no finite list of values"),
+        (("optim.lr=0.1,0.2", "sweep.lr=0.3,0.4"), "sweep.lr is swept too"),
+        (("optim.lr=a,b",), "learning rates must be numbers"),
+        (("init=1,2",), "initial values must be vectors"),
+    ],
+)
 def test_meaningless_axis_sweeps_are_refused_with_the_fix_and_no_per_value_commands(swept, says):
     message = refusal_message(_fold(*swept))
     assert says in message and "Run one sweep per value" not in message
@@ -144,7 +159,8 @@ def test_the_sweeper_is_found_outside_the_repository(tmp_path):
     """As the installed console script runs: another working folder, no repository on sys.path
     (`python -P`), so Hydra finds the sweeper only through the installed package."""
     code = "from pipeline.cli import sweep_main; sweep_main()"
-    proc = subprocess.run([sys.executable, "-P", "-c", code, "--cfg", "hydra"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", code, "--cfg", "hydra"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "PipelineSweeper" in proc.stdout

@@ -18,10 +18,17 @@ import numpy as np
 import pytest
 from scipy.linalg import solve_triangular
 
-from pipeline.data import load_dataset
-from pipeline.intervals import ols_fit
-from pipeline.nist import StrdData, StrdFormatError, parse_strd, read_strd
-from pipeline.rawunits import FeatureSpec, feature_matrix, raw_std_errors, raw_unit_matrix, raw_unit_problem, to_raw
+from pipeline.data.load import load_dataset
+from pipeline.data.nist import StrdData, StrdFormatError, parse_strd, read_strd
+from pipeline.stats.ols import ols_fit
+from pipeline.stats.raw_units import (
+    FeatureSpec,
+    feature_matrix,
+    raw_std_errors,
+    raw_unit_matrix,
+    raw_unit_problem,
+    to_raw,
+)
 
 NIST_DIR = Path(__file__).resolve().parents[1] / "data" / "nist"
 DATASETS = ("Norris", "Pontius", "NoInt1")
@@ -159,8 +166,9 @@ def _transform_config(data: StrdData) -> dict:
 @pytest.mark.parametrize("name", DATASETS)
 def test_standardised_fit_converted_to_raw_units_reproduces_the_certified_values(name):
     data = _data(name)
-    dataset = load_dataset({"path": str(NIST_DIR / f"{name.lower()}.csv"), "x": "x", "y": "y",
-                            **_transform_config(data)})
+    dataset = load_dataset(
+        {"path": str(NIST_DIR / f"{name.lower()}.csv"), "x": "x", "y": "y", **_transform_config(data)}
+    )
     if data.intercept:  # the pipeline's standardisation is the population mean and sd
         assert dataset.x_shift == (data.x[:, 0].mean(),) and dataset.x_scale == (data.x[:, 0].std(),)
     spec = _spec(data)
@@ -169,8 +177,9 @@ def test_standardised_fit_converted_to_raw_units_reproduces_the_certified_values
     theta, cov, _ = _ols_with_cov(feature_matrix(spec, dataset.x), dataset.y[:, 0])
     assert _relative_error(to_raw(theta, raw.matrix), data.estimates) <= DIGITS
     assert _relative_error(raw_std_errors(raw.matrix, cov), data.std_devs) <= DIGITS
-    assert _relative_error(ols_fit(feature_matrix(spec, dataset.x), dataset.y[:, 0]).se,
-                           np.sqrt(np.diag(cov))) <= 1e-12  # the same covariance ols_fit uses
+    assert (
+        _relative_error(ols_fit(feature_matrix(spec, dataset.x), dataset.y[:, 0]).se, np.sqrt(np.diag(cov))) <= 1e-12
+    )  # the same covariance ols_fit uses
 
 
 def test_a_shift_without_an_intercept_has_no_raw_units():

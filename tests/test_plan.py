@@ -1,7 +1,8 @@
 import numpy as np
 
-from pipeline.data import load_dataset
-from pipeline.plan import chunk, plan, resample_rows
+from pipeline.core.resampling import resample_rows
+from pipeline.data.load import load_dataset
+from pipeline.sweep.plan import chunk, plan
 from tests.conftest import make_config
 
 
@@ -10,14 +11,23 @@ def plan_of(cfg):
 
 
 def test_run_ids_are_stable_and_distinct(tmp_path):
-    cfg = make_config(tmp_path, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=5",
-                      "sweep.lr=[0.1,0.2]")
+    cfg = make_config(
+        tmp_path, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=5", "sweep.lr=[0.1,0.2]"
+    )
     runs = plan_of(cfg)
     assert len(runs) == 2 * 6
     assert len({r.run_id for r in runs}) == len(runs)
-    again = plan_of(make_config(tmp_path / "elsewhere", "experiment=linear_synthetic", "sweep=bootstrap",
-                             "sweep.resamples=5", "sweep.lr=[0.1,0.2]", "launcher=debug",
-                             "launcher.runs_per_task=3"))
+    again = plan_of(
+        make_config(
+            tmp_path / "elsewhere",
+            "experiment=linear_synthetic",
+            "sweep=bootstrap",
+            "sweep.resamples=5",
+            "sweep.lr=[0.1,0.2]",
+            "launcher=debug",
+            "launcher.runs_per_task=3",
+        )
+    )
     assert [r.run_id for r in runs] == [r.run_id for r in again]
 
 

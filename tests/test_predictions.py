@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.errors import ConfigError
-from pipeline.prediction_points import read_points
-from pipeline.predict import write_predictions
+from pipeline.config.points import read_points
+from pipeline.core.errors import ConfigError
+from pipeline.results.predictions import write_predictions
 from tests.conftest import run_sweep
 
 
@@ -31,8 +31,14 @@ def test_linear_sweep_predictions(tmp_path):
 
 
 def test_mlp_predictions(tmp_path):
-    run_sweep(tmp_path, "experiment=toy_mlp", "sweep.resamples=3", "train.epochs=20", "launcher=debug",
-              "intervals.statuses=[ok,not_converged]")
+    run_sweep(
+        tmp_path,
+        "experiment=toy_mlp",
+        "sweep.resamples=3",
+        "train.epochs=20",
+        "launcher=debug",
+        "intervals.statuses=[ok,not_converged]",
+    )
     write_predictions(tmp_path, at=[[0, 0, 0], [1, 1, 1]], statuses=["ok", "not_converged"])
     table = pd.read_parquet(tmp_path / "predictions.parquet")
     assert set(table["output"]) == {"y1", "y2"} and table["estimate"].notna().all()
@@ -41,8 +47,9 @@ def test_mlp_predictions(tmp_path):
 def test_t_and_hc3_match_statsmodels():
     import statsmodels.api as sm
     from scipy.special import ndtri
-    from pipeline.closed_form import fit_design
-    from pipeline.prediction_intervals import _closed_form
+
+    from pipeline.stats.ols import fit_design
+    from pipeline.stats.prediction import _closed_form
 
     rng = np.random.default_rng(0)
     X = np.column_stack([np.ones(30), rng.normal(size=30)])
@@ -65,10 +72,16 @@ def test_bootstrap_prediction_bounds_match_a_direct_computation(tmp_path):
     intervals' own path on that derived column."""
     import json
 
-    from pipeline.intervals import bootstrap_intervals
+    from pipeline.stats.intervals import bootstrap_intervals
 
-    run_sweep(tmp_path, "experiment=linear_synthetic", "sweep.resamples=40", "sweep.jackknife=true",
-              "launcher=debug", "intervals.statuses=[ok,not_converged]")
+    run_sweep(
+        tmp_path,
+        "experiment=linear_synthetic",
+        "sweep.resamples=40",
+        "sweep.jackknife=true",
+        "launcher=debug",
+        "intervals.statuses=[ok,not_converged]",
+    )
     at = [-1.0, 0.25, 2.0]
     write_predictions(tmp_path, at=at, statuses=["ok", "not_converged"], level=0.9)
     table = pd.read_parquet(tmp_path / "predictions.parquet")
@@ -84,10 +97,14 @@ def test_bootstrap_prediction_bounds_match_a_direct_computation(tmp_path):
         lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
         z = stats.norm.ppf(1 - alpha / 2)
         se = np.std(boot, ddof=1)
-        expected = {"percentile": (lo, hi), "basic": (2 * hat - hi, 2 * hat - lo),
-                    "normal": (hat - z * se, hat + z * se)}
-        ref = bootstrap_intervals(est.assign(f=f), params=["f"], method="bca", level=0.9,
-                                  statuses=("ok", "not_converged"))
+        expected = {
+            "percentile": (lo, hi),
+            "basic": (2 * hat - hi, 2 * hat - lo),
+            "normal": (hat - z * se, hat + z * se),
+        }
+        ref = bootstrap_intervals(
+            est.assign(f=f), params=["f"], method="bca", level=0.9, statuses=("ok", "not_converged")
+        )
         expected["bca"] = tuple(ref[["lower", "upper"]].iloc[0])
         rows = table[table["point"] == i].set_index("method")
         assert rows["estimate"].loc["percentile"] == pytest.approx(hat, abs=1e-10)
@@ -101,11 +118,12 @@ def test_bootstrap_prediction_bounds_match_a_direct_computation(tmp_path):
 
 
 def test_methods_follow_the_parameter_intervals_rule():
-    from pipeline.intervals import applicable_methods
-    from pipeline.prediction_intervals import methods_for
+    from pipeline.stats.intervals import applicable_methods
+    from pipeline.stats.prediction import methods_for
 
-    runs = pd.DataFrame({"resample": [0, 1, 2, -1], "kind": ["original", "bootstrap", "bootstrap", "jackknife"],
-                         "status": ["ok"] * 4})
+    runs = pd.DataFrame(
+        {"resample": [0, 1, 2, -1], "kind": ["original", "bootstrap", "bootstrap", "jackknife"], "status": ["ok"] * 4}
+    )
     for frame in (runs, runs[runs["kind"] != "jackknife"], runs.head(1)):
         for closed in (True, False):
             assert methods_for(None, frame, closed) == applicable_methods(None, frame, closed)
@@ -134,8 +152,15 @@ def test_two_inputs_end_to_end_list_and_csv(tmp_path):
     x, y = _plane_csv(tmp_path / "plane.csv")
     out = tmp_path / "sweep"
     points = [[0.0, -3.0], [2.5, -2.0]]
-    run_sweep(out, "experiment=user_data", f"data.path={tmp_path / 'plane.csv'}", "data.x=[x1,x2]",
-              "sweep.resamples=8", "launcher=debug", "intervals.at=[[0.0,-3.0],[2.5,-2.0]]")
+    run_sweep(
+        out,
+        "experiment=user_data",
+        f"data.path={tmp_path / 'plane.csv'}",
+        "data.x=[x1,x2]",
+        "sweep.resamples=8",
+        "launcher=debug",
+        "intervals.at=[[0.0,-3.0],[2.5,-2.0]]",
+    )
     write_predictions(out, at=points)
     listed = pd.read_parquet(out / "predictions.parquet")
     assert listed[["point", "x1", "x2"]].drop_duplicates().to_numpy().tolist() == [[0, 0.0, -3.0], [1, 2.5, -2.0]]
@@ -146,8 +171,9 @@ def test_two_inputs_end_to_end_list_and_csv(tmp_path):
     np.testing.assert_allclose(t_rows["estimate"], np.column_stack([np.ones(2), points]) @ coef, rtol=1e-8)
     assert (t_rows["lower"] < t_rows["estimate"]).all() and (t_rows["estimate"] < t_rows["upper"]).all()
     # the CSV's columns in another order than data.x, plus one more: read by name
-    pd.DataFrame({"x2": [p[1] for p in points], "label": ["a", "b"], "x1": [p[0] for p in points]}) \
-        .to_csv(tmp_path / "at.csv", index=False)
+    pd.DataFrame({"x2": [p[1] for p in points], "label": ["a", "b"], "x1": [p[0] for p in points]}).to_csv(
+        tmp_path / "at.csv", index=False
+    )
     (out / "predictions.parquet").unlink()
     done = run_cli("aggregate", f"out_dir={out}", f"intervals.at={tmp_path / 'at.csv'}", "report=false")
     assert done.returncode == 0, done.stderr
@@ -171,7 +197,7 @@ def test_bad_at_at_aggregate_time_still_writes_the_tables(tmp_path):
 
 
 def test_x_column_named_like_a_table_column_is_refused_before_launch(tmp_path):
-    from pipeline.prepare import prepare
+    from pipeline.launch.prepare import prepare
     from tests.conftest import make_config
 
     _plane_csv(tmp_path / "odd.csv", names=("method", "lr"))

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import CONF_DIR
-from pipeline.prepare import validate
+from pipeline.config.shipped import CONF_DIR
+from pipeline.launch.prepare import validate
 from tests.conftest import REPO, make_config, run_cli, run_sweep
 
 GISTEMP = REPO / "data" / "gistemp" / "gistemp_annual.csv"
@@ -48,8 +48,17 @@ def least_squares_mse(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
 def test_every_preset_composes_and_validates(tmp_path):
     user_csv = tmp_path / "user.csv"
     pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [1.0, 3.0, 2.0]}).to_csv(user_csv, index=False)
-    assert {"tdm_quadratic", "gistemp_slope", "gistemp_line", "gistemp_line_mae", "gistemp_hinge",
-            "toy_mlp", "sine_cubic", "linear_synthetic", "user_data"} <= set(PRESETS)
+    assert {
+        "tdm_quadratic",
+        "gistemp_slope",
+        "gistemp_line",
+        "gistemp_line_mae",
+        "gistemp_hinge",
+        "toy_mlp",
+        "sine_cubic",
+        "linear_synthetic",
+        "user_data",
+    } <= set(PRESETS)
     for name in PRESETS:
         extra = [f"data.path={user_csv}"] if name == "user_data" else []
         cfg = make_config(tmp_path / name, f"experiment={name}", *extra)
@@ -95,11 +104,14 @@ def test_tdm_quadratic_mse_falls_every_100_epochs_and_reports_test_mse(out_dir):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.parametrize("preset, features, seed_range", [
-    ("gistemp_slope", lambda x: x[:, None], (0.09, 0.11)),
-    ("gistemp_line", lambda x: np.c_[x, np.ones_like(x)], (0.03, 0.035)),
-    ("gistemp_hinge", lambda x: np.c_[np.maximum(x, 0), np.maximum(x - 0.5, 0), np.ones_like(x)], (0.01, 0.03)),
-])
+@pytest.mark.parametrize(
+    "preset, features, seed_range",
+    [
+        ("gistemp_slope", lambda x: x[:, None], (0.09, 0.11)),
+        ("gistemp_line", lambda x: np.c_[x, np.ones_like(x)], (0.03, 0.035)),
+        ("gistemp_hinge", lambda x: np.c_[np.maximum(x, 0), np.maximum(x - 0.5, 0), np.ones_like(x)], (0.01, 0.03)),
+    ],
+)
 def test_gistemp_mse_presets_reach_least_squares(out_dir, preset, features, seed_range):
     row, curve = sweep_single(out_dir, preset)
     x, y = gistemp_xy()
@@ -144,8 +156,15 @@ def test_toy_mlp_gets_below_001_on_the_20_points(out_dir):
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_toy_mlp_sgd_with_momentum_override_from_its_header(out_dir):
-    row, _ = sweep_single(out_dir, "toy_mlp", "optim._target_=torch.optim.SGD", "+optim.momentum=0.9",
-                          "optim.lr=1.0", "sweep.seed=4", "train.epochs=1000")
+    row, _ = sweep_single(
+        out_dir,
+        "toy_mlp",
+        "optim._target_=torch.optim.SGD",
+        "+optim.momentum=0.9",
+        "optim.lr=1.0",
+        "sweep.seed=4",
+        "train.epochs=1000",
+    )
     assert row["final_loss"] < 0.01
 
 
@@ -154,13 +173,17 @@ def seed_002_data() -> tuple[torch.Tensor, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x = torch.randn(20, 3)
-    y = (torch.stack([(x[:, 0] + x[:, 1]) * (x[:, 2] > 0) + (x[:, 0] - x[:, 1]) * (x[:, 2] < 0),
-                      x.norm(dim=1)]).t().abs() > 1.33).float()
+    y = (
+        torch.stack([(x[:, 0] + x[:, 1]) * (x[:, 2] > 0) + (x[:, 0] - x[:, 1]) * (x[:, 2] < 0), x.norm(dim=1)])
+        .t()
+        .abs()
+        > 1.33
+    ).float()
     return x, y
 
 
 def test_toy_data_generator_follows_seed_002():
-    from pipeline.data import toy_binary
+    from pipeline.data.generators import toy_binary
 
     frame, test = toy_binary(n=20, seed=0)
     x, y = seed_002_data()

@@ -15,8 +15,15 @@ import statsmodels.api as sm
 import torch
 
 from pipeline.models import Features, Polynomial
-from pipeline.rawunits import (FeatureSpec, feature_matrix, raw_covariance, raw_std_errors, raw_unit_matrix,
-                               raw_unit_problem, to_raw)
+from pipeline.stats.raw_units import (
+    FeatureSpec,
+    feature_matrix,
+    raw_covariance,
+    raw_std_errors,
+    raw_unit_matrix,
+    raw_unit_problem,
+    to_raw,
+)
 
 RTOL = 1e-9
 
@@ -26,8 +33,7 @@ def _two_column_data(seed: int = 7, n: int = 200) -> tuple[np.ndarray, np.ndarra
     conversion has real work; y from a smooth function plus noise."""
     rng = np.random.default_rng(seed)
     x = np.column_stack([rng.normal(3.0, 2.0, n), rng.uniform(-7.0, -1.0, n)])
-    y = 1.5 + 0.8 * x[:, 0] - 0.3 * x[:, 0] ** 2 + 0.05 * x[:, 0] ** 3 + 2.0 * np.sin(x[:, 1]) \
-        + rng.normal(0, 0.3, n)
+    y = 1.5 + 0.8 * x[:, 0] - 0.3 * x[:, 0] ** 2 + 0.05 * x[:, 0] ** 3 + 2.0 * np.sin(x[:, 1]) + rng.normal(0, 0.3, n)
     return x, y
 
 
@@ -40,10 +46,14 @@ def _fit_transformed(spec: FeatureSpec, z: np.ndarray, y: np.ndarray) -> tuple[n
     return theta, s2 * np.linalg.inv(design.T @ design)
 
 
-@pytest.mark.parametrize("spec", [
-    FeatureSpec(inputs=2, degree=2, knots=(0.5,), intercept=True),
-    FeatureSpec.polynomial(3),
-], ids=["features-2x-deg2-knot", "polynomial3"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        FeatureSpec(inputs=2, degree=2, knots=(0.5,), intercept=True),
+        FeatureSpec.polynomial(3),
+    ],
+    ids=["features-2x-deg2-knot", "polynomial3"],
+)
 def test_raw_units_match_statsmodels_on_the_raw_design(spec):
     x, y = _two_column_data()
     shift, scale = x.mean(axis=0), x.std(axis=0)  # as data.standardize does (ddof 0)
@@ -82,12 +92,15 @@ def test_raw_design_predicts_what_the_transformed_fit_predicts(spec, negative):
     scale = x.std(axis=0) * (-1 if negative else 1)
     raw = raw_unit_matrix(spec, shift, scale)
     if raw is None:  # only a flipped hinge can need what the model lacks
-        assert negative and spec.knots and (not spec.intercept or spec.degree == 0), raw_unit_problem(spec, shift, scale)
+        assert negative and spec.knots and (not spec.intercept or spec.degree == 0), raw_unit_problem(
+            spec, shift, scale
+        )
         return
     theta = rng.normal(size=(5, spec.n_params))
     z = (x - shift) / scale
-    np.testing.assert_allclose(raw.design(x) @ to_raw(theta, raw.matrix).T, feature_matrix(spec, z) @ theta.T,
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        raw.design(x) @ to_raw(theta, raw.matrix).T, feature_matrix(spec, z) @ theta.T, rtol=1e-10, atol=1e-10
+    )
 
 
 def test_shift_without_an_intercept_is_refused_with_a_reason():
@@ -133,8 +146,9 @@ MODELS = {
     "Features(intercept=False)": lambda: Features(intercept=False),
     "Features(inputs=2)": lambda: Features(inputs=2),
     "Features(inputs=2,degree=2,knots=(0.5,))": lambda: Features(inputs=2, degree=2, knots=(0.5,)),
-    "Features(inputs=3,degree=3,3 knots,no b)": lambda: Features(inputs=3, degree=3, knots=(-1.0, 0.0, 0.75),
-                                                                 intercept=False),
+    "Features(inputs=3,degree=3,3 knots,no b)": lambda: Features(
+        inputs=3, degree=3, knots=(-1.0, 0.0, 0.75), intercept=False
+    ),
     "Features(degree=0,knots=[0,0.5])": lambda: Features(degree=0, knots=[0, 0.5]),
     "Polynomial(0)": lambda: Polynomial(0),
     "Polynomial(3)": lambda: Polynomial(3),

@@ -1,17 +1,17 @@
 import pandas as pd
-import torch
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from pipeline import record
-from pipeline.aggregate import aggregate
+from pipeline import store
+from pipeline.results.aggregate import aggregate
 from tests.conftest import run_sweep
 
 
 def test_atomic_path_leaves_nothing_when_writing_fails(tmp_path):
     target = tmp_path / "parts" / "part-x.parquet"
     with pytest.raises(RuntimeError):
-        with record.atomic_path(target) as tmp:
+        with store.atomic_path(target) as tmp:
             tmp.write_text("half a file")
             raise RuntimeError("killed mid-write")
     assert not target.exists()
@@ -19,8 +19,15 @@ def test_atomic_path_leaves_nothing_when_writing_fails(tmp_path):
 
 
 def test_aggregate_reads_only_complete_parts(out_dir):
-    run_sweep(out_dir, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=2",
-              "train.epochs=20", "launcher=debug", "launcher.runs_per_task=1")
+    run_sweep(
+        out_dir,
+        "experiment=linear_synthetic",
+        "sweep=bootstrap",
+        "sweep.resamples=2",
+        "train.epochs=20",
+        "launcher=debug",
+        "launcher.runs_per_task=1",
+    )
     # a task killed mid-write leaves a dot-named temporary file behind
     (out_dir / "parts" / ".part-00009-abc.parquet.x1y2.tmp").write_bytes(b"PAR1 truncated")
     (out_dir / "parts" / sorted(p.name for p in (out_dir / "parts").glob("part-*"))[0]).unlink()
@@ -33,14 +40,21 @@ def test_aggregate_reads_only_complete_parts(out_dir):
 
 def test_parts_share_one_schema(out_dir):
     """A part of diverged runs only (NaN everywhere, no curve tail) and a part of healthy
-    ones have the same Arrow schema, the one `record.part_schema` declares, so pyarrow
+    ones have the same Arrow schema, the one `store.part_schema` declares, so pyarrow
     reads the folder as one dataset."""
     import pyarrow.dataset as ds
 
-    run_sweep(out_dir, "experiment=tdm_quadratic", "sweep=single", "sweep.lr=[3e-4,1e6]", "train.epochs=50",
-              "launcher=debug", "launcher.runs_per_task=1")
-    meta = record.read_meta(out_dir)
-    expected = record.part_schema(meta.param_names, meta.closed_form)
+    run_sweep(
+        out_dir,
+        "experiment=tdm_quadratic",
+        "sweep=single",
+        "sweep.lr=[3e-4,1e6]",
+        "train.epochs=50",
+        "launcher=debug",
+        "launcher.runs_per_task=1",
+    )
+    meta = store.read_meta(out_dir)
+    expected = store.part_schema(meta.param_names, meta.closed_form)
     parts = sorted((out_dir / "parts").glob("part-*.parquet"))
     statuses = [set(pd.read_parquet(p)["status"]) for p in parts]
     assert sorted(map(sorted, statuses)) == [["diverged"], ["not_converged"]]
@@ -56,11 +70,12 @@ def test_parts_share_one_schema(out_dir):
 def test_a_batch_is_written_as_its_result_rows(family):
     """A fast engine's columnar batch makes the very table its runs' `result_row`s make
     (diverged runs, NaN parameters, curves cut short, jackknife and residual runs included)."""
-    from pipeline.engines import train_gram
-    from pipeline.engines.batched import train_batched
-    from pipeline.engines.stacked import chunk_data
-    from pipeline.problem import resample_data
-    from pipeline.records import RunBatch, SweepMeta
+    from pipeline.core.meta import SweepMeta
+    from pipeline.core.runs import RunBatch
+    from pipeline.train.engines import train_gram
+    from pipeline.train.engines.batched import train_batched
+    from pipeline.train.engines.stacked import chunk_data
+    from pipeline.train.problem import resample_data
     from tests.test_batched import FAMILIES, chunk_of, family_problem, train_cfg
 
     fam = FAMILIES[family]
@@ -75,8 +90,8 @@ def test_a_batch_is_written_as_its_result_rows(family):
         rx, ry = resample_data(problem, run)
         assert torch.equal(x[i], rx) and torch.equal(y[i], ry)
     meta = SweepMeta("e", problem.parts.param_names, problem.parts.closed_form, "d", "s", problem.x.shape[0])
-    columns = record.batch_table(batch, meta, 3)
-    rows = record.rows_table([record.result_row(r, "e", meta.param_names, 3) for r in batch], meta)
+    columns = store.batch_table(batch, meta, 3)
+    rows = store.rows_table([store.result_row(r, "e", meta.param_names, 3) for r in batch], meta)
     assert columns.schema.equals(rows.schema)
     assert columns.to_pandas().equals(rows.to_pandas())
-    assert record.results_table(list(batch), meta, 3).to_pandas().equals(rows.to_pandas())
+    assert store.results_table(list(batch), meta, 3).to_pandas().equals(rows.to_pandas())

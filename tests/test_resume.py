@@ -19,18 +19,27 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import record
-from pipeline.aggregate import aggregate
-from pipeline.errors import FolderError
-from pipeline.launch import launch
-from pipeline.lock import folder_lock
-from pipeline.plan import legacy_ids, plan
-from pipeline.prepare import prepare
-from pipeline.status import summary, task_table
+from pipeline import store
+from pipeline.core.errors import FolderError
+from pipeline.launch.lock import folder_lock
+from pipeline.launch.prepare import prepare
+from pipeline.launch.status import summary, task_table
+from pipeline.launch.submit import launch
+from pipeline.results.aggregate import aggregate
+from pipeline.store import files
+from pipeline.sweep.plan import legacy_ids, plan
 from tests.conftest import make_config, run_sweep
 
-SMALL = ("experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=5", "launcher=debug",
-         "launcher.runs_per_task=2", "train.epochs=30", "intervals.plots=false", "report=false")
+SMALL = (
+    "experiment=linear_synthetic",
+    "sweep=bootstrap",
+    "sweep.resamples=5",
+    "launcher=debug",
+    "launcher.runs_per_task=2",
+    "train.epochs=30",
+    "intervals.plots=false",
+    "report=false",
+)
 
 
 def sweep(out_dir: Path, *extra: str):
@@ -44,10 +53,11 @@ def digests(folder: Path) -> dict[str, str]:
 
 def raw_run_ids(out_dir: Path) -> list[str]:
     """Every run id of every part, duplicates kept: a run trained twice shows here."""
-    return [i for p in record.part_files(out_dir) for i in pq.read_table(p, columns=["run_id"])["run_id"].to_pylist()]
+    return [i for p in store.part_files(out_dir) for i in pq.read_table(p, columns=["run_id"])["run_id"].to_pylist()]
 
 
 # --- run ids ---------------------------------------------------------------------------
+
 
 def test_a_new_config_key_with_a_default_changes_no_run_id(tmp_path):
     cfg = make_config(tmp_path / "s", *SMALL)
@@ -72,31 +82,33 @@ def test_a_new_config_key_with_a_default_changes_no_run_id(tmp_path):
 
 # --- progress kept by run id -----------------------------------------------------------
 
+
 def test_progress_left_by_an_ended_task_is_reused_whatever_the_chunking(out_dir):
     prepared, _ = sweep(out_dir)
-    first = record.read_parts(out_dir).set_index("run_id").sort_index()
+    first = store.read_parts(out_dir).set_index("run_id").sort_index()
     # a task that hit a full disk after saving its runs: progress under its own task number, no part
-    part = record.part_files(out_dir)[0]
+    part = store.part_files(out_dir)[0]
     n_saved = pq.read_metadata(part).num_rows
-    shutil.move(part, record.progress_path(out_dir, "part-00042-0123456789ab"))
+    shutil.move(part, store.progress_path(out_dir, "part-00042-0123456789ab"))
     prepared, report = sweep(out_dir, "launcher.runs_per_task=3")  # renumbered, rechunked
     assert (report.n_skipped, report.n_tasks) == (6, 0) and n_saved == 2
-    assert list((out_dir / record.PROGRESS).glob("*.parquet")) == []
-    again = record.read_parts(out_dir).set_index("run_id").sort_index()
+    assert list((out_dir / store.PROGRESS).glob("*.parquet")) == []
+    again = store.read_parts(out_dir).set_index("run_id").sort_index()
     pd.testing.assert_frame_equal(again, first)  # the very rows saved, not retrained
     assert sorted(raw_run_ids(out_dir)) == sorted(r.run_id for r in prepared.runs)
 
 
 # --- unreadable files -------------------------------------------------------------------
 
+
 def test_a_truncated_part_is_set_aside_and_its_runs_retrained_once(out_dir, caplog):
     prepared, _ = sweep(out_dir)
-    bad = record.part_files(out_dir)[1]
+    bad = store.part_files(out_dir)[1]
     bad.write_bytes(bad.read_bytes()[:100])
     before = digests(out_dir / "parts")
     del before[bad.name]
-    with caplog.at_level(logging.WARNING, logger="pipeline.record"):
-        result = aggregate(out_dir, plots=False)
+    with caplog.at_level(logging.WARNING, logger="pipeline.store.parts"):
+        result = aggregate(out_dir)
     assert (result.n_planned, result.n_found) == (6, 4)
     assert (out_dir / "parts" / "corrupt" / bad.name).is_file() and not bad.exists()
     assert any(bad.name in r.getMessage() and "retrains" in r.getMessage() for r in caplog.records)
@@ -110,8 +122,8 @@ def test_a_truncated_part_is_set_aside_and_its_runs_retrained_once(out_dir, capl
 
 def test_a_truncated_progress_file_is_set_aside_and_its_runs_retrained(out_dir):
     prepared, _ = sweep(out_dir)
-    part = record.part_files(out_dir)[0]
-    progress = record.progress_path(out_dir, "part-00000-0123456789ab")
+    part = store.part_files(out_dir)[0]
+    progress = store.progress_path(out_dir, "part-00000-0123456789ab")
     progress.parent.mkdir(exist_ok=True)
     progress.write_bytes(part.read_bytes()[:-20])
     part.unlink()
@@ -123,6 +135,7 @@ def test_a_truncated_progress_file_is_set_aside_and_its_runs_retrained(out_dir):
 
 # --- a full disk ------------------------------------------------------------------------
 
+
 def test_a_full_disk_is_named_and_the_relaunch_after_freeing_completes(out_dir, monkeypatch):
     real, calls = pq.write_table, []
 
@@ -132,14 +145,14 @@ def test_a_full_disk_is_named_and_the_relaunch_after_freeing_completes(out_dir, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(table, where, *args, **kwargs)
 
-    monkeypatch.setattr(record.pq, "write_table", filling)
+    monkeypatch.setattr(files.pq, "write_table", filling)
     monkeypatch.setattr(pdb, "post_mortem", lambda *a: None)  # the debug launcher's pdb on errors
     prepared, report = sweep(out_dir)  # plan, design, task 0's progress and part; then full
     assert len(report.failed_tasks) == 2
     assert all("disk full" in f and str(out_dir) in f and "relaunch" in f for f in report.failed_tasks)
     kept = digests(out_dir / "parts")
     assert len(kept) == 1
-    monkeypatch.setattr(record.pq, "write_table", real)  # space freed
+    monkeypatch.setattr(files.pq, "write_table", real)  # space freed
     _, again = sweep(out_dir)
     assert (again.n_skipped, again.n_tasks) == (2, 2) and not again.failed_tasks
     assert {k: v for k, v in digests(out_dir / "parts").items() if k in kept} == kept
@@ -150,33 +163,38 @@ def test_a_full_disk_before_any_task_is_one_message(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(record.pq, "write_table", full)
+    monkeypatch.setattr(files.pq, "write_table", full)
     with pytest.raises(FolderError, match=r"disk full .* in .*s.* free some space and relaunch"):
         sweep(tmp_path / "s")
 
 
 # --- permissions ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mask", [0o022, 0o027])
 def test_files_get_the_permissions_the_umask_gives(out_dir, mask):
     previous = os.umask(mask)
     try:
         sweep(out_dir)
-        aggregate(out_dir, plots=False)
+        aggregate(out_dir)
     finally:
         os.umask(previous)
     files = [out_dir / n for n in ("sweep.json", "plan.parquet", "config.yaml", "estimates.parquet")]
-    files += record.part_files(out_dir)
+    files += store.part_files(out_dir)
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(0o666 & ~mask) for f in files}
 
 
 # --- one launch at a time ---------------------------------------------------------------
 
+
 def test_a_second_launch_into_a_held_folder_names_the_holder(out_dir):
     out_dir.mkdir(parents=True)
     with folder_lock(out_dir):
-        with pytest.raises(FolderError, match=rf"{out_dir} is in use by another launch \(pid {os.getpid()} "
-                                              r"on host .*--wait-lock"):
+        with pytest.raises(
+            FolderError,
+            match=rf"{out_dir} is in use by another launch \(pid {os.getpid()} "
+            r"on host .*--wait-lock",
+        ):
             sweep(out_dir)
     assert not (out_dir / "parts").exists()  # nothing written, nothing trained
     _, report = sweep(out_dir)  # released: the next launch goes ahead
@@ -189,15 +207,16 @@ def test_a_relaunch_on_changed_data_says_it_does_not_reuse_the_old_results(tmp_p
     args = ("experiment=user_data", f"data.path={csv}", "sweep=single", "launcher=debug", "train.epochs=20")
     first, _ = run_sweep(tmp_path / "s", *args)
     csv.write_text("x,y\n0,1\n1,3\n2,5.2\n3,7\n")  # one value edited
-    with caplog.at_level("WARNING", logger="pipeline.launch"):
+    with caplog.at_level("WARNING", logger="pipeline.launch.submit"):
         again, _ = run_sweep(tmp_path / "s", *args)
     assert again.n_skipped == 0 and again.n_tasks == 1
-    assert any("changed since this folder's last launch: 1 result(s) of the old data" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "changed since this folder's last launch: 1 result(s) of the old data" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_the_report_has_the_umask_permissions_too(tmp_path):
-    from pipeline.report import write_report
+    from pipeline.report.page import write_report
 
     run_sweep(tmp_path / "s", "experiment=linear_synthetic", "sweep=single", "launcher=debug", "train.epochs=20")
     old = os.umask(0o022)

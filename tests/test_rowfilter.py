@@ -7,23 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.data import select_rows
-from pipeline.rowfilter import MAX_LENGTH, RowFilterError, row_mask
+from pipeline.core.errors import ConfigError
+from pipeline.data.load import select_rows
+from pipeline.data.rowfilter import MAX_LENGTH, RowFilterError, row_mask
 
 
 @pytest.fixture
 def frame() -> pd.DataFrame:
     """Numbers with NaN, text with a missing value, and a column whose name needs backticks."""
-    return pd.DataFrame({
-        "year": [1999, 2020, 2021, 2022, 2023, 2024],
-        "x": [1.0, -2.0, np.nan, 3.5, 0.0, 7.0],
-        "y": [2.0, 1.0, 5.0, np.nan, -1.0, 2.5],
-        "dose": [50, 150, 100, 101, 99, 300],
-        "site": ["a", "b", None, "c", "a", "d"],
-        "dose mg": [1, 2, 3, 4, 5, 6],
-        "flag": [True, False, True, False, True, False],
-    })
+    return pd.DataFrame(
+        {
+            "year": [1999, 2020, 2021, 2022, 2023, 2024],
+            "x": [1.0, -2.0, np.nan, 3.5, 0.0, 7.0],
+            "y": [2.0, 1.0, 5.0, np.nan, -1.0, 2.5],
+            "dose": [50, 150, 100, 101, 99, 300],
+            "site": ["a", "b", None, "c", "a", "d"],
+            "dose mg": [1, 2, 3, 4, 5, 6],
+            "flag": [True, False, True, False, True, False],
+        }
+    )
 
 
 SAME_AS_PANDAS = [
@@ -175,16 +177,19 @@ def test_syntax_errors_quote_the_expression(frame, condition):
     assert f"`data.rows`: cannot evaluate {condition!r}" in str(err.value)
 
 
-@pytest.mark.parametrize("condition, problem", [
-    ("x > 0 & y < 3", "bind tighter than comparisons"),
-    ("flag & x", "`&` needs conditions"),
-    ("not x", "`not` needs conditions"),
-    ("site + 1 > 0", "`+` needs numbers"),
-    ("site > 3", "cannot evaluate `site > 3`"),
-    ("1 / 0 < x", "division by zero"),
-    ("`dose mg > 1", "never closed"),
-    ("x > 1.0e300 ** 2", "cannot evaluate"),
-])
+@pytest.mark.parametrize(
+    "condition, problem",
+    [
+        ("x > 0 & y < 3", "bind tighter than comparisons"),
+        ("flag & x", "`&` needs conditions"),
+        ("not x", "`not` needs conditions"),
+        ("site + 1 > 0", "`+` needs numbers"),
+        ("site > 3", "cannot evaluate `site > 3`"),
+        ("1 / 0 < x", "division by zero"),
+        ("`dose mg > 1", "never closed"),
+        ("x > 1.0e300 ** 2", "cannot evaluate"),
+    ],
+)
 def test_well_formed_but_meaningless_conditions(frame, condition, problem):
     with pytest.raises(RowFilterError, match="^`data.rows`") as err:
         row_mask(frame, condition)
@@ -204,11 +209,14 @@ def test_modest_powers_of_numbers_still_work(frame):
     np.testing.assert_array_equal(row_mask(frame, "dose < 1 ** 10 ** 9"), np.zeros(len(frame), dtype=bool))
 
 
-@pytest.mark.parametrize("condition", [
-    "x > " + "1 + " * 300 + "1",
-    "-" * 900 + "x > 0",
-    "(" * 150 + "x > 0" + ")" * 150,
-])
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "x > " + "1 + " * 300 + "1",
+        "-" * 900 + "x > 0",
+        "(" * 150 + "x > 0" + ")" * 150,
+    ],
+)
 def test_long_or_deep_expressions_give_a_row_filter_error(frame, condition):
     try:
         mask = row_mask(frame, condition)

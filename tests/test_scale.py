@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import aggregate as agg
-from pipeline import partscan, record
+from pipeline import store
+from pipeline.results import aggregate as agg
+from pipeline.store import scan as partscan
 from tests.conftest import REPO, make_config, run_sweep
 
 LEGACY = REPO / "tests" / "fixtures" / "legacy" / "sweep"
@@ -29,14 +30,14 @@ def in_memory(out_dir: Path, **settings) -> dict[str, pd.DataFrame]:
         tables["intervals"] = agg.interval_table(out_dir, meta, estimates, **settings)
     back = {}
     for name, frame in tables.items():
-        record.write_frame(frame, out_dir / f"old-{name}.parquet")
+        store.write_frame(frame, out_dir / f"old-{name}.parquet")
         back[name] = pd.read_parquet(out_dir / f"old-{name}.parquet")
     return back
 
 
 def assert_same_tables(out_dir: Path, **overrides) -> None:
     settings = {"level": 0.95, "statuses": ("ok",), "methods": None, "max_dropped_share": 0.1, **overrides}
-    agg.aggregate(out_dir, plots=False, **settings)
+    agg.aggregate(out_dir, **settings)
     old = in_memory(out_dir, **settings)
     assert set(old) <= {"estimates", "curves", "intervals"}
     for name, expected in old.items():
@@ -44,29 +45,40 @@ def assert_same_tables(out_dir: Path, **overrides) -> None:
         assert list(got.columns) == list(expected.columns), name
         assert got.dtypes.to_dict() == expected.dtypes.to_dict(), name
         if "init" in got.columns:  # lists come back as arrays: compare them as tuples
-            got, expected = (f.assign(init=f["init"].map(lambda v: None if v is None else tuple(v)))
-                             for f in (got, expected))
+            got, expected = (
+                f.assign(init=f["init"].map(lambda v: None if v is None else tuple(v))) for f in (got, expected)
+            )
         pd.testing.assert_frame_equal(got, expected, check_exact=True, obj=name)
 
 
 @pytest.mark.e2e
 def test_streaming_tables_equal_in_memory_tables_on_a_grid_with_jackknife(tmp_path, monkeypatch):
     out = tmp_path / "grid"
-    run_sweep(out, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=6", "sweep.jackknife=true",
-              "data.generate.n=12",
-              "sweep.lr=[0.1,0.01]", "sweep.init=[[0,0],[1,1]]", "launcher=debug",
-              "launcher.runs_per_task=7", *FAST)
+    run_sweep(
+        out,
+        "experiment=linear_synthetic",
+        "sweep=bootstrap",
+        "sweep.resamples=6",
+        "sweep.jackknife=true",
+        "data.generate.n=12",
+        "sweep.lr=[0.1,0.01]",
+        "sweep.init=[[0,0],[1,1]]",
+        "launcher=debug",
+        "launcher.runs_per_task=7",
+        *FAST,
+    )
     assert_same_tables(out, statuses=("ok", "not_converged"))
     intervals = pd.read_parquet(out / "intervals.parquet")
-    assert {"bca", "t", "hc3"} <= set(intervals["method"]) 
+    assert {"bca", "t", "hc3"} <= set(intervals["method"])
     assert intervals.loc[intervals["method"] != "bca", "lower"].notna().all()
     assert len(intervals.drop_duplicates(["lr", "init_index"])) == 4
     # spilling every batch to disk and tiny row groups change nothing
     monkeypatch.setattr(partscan, "SPILL_BUDGET_BYTES", 1)
     monkeypatch.setattr(agg, "ROW_GROUP_ROWS", 5)
     spills = []
-    monkeypatch.setattr(partscan.CellSpill, "_spill", lambda self, real=partscan.CellSpill._spill:
-                        (spills.append(1), real(self)))
+    monkeypatch.setattr(
+        partscan.CellSpill, "_spill", lambda self, real=partscan.CellSpill._spill: (spills.append(1), real(self))
+    )
     assert_same_tables(out, methods=["percentile", "bca", "t"], level=0.8)
     assert pq_row_groups(out / "estimates.parquet") > 1 and len(spills) > 1
 
@@ -80,8 +92,15 @@ def pq_row_groups(path: Path) -> int:
 @pytest.mark.e2e
 def test_streaming_tables_equal_with_diverged_runs_duplicates_and_a_changed_plan(tmp_path):
     out = tmp_path / "div"
-    args = ("experiment=tdm_quadratic", "sweep=bootstrap", "sweep.resamples=4", "sweep.lr=[3e-4,10]",
-            "launcher=debug", "launcher.runs_per_task=3", *FAST)
+    args = (
+        "experiment=tdm_quadratic",
+        "sweep=bootstrap",
+        "sweep.resamples=4",
+        "sweep.lr=[3e-4,10]",
+        "launcher=debug",
+        "launcher.runs_per_task=3",
+        *FAST,
+    )
     run_sweep(out, *args)
     parts = sorted((out / "parts").glob("part-*.parquet"))
     shutil.copy(parts[0], out / "parts" / "part-99999-duplicate.parquet")  # the newest part wins
@@ -96,7 +115,7 @@ def test_streaming_tables_equal_on_a_legacy_folder_and_an_empty_one(tmp_path):
     assert_same_tables(out)
     for part in (out / "parts").glob("part-*.parquet"):
         part.unlink()
-    report = agg.aggregate(out, plots=False)
+    report = agg.aggregate(out)
     assert report.n_found == 0 and not pd.read_parquet(out / "estimates.parquet").shape[0]
 
 
@@ -105,22 +124,27 @@ def test_streaming_tables_equal_on_a_legacy_folder_and_an_empty_one(tmp_path):
 MEASURE = """
 import json, sys
 from pathlib import Path
-import pipeline.aggregate as agg, pipeline.partscan as partscan
+import pipeline.results.aggregate as agg, pipeline.store.scan as partscan
 
 def kib(field):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
 
 partscan.SPILL_BUDGET_BYTES = 2 * 2**20  # a budget far below the sweep, as for 10^6 runs and 2 GB
-agg.aggregate(Path(sys.argv[1]), plots=False)  # warm-up: lazy imports and allocator pools
+agg.aggregate(Path(sys.argv[1]))  # warm-up: lazy imports and allocator pools
 base = kib("VmRSS")
-agg.aggregate(Path(sys.argv[2]), plots=False)
+agg.aggregate(Path(sys.argv[2]))
 print(json.dumps({"growth_mib": (kib("VmHWM") - base) / 1024}))
 """
 
 
 def aggregation_growth_mib(warm_up: Path, folder: Path) -> float:
-    proc = subprocess.run([sys.executable, "-c", MEASURE, str(warm_up), str(folder)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(warm_up), str(folder)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])["growth_mib"]
 
@@ -142,10 +166,17 @@ def test_aggregating_ten_thousand_runs_stays_within_a_bounded_peak_rss(tmp_path)
 
 # --- chunking: auto fits the work, a number pins it -------------------------------------------
 
-from pipeline.chunking import Work, memory_cap, runs_per_task  # noqa: E402
+from pipeline.launch.chunking import Work, memory_cap, runs_per_task  # noqa: E402
 
-SLURM = {"cluster": "slurm", "runs_per_task": "auto", "array_parallelism": 256, "timeout_min": 60, "mem_gb": 2,
-         "gpus_per_node": 0, "gres": None}
+SLURM = {
+    "cluster": "slurm",
+    "runs_per_task": "auto",
+    "array_parallelism": 256,
+    "timeout_min": 60,
+    "mem_gb": 2,
+    "gpus_per_node": 0,
+    "gres": None,
+}
 
 
 def test_auto_chunking_fits_the_launcher_and_a_number_pins_it():
@@ -175,14 +206,15 @@ def test_auto_chunking_on_slurm_respects_time_limit_array_size_and_a_minimum_of_
     short = Work(2000, "batched", 2000, 100)  # 6 ms a run: 256 tasks of 8 runs would mostly queue
     size, why = runs_per_task(short, SLURM, 0, 1000)
     assert size * short.seconds_per_run >= 60 or size == 2000
-    gpu = runs_per_task(Work(10**6, "gram", 10_000, 100, 80_000), {**SLURM, "gpus_per_node": 1, "mem_gb": 16}, 0,
-                        1000)[0]
+    gpu = runs_per_task(Work(10**6, "gram", 10_000, 100, 80_000), {**SLURM, "gpus_per_node": 1, "mem_gb": 16}, 0, 1000)[
+        0
+    ]
     assert gpu > runs_per_task(Work(10**6, "gram", 10_000, 100, 80_000), SLURM, 0, 1000)[0]  # working set on GPU
 
 
 def test_runs_per_task_must_be_auto_or_a_positive_integer(tmp_path):
-    from pipeline.errors import ConfigError
-    from pipeline.prepare import prepare
+    from pipeline.core.errors import ConfigError
+    from pipeline.launch.prepare import prepare
 
     for bad in ("many", "0", "2.5"):
         with pytest.raises(ConfigError, match=r"`launcher.runs_per_task` must be auto or an integer >= 1"):
@@ -192,21 +224,35 @@ def test_runs_per_task_must_be_auto_or_a_positive_integer(tmp_path):
 def test_dry_run_and_log_say_how_the_tasks_were_sized(tmp_path, capsys, caplog):
     import logging
 
-    from pipeline.launch import launch
-    from pipeline.prepare import prepare
+    from pipeline.launch.prepare import prepare
+    from pipeline.launch.submit import launch
 
-    launch(prepare(make_config(tmp_path / "dry", "sweep=bootstrap", "sweep.resamples=99", "launcher=local",
-                               "launcher.dry_run=true")))
+    launch(
+        prepare(
+            make_config(
+                tmp_path / "dry", "sweep=bootstrap", "sweep.resamples=99", "launcher=local", "launcher.dry_run=true"
+            )
+        )
+    )
     out = capsys.readouterr().out
     assert "1 task(s) of up to 100 runs; 100 runs per task, auto:" in out and "engine gram" in out
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        run_sweep(tmp_path / "quiet", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=29",
-                  "launcher=debug", "launcher.runs_per_task=10", *FAST)
-    task_lines = [r.getMessage() for r in caplog.records if r.name in ("pipeline.launch", "pipeline.train")]
+        run_sweep(
+            tmp_path / "quiet",
+            "experiment=linear_synthetic",
+            "sweep=bootstrap",
+            "sweep.resamples=29",
+            "launcher=debug",
+            "launcher.runs_per_task=10",
+            *FAST,
+        )
+    task_lines = [
+        r.getMessage() for r in caplog.records if r.name in ("pipeline.launch.submit", "pipeline.launch.task")
+    ]
     assert sum(m.startswith("task ") for m in task_lines) == 3  # one line per task
     assert "10 runs, engine gram on cpu, 1 batch(es) of up to 10" in task_lines[-1]
     assert not any(m.startswith("run ") for m in task_lines)
-    assert not [r for r in caplog.records if r.name.startswith("pipeline.engines") and r.levelno >= logging.INFO]
+    assert not [r for r in caplog.records if r.name.startswith("pipeline.train.engines") and r.levelno >= logging.INFO]
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="pipeline"):
         run_sweep(tmp_path / "loud", "experiment=linear_synthetic", "sweep=single", "launcher=debug", *FAST)
@@ -216,25 +262,43 @@ def test_dry_run_and_log_say_how_the_tasks_were_sized(tmp_path, capsys, caplog):
 def test_run_ids_serialised_once_per_sweep_equal_the_whole_dict_hash():
     import hashlib
 
-    from pipeline.plan import ID_VERSION, run_id
+    from pipeline.sweep.ids import ID_VERSION, run_id
 
     fingerprint = {"train": {"epochs": 10, "dtype": "float32"}, "data": "abc", "model": {"_target_": "m", "z": [1]}}
-    for lr, init, resample, seed, scheme in [(0.1, None, 0, 3, "case"), (1e-4, [5.0, 4.0], 7, 0, "residual"),
-                                             (3e-4, [1.5], -2, 1, "residual"), (2.0, [0.0], 12, 5, "case")]:
+    for lr, init, resample, seed, scheme in [
+        (0.1, None, 0, 3, "case"),
+        (1e-4, [5.0, 4.0], 7, 0, "residual"),
+        (3e-4, [1.5], -2, 1, "residual"),
+        (2.0, [0.0], 12, 5, "case"),
+    ]:
         draw = resample > 0  # id version 1: seed and scheme count for bootstrap draws only
-        fields = {"v": ID_VERSION, "settings": fingerprint, "lr": lr, "init": init, "resample": resample,
-                  "seed": seed if draw else None, "scheme": scheme if draw else None}
+        fields = {
+            "v": ID_VERSION,
+            "settings": fingerprint,
+            "lr": lr,
+            "init": init,
+            "resample": resample,
+            "seed": seed if draw else None,
+            "scheme": scheme if draw else None,
+        }
         old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
         assert run_id(fingerprint, lr, init, resample, seed, scheme) == old
 
 
 def test_report_reads_the_curves_of_a_sample_of_runs_past_a_size(tmp_path, monkeypatch):
     """10^6 runs' curves are 10^8 rows: past a size the report reads the first runs of each cell."""
-    from pipeline import report_data
-    from pipeline.report import write_report
+    from pipeline.report import contents as report_data
+    from pipeline.report.page import write_report
 
-    run_sweep(tmp_path, "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=11",
-              "sweep.lr=[0.01,0.1]", "launcher=debug", *FAST)
+    run_sweep(
+        tmp_path,
+        "experiment=linear_synthetic",
+        "sweep=bootstrap",
+        "sweep.resamples=11",
+        "sweep.lr=[0.01,0.1]",
+        "launcher=debug",
+        *FAST,
+    )
     whole = report_data.load_sweep_folder(tmp_path)
     assert whole.curve_sample is None and whole.table("curves")["run_id"].nunique() == 24
     monkeypatch.setattr(report_data, "CURVE_ROWS_READ_WHOLE", 10)

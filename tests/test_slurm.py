@@ -16,9 +16,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cluster import max_array_size, queue_states
-from pipeline.record import submitted_tasks
-from pipeline.status import task_table
+from pipeline.launch.slurm import max_array_size, queue_states
+from pipeline.launch.status import task_table
+from pipeline.store.folder import submitted_tasks
 from tests.conftest import REPO, make_config, run_cli, run_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
@@ -30,8 +30,13 @@ FAST = ("experiment=linear_synthetic", "sweep=bootstrap", "train.epochs=200", "l
 @pytest.fixture(scope="session", autouse=True)
 def slurm_cluster():
     env = {**os.environ, "SLURM_LOCAL_MAX_ARRAY_SIZE": str(TEST_MAX_ARRAY_SIZE)}
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "local-cluster.sh"), "start"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(REPO / "slurm" / "local-cluster.sh"), "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         pytest.fail(f"the local SLURM cluster did not start:\n{proc.stdout}\n{proc.stderr}")
     os.environ.setdefault("SLURM_CONF", "/tmp/pipeline-slurm/slurm.conf")
@@ -56,8 +61,8 @@ def submit(out_dir: Path, *overrides: str) -> None:
 
 
 def run_sweep_nowait(out_dir: Path, *overrides: str):
-    from pipeline.launch import launch
-    from pipeline.prepare import prepare
+    from pipeline.launch.prepare import prepare
+    from pipeline.launch.submit import launch
 
     cfg = make_config(out_dir, *overrides, "launcher=slurm", "launcher.wait=false")
     return launch(prepare(cfg)), cfg
@@ -74,28 +79,38 @@ def running_task(out_dir: Path):
 
 
 def runs_per_part(out_dir: Path) -> pd.Series:
-    ids = pd.concat([pq.read_table(p, columns=["run_id"]).to_pandas()
-                     for p in (out_dir / "parts").glob("part-*.parquet")])
+    ids = pd.concat(
+        [pq.read_table(p, columns=["run_id"]).to_pandas() for p in (out_dir / "parts").glob("part-*.parquet")]
+    )
     return ids["run_id"].value_counts()
 
 
 def test_bootstrap_on_slurm_equals_local_run_for_run(tmp_path):
     args = (*FAST, "sweep.resamples=200", "launcher.runs_per_task=50")
-    report, slurm = run_sweep(tmp_path / "slurm", *args, "launcher=slurm", "launcher.wait=true",
-                              "launcher.progress=false")
+    report, slurm = run_sweep(
+        tmp_path / "slurm", *args, "launcher=slurm", "launcher.wait=true", "launcher.progress=false"
+    )
     assert report.n_tasks == 5 and len(report.job_ids) == 1
     _, local = run_sweep(tmp_path / "local", *args, "launcher=local")
     assert len(slurm) == 201 and slurm["run_id"].is_unique
     cols = ["run_id", "resample", "b", "w", "final_loss", "grad_norm", "status", "epochs"]
-    pd.testing.assert_frame_equal(slurm.set_index("run_id")[cols[1:]].sort_index(),
-                                  local.set_index("run_id")[cols[1:]].sort_index())
+    pd.testing.assert_frame_equal(
+        slurm.set_index("run_id")[cols[1:]].sort_index(), local.set_index("run_id")[cols[1:]].sort_index()
+    )
     assert slurm["slurm_job_id"].notna().all() and local["slurm_job_id"].isna().all()
 
 
 def test_more_tasks_than_max_array_size_go_in_several_arrays(out_dir):
-    report, est = run_sweep(out_dir, *FAST, "train.epochs=20", "sweep.resamples=11",
-                            "launcher.runs_per_task=1", "launcher=slurm", "launcher.wait=true",
-                            "launcher.progress=false")
+    report, est = run_sweep(
+        out_dir,
+        *FAST,
+        "train.epochs=20",
+        "sweep.resamples=11",
+        "launcher.runs_per_task=1",
+        "launcher=slurm",
+        "launcher.wait=true",
+        "launcher.progress=false",
+    )
     assert report.n_tasks == 12 and len(report.job_ids) == 3  # 5 + 5 + 2
     assert len(est) == 12 and (est["status"] != "").all()
     status = run_cli("status", f"out_dir={out_dir}")
@@ -105,16 +120,22 @@ def test_more_tasks_than_max_array_size_go_in_several_arrays(out_dir):
 
 def test_dry_run_submits_nothing_and_prints_the_arrays(out_dir):
     before = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout
-    proc = run_cli("sweep", *FAST, "sweep.resamples=11", "launcher=slurm", "launcher.runs_per_task=1",
-                   f"out_dir={out_dir}", "--dry-run")
+    proc = run_cli(
+        "sweep",
+        *FAST,
+        "sweep.resamples=11",
+        "launcher=slurm",
+        "launcher.runs_per_task=1",
+        f"out_dir={out_dir}",
+        "--dry-run",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "--array=0-4%5, --array=0-4%5, --array=0-1%2" in proc.stdout
     assert "#SBATCH --array=0-4%5" in proc.stdout and "#SBATCH --time=10" in proc.stdout
     assert "nothing submitted" in proc.stdout
     assert subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout == before
     assert not (out_dir / "launches.jsonl").exists() and not (out_dir / "parts").exists()
-    gpu = run_cli("sweep", *FAST, "launcher=slurm_gpu", "launcher.partition=gpu", f"out_dir={out_dir}",
-                  "--dry-run")
+    gpu = run_cli("sweep", *FAST, "launcher=slurm_gpu", "launcher.partition=gpu", f"out_dir={out_dir}", "--dry-run")
     assert gpu.returncode == 0, gpu.stderr
     assert "#SBATCH --gpus-per-node=1" in gpu.stdout and "#SBATCH --partition=gpu" in gpu.stdout
 
@@ -147,28 +168,33 @@ def test_requeued_task_resumes_from_its_progress(out_dir):
     submit(out_dir, *args)
     (task,) = submitted_tasks(out_dir)
     progress = out_dir / "progress" / f"{task['part']}.parquet"
-    wait_until(lambda: progress.is_file() and pq.read_metadata(progress).num_rows >= 2,
-               what="two runs saved in progress")
+    wait_until(
+        lambda: progress.is_file() and pq.read_metadata(progress).num_rows >= 2, what="two runs saved in progress"
+    )
     subprocess.run(["scontrol", "requeue", task["slurm_id"]], check=True)
-    wait_until(lambda: queue_empty(out_dir) and not progress.exists(), timeout=180,
-               what="the requeued task to finish")
+    wait_until(lambda: queue_empty(out_dir) and not progress.exists(), timeout=180, what="the requeued task to finish")
     logs = "".join(p.read_text() for p in (out_dir / "logs").rglob("*_log.err"))
     assert "resuming task 0:" in logs and "runs already done" in logs
     part = pq.read_table(out_dir / "parts" / f"{task['part']}.parquet").to_pandas()
     assert len(part) == 8 and part["run_id"].is_unique
-    restarts = subprocess.run(["scontrol", "show", "job", task["slurm_id"]], capture_output=True,
-                              text=True).stdout
+    restarts = subprocess.run(["scontrol", "show", "job", task["slurm_id"]], capture_output=True, text=True).stdout
     assert "Restarts=1" in restarts
 
 
 def test_task_that_raises_is_failed_in_status_and_in_slurm(out_dir):
-    args = ("experiment=linear_synthetic", "sweep=single", "model._target_=tests.failing.RaisesOnFullData", "~model.degree", "~model.names",
-            "init=null", "train.epochs=5")
+    args = (
+        "experiment=linear_synthetic",
+        "sweep=single",
+        "model._target_=tests.failing.RaisesOnFullData",
+        "~model.degree",
+        "~model.names",
+        "init=null",
+        "train.epochs=5",
+    )
     submit(out_dir, *args)
     wait_until(lambda: queue_empty(out_dir), what="the failing task to end")
     (task,) = submitted_tasks(out_dir)
-    job = subprocess.run(["scontrol", "show", "job", task["slurm_id"]], capture_output=True,
-                         text=True).stdout
+    job = subprocess.run(["scontrol", "show", "job", task["slurm_id"]], capture_output=True, text=True).stdout
     assert "JobState=FAILED" in job
     status = run_cli("status", f"out_dir={out_dir}")
     assert status.returncode == 0, status.stderr

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from pipeline.intervals import bootstrap_intervals
-from pipeline.rawunits import FeatureSpec, raw_unit_matrix
-from pipeline.resampling import resample_rows
-from pipeline.studentized import draw_covariances
+from pipeline.core.resampling import resample_rows
+from pipeline.stats.intervals import bootstrap_intervals
+from pipeline.stats.raw_units import FeatureSpec, raw_unit_matrix
+from pipeline.stats.studentized import draw_covariances
 
 B, N = 199, 40
 
@@ -36,8 +36,9 @@ def _estimates(X: np.ndarray, y: np.ndarray, scheme: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _direct(X: np.ndarray, y: np.ndarray, est: pd.DataFrame, scheme: str, j: int, level: float,
-            matrix=None) -> tuple[float, float]:
+def _direct(
+    X: np.ndarray, y: np.ndarray, est: pd.DataFrame, scheme: str, j: int, level: float, matrix=None
+) -> tuple[float, float]:
     """Bootstrap-t written out: statsmodels' se on every draw's rows, t*, its quantiles."""
     M = np.eye(2) if matrix is None else matrix
     beta = np.linalg.lstsq(X, y, rcond=None)[0]
@@ -79,8 +80,9 @@ def test_studentized_in_raw_units_maps_each_draws_covariance():
     raw = ci[ci["units"] == "raw"].set_index("parameter")
     on_raw_x = bootstrap_intervals(est, params=["b", "w"], method="studentized", by=(), X=X, y=y).set_index("parameter")
     np.testing.assert_allclose(raw[["lower", "upper"]], on_raw_x[["lower", "upper"]], rtol=1e-9)
-    assert raw.loc["w", ["lower", "upper"]].tolist() == pytest.approx(_direct(Z, y, est_z, "case", 1, 0.95, matrix),
-                                                                      rel=1e-9)
+    assert raw.loc["w", ["lower", "upper"]].tolist() == pytest.approx(
+        _direct(Z, y, est_z, "case", 1, 0.95, matrix), rel=1e-9
+    )
 
 
 def test_draw_covariances_solve_each_draw_once_and_flag_rank_deficient_draws():

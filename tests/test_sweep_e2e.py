@@ -88,8 +88,16 @@ def test_divergent_lr_is_recorded_and_spares_its_task_mates(tmp_path):
 
 
 def test_cli_runs_a_sweep_and_saves_its_config(out_dir):
-    proc = run_cli("sweep", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=3",
-                   "train.epochs=500", "launcher=local", "launcher.runs_per_task=2", f"out_dir={out_dir}")
+    proc = run_cli(
+        "sweep",
+        "experiment=linear_synthetic",
+        "sweep=bootstrap",
+        "sweep.resamples=3",
+        "train.epochs=500",
+        "launcher=local",
+        "launcher.runs_per_task=2",
+        f"out_dir={out_dir}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "4 of 4 runs have results" in proc.stdout
     assert (out_dir / ".hydra" / "config.yaml").is_file()

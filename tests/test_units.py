@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from pipeline.nist import read_strd
-from pipeline.rawunits import FeatureSpec, raw_unit_matrix, to_raw
-from pipeline.records import SweepMeta
-from pipeline.record import read_meta
-from pipeline.units import feature_spec, folder_units, sweep_units, with_raw_columns
+from pipeline.core.meta import SweepMeta
+from pipeline.data.nist import read_strd
+from pipeline.results.raw_columns import feature_spec, folder_units, sweep_units, with_raw_columns
+from pipeline.stats.raw_units import FeatureSpec, raw_unit_matrix, to_raw
+from pipeline.store.folder import read_meta
 from tests.conftest import run_sweep
 
 NIST_DIR = Path(__file__).resolve().parents[1] / "data" / "nist"
@@ -40,23 +40,37 @@ def plants_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("plants")
     frame = _plants(root / "plants.csv")
     out = root / "sweep"
-    _, est = run_sweep(out, "experiment=user_data", f"data.path={root / 'plants.csv'}", "data.x=[light,water]",
-                       "data.y=growth", "model.degree=2", "sweep=bootstrap", "sweep.resamples=8", "sweep.lr=[0.1]",
-                       "train.epochs=3000", "train.log_every=500", "train.grad_tol=1e-9",
-                       "intervals.methods=[percentile,basic,normal,t,hc3,studentized]", *FAST)
+    _, est = run_sweep(
+        out,
+        "experiment=user_data",
+        f"data.path={root / 'plants.csv'}",
+        "data.x=[light,water]",
+        "data.y=growth",
+        "model.degree=2",
+        "sweep=bootstrap",
+        "sweep.resamples=8",
+        "sweep.lr=[0.1]",
+        "train.epochs=3000",
+        "train.log_every=500",
+        "train.grad_tol=1e-9",
+        "intervals.methods=[percentile,basic,normal,t,hc3,studentized]",
+        *FAST,
+    )
     return frame, est, pd.read_parquet(out / "intervals.parquet")
 
 
 def test_estimates_get_raw_columns_beside_the_fitted_ones(plants_sweep):
     frame, est, _ = plants_sweep
     names = ["w1", "w2", "w3", "w4", "b"]
-    assert list(est.columns[list(est.columns).index("b") + 1:][:5]) == [f"{n}_raw" for n in names]
+    assert list(est.columns[list(est.columns).index("b") + 1 :][:5]) == [f"{n}_raw" for n in names]
     x = frame[["light", "water"]].to_numpy()
     raw = raw_unit_matrix(FeatureSpec(inputs=2, degree=2), x.mean(axis=0), x.std(axis=0))
-    np.testing.assert_allclose(est[[f"{n}_raw" for n in names]], to_raw(est[names].to_numpy(), raw.matrix),
-                               rtol=1e-12)
-    np.testing.assert_allclose(est[[f"ols_{n}_raw" for n in names]],
-                               to_raw(est[[f"ols_{n}" for n in names]].to_numpy(), raw.matrix), rtol=1e-12)
+    np.testing.assert_allclose(est[[f"{n}_raw" for n in names]], to_raw(est[names].to_numpy(), raw.matrix), rtol=1e-12)
+    np.testing.assert_allclose(
+        est[[f"ols_{n}_raw" for n in names]],
+        to_raw(est[[f"ols_{n}" for n in names]].to_numpy(), raw.matrix),
+        rtol=1e-12,
+    )
     assert (est["status"] == "ok").all()
 
 
@@ -82,8 +96,9 @@ def test_raw_bootstrap_rows_come_from_each_draws_raw_values(plants_sweep):
         lo, hi = np.quantile(values, [0.025, 0.975])
         assert rows.loc["percentile", ["lower", "upper"]].tolist() == pytest.approx([lo, hi], rel=1e-12)
         theta = original[f"{name}_raw"]
-        assert rows.loc["basic", ["lower", "upper"]].tolist() == pytest.approx([2 * theta - hi, 2 * theta - lo],
-                                                                               rel=1e-12)
+        assert rows.loc["basic", ["lower", "upper"]].tolist() == pytest.approx(
+            [2 * theta - hi, 2 * theta - lo], rel=1e-12
+        )
         assert rows.loc["percentile", "se"] == pytest.approx(np.std(values, ddof=1), rel=1e-12)
         # the raw rows are not the fitted rows relabelled
         fitted = ci[(ci["units"] == "fitted") & (ci["parameter"] == name) & (ci["method"] == "percentile")]
@@ -91,8 +106,9 @@ def test_raw_bootstrap_rows_come_from_each_draws_raw_values(plants_sweep):
 
 
 def test_an_untransformed_sweep_has_raw_rows_only(tmp_path):
-    _, est = run_sweep(tmp_path / "s", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=3",
-                       "train.epochs=300", *FAST)
+    _, est = run_sweep(
+        tmp_path / "s", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=3", "train.epochs=300", *FAST
+    )
     ci = pd.read_parquet(tmp_path / "s" / "intervals.parquet")
     assert set(ci["units"]) == {"raw"} and len(ci) == 2 * 5
     assert "b_raw" not in est.columns
@@ -101,10 +117,21 @@ def test_an_untransformed_sweep_has_raw_rows_only(tmp_path):
 def test_a_model_not_linear_in_its_parameters_is_per_sd_only(tmp_path):
     csv = tmp_path / "plants.csv"
     _plants(csv)
-    _, est = run_sweep(tmp_path / "s", "experiment=user_data", f"data.path={csv}", "data.x=light", "data.y=growth",
-                       "~model", "+model={_target_: torch.nn.Linear, in_features: 1, out_features: 1}",
-                       "sweep=bootstrap", "sweep.resamples=3", "train.epochs=300", "launcher=debug",
-                       "intervals.plots=false", "report=false")
+    _, est = run_sweep(
+        tmp_path / "s",
+        "experiment=user_data",
+        f"data.path={csv}",
+        "data.x=light",
+        "data.y=growth",
+        "~model",
+        "+model={_target_: torch.nn.Linear, in_features: 1, out_features: 1}",
+        "sweep=bootstrap",
+        "sweep.resamples=3",
+        "train.epochs=300",
+        "launcher=debug",
+        "intervals.plots=false",
+        "report=false",
+    )
     ci = pd.read_parquet(tmp_path / "s" / "intervals.parquet")
     assert set(ci["units"]) == {"fitted"} and ci["note"].str.contains("per-sd only").all()
     assert not any(c.endswith("_raw") for c in est.columns)
@@ -117,8 +144,11 @@ NIST_SWEEPS = {
     "Norris": (["model.degree=1"], ["data.standardize=true"], ["b", "w"]),
     "Pontius": (["model.degree=2"], ["data.standardize=true"], ["b", "w1", "w2"]),
     # through the origin: a shift needs a constant the model lacks, so scale only
-    "NoInt1": (["model.intercept=false"], ["data.standardize=false", "data.x_shift=0", "data.x_scale=3.1622776601683795"],
-               ["w"]),
+    "NoInt1": (
+        ["model.intercept=false"],
+        ["data.standardize=false", "data.x_shift=0", "data.x_scale=3.1622776601683795"],
+        ["w"],
+    ),
 }
 
 
@@ -127,9 +157,19 @@ def test_nist_certified_values_through_a_standardised_sweep(tmp_path, name):
     model, transform, order = NIST_SWEEPS[name]
     data = read_strd(NIST_DIR / f"{name}.dat")
     out = tmp_path / name
-    _, est = run_sweep(out, "experiment=user_data", f"data.path={NIST_DIR / (name.lower() + '.csv')}", *model,
-                       *transform, "sweep=single", "sweep.lr=auto", "train.epochs=20000", "train.log_every=1000",
-                       "train.grad_tol=1e-10", *FAST)
+    _, est = run_sweep(
+        out,
+        "experiment=user_data",
+        f"data.path={NIST_DIR / (name.lower() + '.csv')}",
+        *model,
+        *transform,
+        "sweep=single",
+        "sweep.lr=auto",
+        "train.epochs=20000",
+        "train.log_every=1000",
+        "train.grad_tol=1e-10",
+        *FAST,
+    )
     ci = pd.read_parquet(out / "intervals.parquet")
     assert est["lr"].nunique() >= 4  # the auto grid around the stability bound
     for _, cell in ci[(ci["units"] == "raw") & (ci["method"] == "t")].groupby("lr"):
@@ -149,10 +189,12 @@ def test_nist_certified_values_through_a_standardised_sweep(tmp_path, name):
 
 
 def test_feature_spec_reads_the_config_models():
-    assert feature_spec({"_target_": "pipeline.models.Polynomial", "degree": 2, "names": ["a", "b", "c"]}) \
-        == FeatureSpec.polynomial(2)
-    assert feature_spec({"_target_": "pipeline.models.Features", "inputs": 2, "knots": [0.5]}) \
-        == FeatureSpec(inputs=2, degree=1, knots=(0.5,))
+    assert feature_spec(
+        {"_target_": "pipeline.models.Polynomial", "degree": 2, "names": ["a", "b", "c"]}
+    ) == FeatureSpec.polynomial(2)
+    assert feature_spec({"_target_": "pipeline.models.Features", "inputs": 2, "knots": [0.5]}) == FeatureSpec(
+        inputs=2, degree=1, knots=(0.5,)
+    )
     assert feature_spec({"_target_": "torch.nn.Linear", "in_features": 1}) is None
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.errors import ConfigError
-from pipeline.prepare import validate
-from pipeline.data import load_dataset, split_rows
+from pipeline.core.errors import ConfigError
+from pipeline.data.load import load_dataset, split_rows
+from pipeline.launch.prepare import validate
 from pipeline.models import Features
 from tests.conftest import REPO, make_config, run_cli, run_sweep
 
@@ -50,8 +50,13 @@ def user_files(tmp_path, monkeypatch):
 
 
 def user_args(tmp_path, *extra):
-    return ("experiment=user_data", f"data.path={tmp_path / 'trial.csv'}", "data.x=[dose,age]",
-            "data.y=response", *extra)
+    return (
+        "experiment=user_data",
+        f"data.path={tmp_path / 'trial.csv'}",
+        "data.x=[dose,age]",
+        "data.y=response",
+        *extra,
+    )
 
 
 CUSTOM = ("~model", "+model={_target_: user_models.Plane}")
@@ -64,8 +69,12 @@ def test_two_column_csv_custom_module_bootstrap(user_files):
 
     tmp_path, frame = user_files
     out = tmp_path / "sweep"
-    _, est = run_sweep(out, *user_args(tmp_path, *CUSTOM, "sweep=bootstrap", "sweep.resamples=12",
-                                       "launcher=local", "launcher.runs_per_task=7"))
+    _, est = run_sweep(
+        out,
+        *user_args(
+            tmp_path, *CUSTOM, "sweep=bootstrap", "sweep.resamples=12", "launcher=local", "launcher.runs_per_task=7"
+        ),
+    )
     # the reference: statsmodels OLS on x standardised as data.standardize documents (mean, sd ddof 0)
     x = frame[["dose", "age"]]
     fit = sm.OLS(frame["response"], sm.add_constant((x - x.mean()) / x.std(ddof=0))).fit()
@@ -96,8 +105,18 @@ def test_features_model_matches_least_squares_on_two_columns(user_files, out_dir
 def test_features_model_columns_and_names():
     x = torch.tensor([[-1.0, 2.0], [0.25, 3.0], [1.5, -1.0]])
     model = Features(inputs=2, degree=2, knots=[0.5])
-    expected = torch.stack([x[:, 0], x[:, 0] ** 2, x[:, 1], x[:, 1] ** 2,
-                            (x[:, 0] - 0.5).clamp_min(0), (x[:, 1] - 0.5).clamp_min(0), torch.ones(3)], dim=1)
+    expected = torch.stack(
+        [
+            x[:, 0],
+            x[:, 0] ** 2,
+            x[:, 1],
+            x[:, 1] ** 2,
+            (x[:, 0] - 0.5).clamp_min(0),
+            (x[:, 1] - 0.5).clamp_min(0),
+            torch.ones(3),
+        ],
+        dim=1,
+    )
     torch.testing.assert_close(model.features(x), expected)
     assert model.names == ("w1", "w2", "w3", "w4", "w5", "w6", "b")
     assert Features(intercept=False).names == ("w",)
@@ -141,18 +160,20 @@ def test_test_share_gives_a_test_loss_and_standardises_on_training_rows_only(tmp
     data = load_dataset(cfg["data"])
     keep, _ = split_rows(40, 0.25, 0)
     assert data.x_shift[0] == pytest.approx(x[keep].mean()) and data.x_scale[0] == pytest.approx(x[keep].std())
-    _, est = run_sweep(out_dir, "experiment=user_data", f"data.path={path}", "data.test_share=0.25",
-                       "sweep=single", "launcher=debug")
+    _, est = run_sweep(
+        out_dir, "experiment=user_data", f"data.path={path}", "data.test_share=0.25", "sweep=single", "launcher=debug"
+    )
     assert 0 < est["test_loss"].iloc[0] < 0.1
 
 
 # --- the README section "Your own data and model", run as written ------------------------
 
+
 def readme_section(title: str) -> str:
     text = (REPO / "README.md").read_text()
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def code_blocks(section: str) -> list[tuple[str, str]]:
@@ -166,8 +187,10 @@ def test_readme_walkthrough_runs_as_written(tmp_path):
     each bash block runs in bash, with `pipeline-sweep` meaning this checkout's entry point."""
     blocks = code_blocks(readme_section("Your own data and model"))
     assert [lang for lang, _ in blocks].count("bash") >= 2
-    shim = ('pipeline-sweep() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" '
-            'python -c "from pipeline.cli import sweep_main; sweep_main()" "$@" launcher.progress=false; }\n')
+    shim = (
+        'pipeline-sweep() { PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" '
+        'python -c "from pipeline.cli import sweep_main; sweep_main()" "$@" launcher.progress=false; }\n'
+    )
     env = {**os.environ, "REPO": str(REPO), "PYTHONPATH": str(REPO)}
     outputs = []
     for lang, code in blocks:
@@ -191,6 +214,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path):
 
 
 # --- bad user input: one clear message, before any task ----------------------------------
+
 
 def problems(out_dir, *overrides) -> str:
     with pytest.raises(ConfigError) as err:
@@ -222,16 +246,20 @@ def test_text_and_nan_in_the_second_x_column(tmp_path, out_dir):
 def test_row_numbers_count_the_file_after_a_row_filter(tmp_path, out_dir):
     path = tmp_path / "bad.csv"
     path.write_text("year,v\n1,1\n2,2\n3,3\n4,oops\n")
-    msg = problems(out_dir, "experiment=user_data", f"data.path={path}", "data.x=year", "data.y=v",
-                   "data.rows='year >= 2'")
+    msg = problems(
+        out_dir, "experiment=user_data", f"data.path={path}", "data.x=year", "data.y=v", "data.rows='year >= 2'"
+    )
     assert "'oops'" in msg and "row 4" in msg
 
 
-@pytest.mark.parametrize("override, key", [
-    ("model._target_=user_models.NoSuchNet", "`model._target_`"),
-    ("loss._target_=torch.nn.NoSuchLoss", "`loss._target_`"),
-    ("optim._target_=torch.optim.NoSuchOptim", "`optim._target_`"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model._target_=user_models.NoSuchNet", "`model._target_`"),
+        ("loss._target_=torch.nn.NoSuchLoss", "`loss._target_`"),
+        ("optim._target_=torch.optim.NoSuchOptim", "`optim._target_`"),
+    ],
+)
 def test_unknown_target_names_its_key(user_files, out_dir, override, key):
     tmp_path, _ = user_files
     msg = problems(out_dir, *user_args(tmp_path), override)
@@ -240,8 +268,9 @@ def test_unknown_target_names_its_key(user_files, out_dir, override, key):
 
 def test_model_output_shape_must_match_y(user_files, out_dir):
     tmp_path, _ = user_files
-    msg = problems(out_dir, *user_args(tmp_path), "~model",
-                   "+model={_target_: torch.nn.Linear, in_features: 2, out_features: 3}")
+    msg = problems(
+        out_dir, *user_args(tmp_path), "~model", "+model={_target_: torch.nn.Linear, in_features: 2, out_features: 3}"
+    )
     assert "`model`: output shape (2, 3) does not match y ('response',)" in msg
 
 
@@ -251,18 +280,21 @@ def test_features_inputs_must_match_x_columns(user_files, out_dir):
     assert "`model`" in msg and "Features(inputs=1) got 2 x column(s)" in msg
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["+optim.momentm=0.9"], ["`optim` (torch.optim.SGD) cannot be built", "momentm"]),
-    (["+loss.reduction=none"], ["`loss` (torch.nn.MSELoss) must give one number", "(2, 1)"]),
-    (["data.test_share=1.5"], ["`data.test_share` must be between 0 and 1", "1.5"]),
-    (["data.x_scale=[1,0]", "data.standardize=false"], ["`data.x_scale` must not be 0"]),
-    (["data.x_shift=[1,2,3]"], ["`data.x_shift`", "one per x column (2)"]),
-    (["data.x_shift=5"], ["`data.standardize` is true and `data.x_shift`"]),
-    (["data.rows='dose >'"], ["`data.rows`: cannot evaluate 'dose >'"]),
-    (["data.rows='dose + 1'"], ["`data.rows` must be a condition"]),
-    (["data.rows='dose > 100'"], ["has no rows left by `data.rows` 'dose > 100'"]),
-    (["data.y=dose"], ["`data.x` and `data.y` share column(s) 'dose'"]),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["+optim.momentm=0.9"], ["`optim` (torch.optim.SGD) cannot be built", "momentm"]),
+        (["+loss.reduction=none"], ["`loss` (torch.nn.MSELoss) must give one number", "(2, 1)"]),
+        (["data.test_share=1.5"], ["`data.test_share` must be between 0 and 1", "1.5"]),
+        (["data.x_scale=[1,0]", "data.standardize=false"], ["`data.x_scale` must not be 0"]),
+        (["data.x_shift=[1,2,3]"], ["`data.x_shift`", "one per x column (2)"]),
+        (["data.x_shift=5"], ["`data.standardize` is true and `data.x_shift`"]),
+        (["data.rows='dose >'"], ["`data.rows`: cannot evaluate 'dose >'"]),
+        (["data.rows='dose + 1'"], ["`data.rows` must be a condition"]),
+        (["data.rows='dose > 100'"], ["has no rows left by `data.rows` 'dose > 100'"]),
+        (["data.y=dose"], ["`data.x` and `data.y` share column(s) 'dose'"]),
+    ],
+)
 def test_bad_data_and_training_options(user_files, out_dir, overrides, expected):
     tmp_path, _ = user_files
     msg = problems(out_dir, *user_args(tmp_path), *overrides)
@@ -273,19 +305,28 @@ def test_bad_data_and_training_options(user_files, out_dir, overrides, expected)
 def test_test_share_and_test_file_conflict_and_constant_column(tmp_path, out_dir):
     path = tmp_path / "c.csv"
     path.write_text("x,y\n1,1\n1,2\n1,3\n")
-    msg = problems(out_dir, "experiment=user_data", f"data.path={path}", f"data.test_path={path}",
-                   "data.test_share=0.5")
+    msg = problems(
+        out_dir, "experiment=user_data", f"data.path={path}", f"data.test_path={path}", "data.test_share=0.5"
+    )
     assert "`data.test_share` (0.5) is set but the data already has test rows" in msg
-    assert "`data.standardize`: x column 'x' is constant (1)" in problems(out_dir, "experiment=user_data",
-                                                                         f"data.path={path}")
+    assert "`data.standardize`: x column 'x' is constant (1)" in problems(
+        out_dir, "experiment=user_data", f"data.path={path}"
+    )
 
 
 def test_cli_bad_user_input_exits_2_before_any_task(user_files):
     tmp_path, _ = user_files
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", *user_args(tmp_path, "~model",
-                                       "+model={_target_: torch.nn.Linear, in_features: 2, out_features: 3}",
-                                       "data.x=[dose,agee]"), f"out_dir={out}")
+    proc = run_cli(
+        "sweep",
+        *user_args(
+            tmp_path,
+            "~model",
+            "+model={_target_: torch.nn.Linear, in_features: 2, out_features: 3}",
+            "data.x=[dose,agee]",
+        ),
+        f"out_dir={out}",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "'agee'" in proc.stderr
     assert not (out / "parts").exists() and not (out / "logs").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere: find `pipeline`
 
-from pipeline.nist import data_tokens  # noqa: E402
+from pipeline.data.nist import data_tokens  # noqa: E402
 
 SOURCES = ("Norris.dat", "Pontius.dat", "NoInt1.dat")
 

@@ -63,10 +63,9 @@ MAX_COMMANDS = 8  # more equivalent commands than this are summarised, not print
 # Why some refused keys have a better answer than one sweep per value.
 HINTS = {
     "sweep.resamples": "draw k depends on sweep.seed and k alone, so the sweep with the largest "
-                       "sweep.resamples holds every draw of the smaller ones (relaunched into the same "
-                       "out_dir with more resamples, a sweep trains only the new draws)",
-    "sweep.seed": "another seed gives other draws of the same bootstrap; for more draws, raise "
-                  "sweep.resamples instead",
+    "sweep.resamples holds every draw of the smaller ones (relaunched into the same "
+    "out_dir with more resamples, a sweep trains only the new draws)",
+    "sweep.seed": "another seed gives other draws of the same bootstrap; for more draws, raise sweep.resamples instead",
 }
 
 
@@ -81,8 +80,7 @@ class PipelineSweeperConf:
     params: Optional[Dict[str, str]] = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="pipeline", node=PipelineSweeperConf,
-                             provider="pipeline")
+ConfigStore.instance().store(group="hydra/sweeper", name="pipeline", node=PipelineSweeperConf, provider="pipeline")
 
 
 @dataclass
@@ -167,8 +165,7 @@ def initial_vectors(override: Override) -> List[Any]:
         elif override.key_or_group == INIT_AXIS and isinstance(value, list) and all(map(is_vector, value)):
             vectors += value
         else:
-            raise ValueError(f"initial values must be vectors of numbers, e.g. [0,0,0]; got "
-                             f"{Transformer.str(value)}")
+            raise ValueError(f"initial values must be vectors of numbers, e.g. [0,0,0]; got {Transformer.str(value)}")
     return vectors
 
 
@@ -180,17 +177,19 @@ def without_repeats(values: Iterable[Any]) -> List[Any]:
     return unique
 
 
-def precedence_conflict(override: Override, axis: str, preset: Dict[str, Any],
-                        swept_keys: set) -> Optional[str]:
+def precedence_conflict(override: Override, axis: str, preset: Dict[str, Any], swept_keys: set) -> Optional[str]:
     """Why a swept experiment value (optim.lr, init) would not be what the sweep uses."""
     if override.key_or_group != EXPERIMENT_KEYS[axis]:
         return None
     if axis in swept_keys:
-        return (f"{axis} is swept too and takes precedence over {override.key_or_group}: give all the "
-                f"values in one of them")
+        return (
+            f"{axis} is swept too and takes precedence over {override.key_or_group}: give all the values in one of them"
+        )
     if preset.get(axis) is not None:
-        return (f"{axis} is already set ({preset[axis]}, by sweep={preset.get('sweep.name')} or an override) "
-                f"and takes precedence over {override.key_or_group}, so folding would replace that grid")
+        return (
+            f"{axis} is already set ({preset[axis]}, by sweep={preset.get('sweep.name')} or an override) "
+            f"and takes precedence over {override.key_or_group}, so folding would replace that grid"
+        )
     return None
 
 
@@ -208,8 +207,11 @@ def fold(overrides: Sequence[Override], preset: Dict[str, Any]) -> Fold:
             continue
         axis = axis_of(override)
         if override.is_interval_sweep():
-            result.refusals.append(Refusal(override, "an interval has no finite list of values to run; "
-                                                     "list them, e.g. optim.lr=0.01,0.03,0.1"))
+            result.refusals.append(
+                Refusal(
+                    override, "an interval has no finite list of values to run; list them, e.g. optim.lr=0.01,0.03,0.1"
+                )
+            )
         elif axis is None:
             result.refusals.append(Refusal(override, HINTS.get(override.key_or_group, "")))
         elif conflict := precedence_conflict(override, axis, preset, swept_keys):
@@ -248,8 +250,9 @@ def equivalent_commands(result: Fold) -> List[List[str]]:
     commands = []
     for combo in itertools.product(*(swept_values(o) for o in refused)):
         fixed = [f"{o.get_key_element()}={Transformer.str(v)}" for o, v in zip(refused, combo)]
-        suffix = "-".join(f"{o.key_or_group.split('.')[-1].split('/')[-1]}-{value_slug(v)}"
-                          for o, v in zip(refused, combo))
+        suffix = "-".join(
+            f"{o.key_or_group.split('.')[-1].split('/')[-1]}-{value_slug(v)}" for o, v in zip(refused, combo)
+        )
         out = [f"{line}-{suffix}" for line in out_dirs]
         commands.append(fixed + others + result.axis_overrides() + out)
     return commands
@@ -272,8 +275,10 @@ def shell_command(overrides: Sequence[str]) -> str:
 
 def refusal_message(result: Fold) -> str:
     """One message: each refused key and why, then what to run instead."""
-    lines = ["error: `pipeline-sweep -m` folds only the grid's axes into one sweep (optim.lr or sweep.lr: "
-             "learning rates; init or sweep.init: initial vectors), so this multirun cannot be one sweep:"]
+    lines = [
+        "error: `pipeline-sweep -m` folds only the grid's axes into one sweep (optim.lr or sweep.lr: "
+        "learning rates; init or sweep.init: initial vectors), so this multirun cannot be one sweep:"
+    ]
     for refusal in result.refusals:
         why = refusal.reason or "it changes every run of the sweep, so each value is a sweep of its own"
         lines.append(f"  - {refusal.override.key_or_group} ({refusal.override.input_line}): {why}")
@@ -311,7 +316,8 @@ class PipelineSweeper(Sweeper):
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None

@@ -1,0 +1,121 @@
+"""A grid cell's runs, split by kind and by whether their status is used, and the notes that
+make its intervals impossible or qualify them (dropped draws, unconverged estimates, BCa's
+jackknife). The intervals table (`pipeline.intervals`) is built from these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.runs import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL
+from pipeline.stats.draws import kinds_of
+
+# A point estimate further than this share of a bootstrap SE from the closed-form optimum
+# is called unconverged in the note: the interval then describes the optimiser.
+GAP_SHARE_OF_SE = 0.1
+
+
+@dataclass
+class _Cell:
+    """One grid cell's runs, split by kind and by whether their status is used."""
+
+    original: Optional[pd.Series]  # the run on the original rows
+    boot: pd.DataFrame  # bootstrap draws whose status is used
+    dropped: pd.Series  # statuses of the bootstrap draws left out
+    jack: pd.DataFrame  # jackknife fits whose status is used
+    jack_dropped: pd.Series
+    scheme: str
+
+    @property
+    def n_boot(self) -> int:
+        return len(self.boot) + len(self.dropped)
+
+
+def _split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> _Cell:
+    kinds = kinds_of(cell)
+    used = cell["status"].isin(statuses)
+    original = cell[kinds == ORIGINAL]
+    boot_all = cell[kinds == BOOTSTRAP]
+    schemes = boot_all["scheme"].dropna().unique() if "scheme" in cell.columns else []
+    return _Cell(
+        original=original.iloc[0] if len(original) else None,
+        boot=boot_all[used[kinds == BOOTSTRAP]],
+        dropped=boot_all.loc[~used[kinds == BOOTSTRAP], "status"],
+        jack=cell[(kinds == JACKKNIFE) & used],
+        jack_dropped=cell.loc[(kinds == JACKKNIFE) & ~used, "status"],
+        scheme="/".join(sorted(schemes)) if len(schemes) else CASE,
+    )
+
+
+def _counts(statuses: pd.Series) -> str:
+    return "; ".join(f"{status}: {n}" for status, n in statuses.value_counts().sort_index().items())
+
+
+def _cell_notes(cell: _Cell, statuses: Sequence[str], max_dropped_share: float) -> tuple[list[str], list[str]]:
+    """(notes that make the cell's bootstrap intervals impossible, notes that qualify them)."""
+    fatal, caveats = [], []
+    if cell.n_boot == 0:
+        fatal.append("no bootstrap resamples in this cell (sweep.resamples=0)")
+    elif len(cell.boot) < 2:
+        fatal.append(
+            f"{len(cell.boot)} usable resample(s) of {cell.n_boot} (statuses used: "
+            f"{', '.join(statuses)}; dropped {_counts(cell.dropped)})"
+        )
+    if cell.n_boot and len(cell.dropped) / cell.n_boot > max_dropped_share and len(cell.boot) >= 2:
+        caveats.append(
+            f"{len(cell.dropped)} of {cell.n_boot} draws dropped ({_counts(cell.dropped)}), more than "
+            f"max_dropped_share={max_dropped_share:g}: the draws kept may not be a random subset"
+        )
+    unconverged = int((cell.boot["status"] != "ok").sum())
+    if unconverged:
+        caveats.append(
+            f"{unconverged} of the draws used did not converge: the interval describes the optimiser "
+            "as much as the data"
+        )
+    return fatal, caveats
+
+
+def as_float(value: object) -> float:
+    """A parameter value as a float; NaN for a missing one (None, NA) instead of a TypeError."""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return float(number) if pd.notna(number) else np.nan
+
+
+def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) -> tuple[list[str], list[str], float]:
+    """(fatal notes, caveats, gap to the closed-form optimum) for the point estimate."""
+    if cell.original is None:
+        return ["no run on the original rows (resample 0) in this cell"], [], np.nan
+    fatal, caveats = [], []
+    status = cell.original["status"]
+    if status not in statuses:
+        fatal.append(f"the fit on the original rows is {status}")
+    ols_col = f"ols_{name}"
+    gap = (
+        abs(as_float(cell.original[name]) - as_float(cell.original[ols_col]))
+        if ols_col in cell.original.index
+        else np.nan
+    )
+    if np.isfinite(gap) and (status != "ok" or (np.isfinite(se) and gap > GAP_SHARE_OF_SE * se)):
+        share = f" = {gap / se:.2g} bootstrap SEs" if np.isfinite(se) and se > 0 else ""
+        caveats.append(
+            f"the point estimate is {gap:.3g} from the closed-form optimum{share}: an interval of "
+            "unconverged fits describes the optimiser, not the data"
+        )
+    return fatal, caveats, gap
+
+
+def _bca_note(cell: _Cell) -> tuple[bool, str]:
+    """(whether bca can be formed, why not or how its acceleration was found)."""
+    n_jack = len(cell.jack) + len(cell.jack_dropped)
+    if n_jack == 0:
+        return False, "bca needs jackknife fits (sweep.jackknife=true); none in this cell"
+    if len(cell.jack) < 3:
+        return False, (
+            f"bca needs at least 3 usable jackknife fits; {len(cell.jack)} of {n_jack} ({_counts(cell.jack_dropped)})"
+        )
+    if len(cell.jack_dropped):
+        return True, f"acceleration from {len(cell.jack)} of {n_jack} jackknife fits ({_counts(cell.jack_dropped)})"
+    return True, ""

@@ -1,0 +1,65 @@
+"""What the interval methods read of each run besides its fitted parameters: its kind, its
+parameters in raw units (a linear map of each draw, `pipeline.rawunits`), and its own OLS
+standard errors (the studentized method). numpy and pandas only: a reader of sweep folders."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.runs import BOOTSTRAP, ORIGINAL, resample_kind
+from pipeline.stats.studentized import draw_covariances, standard_errors
+
+SE_PREFIX = "__se__"  # prefix of the per-draw OLS standard-error columns the studentized method reads
+
+
+def kinds_of(frame: pd.DataFrame) -> pd.Series:
+    """Each run's kind (original, bootstrap, jackknife): the `kind` column, else from `resample`."""
+    from_resample = frame["resample"].map(resample_kind)
+    if "kind" not in frame.columns:
+        return from_resample
+    return frame["kind"].where(frame["kind"].notna(), from_resample)
+
+
+def with_draw_se(
+    estimates: pd.DataFrame,
+    params: Sequence[str],
+    X: np.ndarray,
+    y: np.ndarray,
+    matrix: Optional[np.ndarray],
+    covs: Optional[np.ndarray],
+) -> pd.DataFrame:
+    """The estimates with each original and bootstrap run's own OLS se beside its parameters."""
+    kinds = kinds_of(estimates)
+    runs = estimates[kinds.isin([ORIGINAL, BOOTSTRAP])]
+    se = standard_errors(draw_covariances(runs, X, y) if covs is None else covs, matrix)
+    columns = {
+        SE_PREFIX + name: pd.Series(se[:, j], index=runs.index).reindex(estimates.index)
+        for j, name in enumerate(params)
+    }
+    return estimates.assign(**columns)
+
+
+def in_raw_units(estimates: pd.DataFrame, params: Sequence[str], matrix: np.ndarray) -> pd.DataFrame:
+    """The estimates with every run's parameters (and `ols_` fit, where present) mapped to
+    raw units: theta_raw = M theta, a linear map of each draw."""
+    out = estimates.copy()
+    out[list(params)] = estimates[list(params)].to_numpy(dtype=float) @ matrix.T
+    ols = [f"ols_{name}" for name in params]
+    if all(c in estimates.columns for c in ols):
+        out[ols] = estimates[ols].to_numpy(dtype=float) @ matrix.T
+    return out
+
+
+def raw_matrix_iv(raw_units: Optional[np.ndarray], params: Sequence[str]) -> Optional[np.ndarray]:
+    if raw_units is None:
+        return None
+    matrix = np.asarray(raw_units, dtype=float)
+    if matrix.shape != (len(params), len(params)) or not np.isfinite(matrix).all():
+        raise ValueError(
+            f"`raw_units` must be a finite ({len(params)}, {len(params)}) matrix (theta_raw = M theta); "
+            f"got shape {matrix.shape}"
+        )
+    return matrix

@@ -1,0 +1,236 @@
+"""Prediction intervals: the fitted function at given x (`intervals.at`), per grid cell and method.
+
+The input is a table of per-run predictions: one row per run (grid columns, `resample`,
+`status`, optionally `kind` and `scheme`) and one column per (point, output), named by
+`prediction_column`. The bootstrap methods (percentile, basic, normal, bca) read those
+columns exactly as the parameter intervals read a parameter (`pipeline.intervals`' cell
+split and `pipeline.interval_formulas`' bounds, not a copy of them). For a model linear in
+its parameters fitted by MSE, `t` and `hc3` give the mean response's interval from the OLS
+fit of the original rows: f0' b -/+ c sqrt(f0' V f0), f0 the features at x, V the
+classical (c = t(n - p)) or HC3 (c = z(1 - alpha/2), as the parameter intervals) covariance.
+
+`linear_predictions` gives the per-run table of such a model torch-free (features(x) @
+theta of each run); any other model is evaluated on the training side (`pipeline.predict`).
+numpy, scipy and pandas only: a reader of sweep folders.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtri, stdtrit  # stdtrit is stats.t.ppf, without importing scipy.stats (as closed_form)
+
+from pipeline.core.errors import ConfigError
+from pipeline.stats.cells import _bca_note, _cell_notes, _split_cell, as_float
+from pipeline.stats.intervals import (
+    BOOTSTRAP_METHODS,
+    CLOSED_FORM_METHODS,
+    GRID_COLUMNS,
+    _bootstrap_bounds,
+    _cells,
+    applicable_methods,
+)
+from pipeline.stats.ols import LEVERAGE_TOL, ClosedFormDesign
+
+PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
+RUN_COLUMNS = ("lr", "init_index", "resample", "kind", "status", "scheme")
+COLUMNS = (
+    "point",
+    "output",
+    "method",
+    "level",
+    "scheme",
+    "estimate",
+    "lower",
+    "upper",
+    "se",
+    "n_used",
+    "n_dropped",
+    "estimate_status",
+    "note",
+)
+RESERVED = (*GRID_COLUMNS, *COLUMNS)  # predictions.parquet's own columns: no x column may take one's name
+
+
+def check_x_names(x_names: Sequence[str]) -> None:
+    """Refuse x names that predictions.parquet already uses: the x columns sit beside its own
+    columns, and a clash would overwrite one of them (a ConfigError naming `data.x`)."""
+    clashes = [name for name in x_names if name in RESERVED]
+    if clashes:
+        raise ConfigError(
+            [
+                f"`data.x`: the x column(s) {', '.join(map(repr, clashes))} have the name of a column of "
+                f"predictions.parquet ({', '.join(RESERVED)}), so `intervals.at` cannot write them; "
+                "rename the column(s) in the data file, or leave `intervals.at` unset"
+            ]
+        )
+
+
+def prediction_column(point: int, output: int) -> str:
+    return f"__pred__{point}__{output}"
+
+
+def linear_predictions(estimates: pd.DataFrame, params: Sequence[str], features: np.ndarray) -> pd.DataFrame:
+    """Per-run predictions features(x) @ theta of a model linear in its parameters (one output)."""
+    theta = estimates[list(params)].to_numpy(dtype=float)
+    with np.errstate(all="ignore"):  # a diverged run's inf / nan parameters give nan predictions
+        values = theta @ np.asarray(features, dtype=float).T
+    keep = [c for c in RUN_COLUMNS if c in estimates.columns]
+    columns = {prediction_column(i, 0): values[:, i] for i in range(values.shape[1])}
+    return estimates[keep].reset_index(drop=True).assign(**columns)
+
+
+def methods_for(methods: Optional[Sequence[str]], predictions: pd.DataFrame, closed_form: bool) -> list[str]:
+    """The parameter intervals' rule (`pipeline.intervals.applicable_methods`), narrowed to the
+    methods that have a prediction form: studentized has none, t and hc3 need the saved design.
+    A named method without one is left out, not refused: the sweep's `intervals.methods` was
+    checked for the parameter intervals, and predictions take what they can of it."""
+    if methods is not None:
+        methods = [
+            m
+            for m in dict.fromkeys(str(m).lower() for m in methods)
+            if m in PREDICTION_METHODS and (closed_form or m not in CLOSED_FORM_METHODS)
+        ]
+        if not methods:
+            return []
+    return [m for m in applicable_methods(methods, predictions, closed_form) if m in PREDICTION_METHODS]
+
+
+def _closed_form(
+    design: ClosedFormDesign, features: np.ndarray, method: str, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(estimate, se, lower, upper, note) of the mean response at each point."""
+    m = len(features)
+    nan = np.full(m, np.nan)
+    if design.fit is None:
+        return nan, nan, nan, nan, f"{method} undefined: {design.note}"
+    fit = design.fit
+    estimate = features @ fit.coef
+    if method == "hc3" and fit.max_leverage > 1 - LEVERAGE_TOL:
+        return (
+            estimate,
+            nan,
+            nan,
+            nan,
+            (
+                "hc3 undefined: a row of the design has leverage 1 (it alone fixes "
+                "a coefficient, so its HC3 residual is 0 / 0)"
+            ),
+        )
+    cov, crit = (fit.cov, stdtrit(fit.df, 1 - alpha / 2)) if method == "t" else (fit.cov_hc3, ndtri(1 - alpha / 2))
+    with np.errstate(all="ignore"):
+        se = np.sqrt(np.einsum("ij,jk,ik->i", features, cov, features))
+    if not np.isfinite(se).all():
+        return estimate, nan, nan, nan, f"{method} undefined: the design is too badly scaled for finite standard errors"
+    return estimate, se, estimate - crit * se, estimate + crit * se, ""
+
+
+def prediction_intervals(
+    predictions: pd.DataFrame,
+    points: np.ndarray,
+    *,
+    x_names: Sequence[str],
+    outputs: Sequence[str] = ("y",),
+    methods: Optional[Sequence[str]] = None,
+    level: float = 0.95,
+    statuses: Sequence[str] = ("ok",),
+    max_dropped_share: float = 0.1,
+    by: Sequence[str] = GRID_COLUMNS,
+    design: Optional[ClosedFormDesign] = None,
+    features: Optional[np.ndarray] = None,
+) -> pd.DataFrame:
+    """One row per grid cell, point, output and method: the prediction of resample 0 and its interval.
+
+    `points`: (points, x columns) in raw units, written as the x columns of the table.
+    `design` and `features` (the model's features at the points, as fitted): the closed-form
+    `t` and `hc3` mean-response intervals (output 0 only: such models have one output).
+    A cell or point whose interval cannot be formed gets NaN bounds and a `note`.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"`level` must lie between 0 and 1; got {level}")
+    points = np.asarray(points, dtype=float).reshape(len(points), len(x_names))
+    closed = design is not None and features is not None
+    chosen = methods_for(methods, predictions, closed)
+    boot_methods = [m for m in chosen if m in BOOTSTRAP_METHODS]
+    form_methods = [m for m in chosen if m in CLOSED_FORM_METHODS]
+    alpha = 1.0 - level
+    forms = (
+        {m: _closed_form(design, np.asarray(features, dtype=float), m, alpha) for m in form_methods} if closed else {}
+    )
+    order = {m: i for i, m in enumerate(chosen)}
+    rows = []
+    for key, frame in _cells(predictions, by):
+        cell = _split_cell(frame, statuses)
+        cell_fatal, cell_caveats = _cell_notes(cell, statuses, max_dropped_share)
+        original = cell.original
+        status = None if original is None else original["status"]
+        est_fatal = (
+            ["no run on the original rows (resample 0) in this cell"]
+            if original is None
+            else [f"the fit on the original rows is {status}"]
+            if status not in statuses
+            else []
+        )
+        common = {
+            "level": level,
+            "scheme": cell.scheme,
+            "n_used": len(cell.boot),
+            "n_dropped": len(cell.dropped),
+            "estimate_status": status,
+        }
+        for i, point in enumerate(points):
+            xs = dict(zip(x_names, point))
+            cell_rows = []
+            for o, output in enumerate(outputs):
+                col = prediction_column(i, o)
+                boot = cell.boot[col].to_numpy(dtype=float)
+                theta_hat = np.nan if original is None else as_float(original[col])
+                se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
+                for method in boot_methods:
+                    fatal = bool(cell_fatal or (est_fatal and method != "percentile"))
+                    bca_ok, bca_note = _bca_note(cell) if method == "bca" else (True, "")
+                    bounds = (
+                        _bootstrap_bounds(method, boot, theta_hat, cell.jack[col].to_numpy(dtype=float), alpha)
+                        if not fatal and bca_ok
+                        else None
+                    )
+                    notes = cell_fatal + est_fatal + [bca_note, "" if bounds is None else bounds.note] + cell_caveats
+                    cell_rows.append(
+                        {
+                            "output": output,
+                            "method": method,
+                            **common,
+                            "estimate": theta_hat,
+                            "lower": np.nan if bounds is None else bounds.lower,
+                            "upper": np.nan if bounds is None else bounds.upper,
+                            "se": se,
+                            "note": "; ".join(n for n in notes if n),
+                        }
+                    )
+                for method in form_methods if o == 0 else ():
+                    estimate, f_se, lower, upper, note = forms[method]
+                    cell_rows.append(
+                        {
+                            "output": output,
+                            "method": method,
+                            "level": level,
+                            "scheme": None,
+                            "estimate": estimate[i],
+                            "lower": lower[i],
+                            "upper": upper[i],
+                            "se": f_se[i],
+                            "n_used": pd.NA,
+                            "n_dropped": pd.NA,
+                            "estimate_status": status,
+                            "note": note,
+                        }
+                    )
+            cell_rows.sort(key=lambda r: (list(outputs).index(r["output"]), order[r["method"]]))
+            rows += [{**key, "point": i, **xs, **row} for row in cell_rows]
+    table = pd.DataFrame(rows, columns=[*by, "point", *x_names, *COLUMNS[1:]])
+    for col in ("n_used", "n_dropped"):
+        table[col] = table[col].astype("Int64")
+    table["point"] = table["point"].astype("int64")
+    return table

@@ -1,0 +1,41 @@
+"""The names of a sweep folder's files and folders: the only module that spells them.
+
+Layout of a sweep folder (`out_dir`):
+    config.yaml          resolved config of the latest launch (Hydra's own copy in .hydra/)
+    sweep.json           experiment, parameter names, whether a closed form exists, id version
+    plan.parquet         every run of the sweep (id, lr, init, resample, seed, scheme, kind)
+    parts/part-*.parquet one file per finished task: its runs' results and loss curves
+    progress/            finished runs of a task still going, for resume after requeue; a relaunch
+                         moves what an ended task left here into parts/ (part-saved-*.parquet)
+    parts/corrupt/, progress/corrupt/   unreadable files, moved aside (their runs count as missing)
+    failures/            one JSON per task that raised: error and traceback
+    launches.jsonl       one line per submitted array: job id, tasks and their runs
+    design.parquet       features and response of the original rows (closed-form intervals)
+    logs/                submitit's per-task logs
+    .lock                held by the launch training into the folder (pipeline/launch/lock.py)
+    estimates.parquet, curves.parquet, intervals.parquet, predictions.parquet   built by aggregation
+    report.html, *.png   built from the tables
+
+Reading a folder imports neither torch nor Hydra: these are plain files.
+"""
+
+from __future__ import annotations
+
+CONFIG = "config.yaml"
+SWEEP_META = "sweep.json"
+PLAN = "plan.parquet"
+DESIGN = "design.parquet"
+LAUNCHES = "launches.jsonl"
+PARTS = "parts"
+PROGRESS = "progress"  # finished runs of tasks still going (or requeued)
+FAILURES = "failures"  # one JSON per task that raised, with its error
+CORRUPT = "corrupt"  # beside parts/ and progress/: files that could not be read, kept for a look
+LOGS = "logs"
+LOCK = ".lock"
+SAVED_PART_PREFIX = "part-saved-"  # parts made of the progress an ended task left behind
+
+ESTIMATES = "estimates.parquet"
+CURVES = "curves.parquet"
+INTERVALS = "intervals.parquet"
+PREDICTIONS = "predictions.parquet"
+REPORT = "report.html"

@@ -1,0 +1,432 @@
+"""Do the intervals cover the truth as often as they claim? `pipeline-coverage` simulates it.
+
+Each of `reps` replicates draws a data set from a known truth with the experiment's
+design: `rows` x rows drawn with replacement from the experiment's own x, and
+y = features(x) @ truth + N(0, noise_sd^2). The truth defaults to the OLS fit of the
+experiment's data and its residual sd. On that data set the whole bootstrap runs, as
+`pipeline-sweep` would plan it (resample 0, `sweep.resamples` draws by `sweep.scheme`,
+and the jackknife fits when bca is wanted), trained by `engines.train_chunk` (gradient descent,
+the engine the sweep uses) or, with `fits=closed_form`, solved by least squares on each
+resample (the optimum gradient descent converges to: fast, for large studies). Every
+interval is then checked against the truth.
+
+The summary gives, per grid cell, parameter and method, the empirical coverage among
+the replicates that formed an interval, its Monte-Carlo standard error
+sqrt(c (1 - c) / n), the mean width, and how many replicates formed no interval.
+Models must be linear in their parameters and fitted by MSE (the truth is a
+coefficient vector and the noise is added to a linear predictor).
+
+Runs whose status is not in `intervals.statuses` (default: only `ok`; `not_converged`
+and `diverged` fits) are left out of each interval exactly as in a sweep
+(`n_dropped_*` in coverage_reps.parquet); a replicate whose cell drops more than
+`intervals.max_dropped_share`, or whose fit on the original rows is not `ok`, forms no
+interval and counts in `reps - n_intervals`, not as a miss. Every run's engine and
+status are counted in coverage.json (`runs`), so a study can show that `fits=train`
+went through the engine it meant (`gram` under `train.engine=auto`).
+
+Threads: the study runs in this process, replicate after replicate, on small tensors, so
+it takes torch's threads as a task of its launcher would (`launch.task_threads`: one under
+`launcher=local`, the default; `cpus_per_task` under slurm; untouched under debug). On a
+busy 2-core machine two threads made each replicate 3x (tdm_quadratic) to 40-90x (sine_cubic:
+batched least squares of 200-row resamples) slower than one.
+
+Prediction intervals: with `intervals.at` set, each replicate also forms the sweep's
+prediction intervals (`pipeline.prediction_intervals`: the bootstrap methods from the
+per-run predictions features(x) @ theta, `t` and `hc3` from the OLS fit of the
+replicate's rows) and checks them against the TRUE mean function at those points,
+features(x) @ truth. The points are in the data's raw units, as for a sweep; the
+experiment's x transform (Dataset.x_shift/x_scale, fixed by the experiment's own data
+and the same for every replicate, since the simulated x are drawn from the stored,
+transformed x) maps them to the fitted units with `prediction_points.to_fitted`. They
+go to separate tables, coverage_predictions.parquet (one row per cell, point and method;
+the point's raw x in its x column(s)) and coverage_predictions_reps.parquet (per
+replicate), so the parameter tables keep their columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline import store
+from pipeline.config.points import read_points, to_fitted
+from pipeline.core.errors import ConfigError
+from pipeline.core.runs import OK, Run, RunResult
+from pipeline.core.settings import TrainSettings
+from pipeline.data.load import Dataset
+from pipeline.launch.prepare import PreparedSweep, prepare
+from pipeline.launch.submit import task_threads
+from pipeline.launch.task import set_threads
+from pipeline.models import least_squares
+from pipeline.stats.intervals import bootstrap_intervals
+from pipeline.stats.ols import fit_design
+from pipeline.stats.prediction import linear_predictions, prediction_intervals
+from pipeline.sweep.plan import plan
+from pipeline.train.engines import choose_engine, train_chunk
+from pipeline.train.problem import Problem, ProblemParts, build_problem, resample_data
+
+log = logging.getLogger(__name__)
+
+FITS = ("train", "closed_form")
+_DATA_STREAM = 0xDA7A  # keeps the data draws' random streams apart from the resamples'
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the replicates are simulated from."""
+
+    params: tuple[float, ...]
+    noise_sd: float
+    design_x: np.ndarray  # x rows the simulated rows are drawn from
+    rows: int
+    x_names: tuple[str, ...]
+    y_names: tuple[str, ...]
+    x_shift: tuple[float, ...] = ()  # the experiment's x transform (raw -> fitted), for `intervals.at`
+    x_scale: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class PredictionPoints:
+    """`intervals.at`: the points (raw units), their features (fitted units) and the true mean there."""
+
+    raw: np.ndarray  # (points, x columns)
+    features: np.ndarray  # (points, parameters): the model's features of the fitted-unit x
+    true_mean: np.ndarray  # (points,): features @ truth
+
+
+@dataclass
+class CoverageReport:
+    out_dir: Path
+    summary: pd.DataFrame  # one row per cell, parameter and method
+    replicates: pd.DataFrame  # one row per replicate, cell, parameter and method
+    truth: Truth
+    predictions: Optional[pd.DataFrame] = None  # one row per cell, point and method (intervals.at)
+    prediction_replicates: Optional[pd.DataFrame] = None
+    runs: Optional[dict[str, dict[str, int]]] = None  # run counts per engine and per status
+
+    def text(self) -> str:
+        cols = ["parameter", "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
+        several_cells = self.summary[["lr", "init_index"]].drop_duplicates().shape[0] > 1
+        table = self.summary[(["lr", "init_index"] if several_cells else []) + cols]
+        lines = [
+            f"coverage folder: {self.out_dir}",
+            f"  {self.replicates['rep'].nunique()} simulated data sets of {self.truth.rows} rows; truth "
+            f"{', '.join(f'{v:.6g}' for v in self.truth.params)}; noise sd {self.truth.noise_sd:.4g}",
+            table.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+        ]
+        short = self.summary[self.summary["n_intervals"] < self.summary["reps"]]
+        if len(short):
+            row = short.iloc[0]
+            lines.append(
+                f"  note: {len(short)} row(s) formed fewer intervals than replicates, e.g. {row['method']} "
+                f"of {row['parameter']}: {row['n_intervals']} of {row['reps']} (see `note` in "
+                "coverage_reps.parquet; unconverged fits are left out)"
+            )
+        if self.runs:
+            lines.append(f"  runs: {_counts_text(self.runs['engine'])} (engine); {_counts_text(self.runs['status'])}")
+        tables = "coverage.parquet, coverage_reps.parquet"
+        if self.predictions is not None:
+            x_cols = [c for c in self.truth.x_names if c in self.predictions.columns]
+            pcols = ["point", *x_cols, "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
+            lines += [
+                "  prediction intervals at intervals.at against the true mean features(x) @ truth:",
+                self.predictions[(["lr", "init_index"] if several_cells else []) + pcols].to_string(
+                    index=False, float_format=lambda v: f"{v:.4g}"
+                ),
+            ]
+            tables += ", coverage_predictions.parquet, coverage_predictions_reps.parquet"
+        lines.append(f"  tables: {tables} (pandas.read_parquet)")
+        return "\n".join(lines)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items()))
+
+
+def _features(problem_parts: Any, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return problem_parts.make_model().features(torch.tensor(x, dtype=torch.float64)).numpy()
+
+
+def prepare_coverage(cfg: dict[str, Any]) -> PreparedSweep:
+    """The sweep checks of `prepare` (data read once), plus what a coverage study needs; one ConfigError."""
+    problems, prepared = [], None
+    try:
+        prepared = prepare(cfg)
+    except ConfigError as err:
+        problems += err.problems
+    rules = [
+        ("reps", cfg["reps"], cfg["reps"] >= 1, ">= 1"),
+        ("rows", cfg["rows"], cfg["rows"] is None or cfg["rows"] >= 3, ">= 3 or null"),
+        ("noise_sd", cfg["noise_sd"], cfg["noise_sd"] is None or cfg["noise_sd"] > 0, "> 0 or null"),
+    ]
+    problems += [f"`{key}` must be {rule}; got {value}" for key, value, ok, rule in rules if not ok]
+    if cfg["fits"] not in FITS:
+        problems.append(f"`fits` must be one of {', '.join(FITS)}; got {cfg['fits']!r}")
+    if prepared is not None and not prepared.parts.closed_form:
+        problems.append(
+            "`model`: a coverage study needs a model linear in its parameters fitted by MSE "
+            f"(a known coefficient vector to simulate from); got {cfg['model'].get('_target_')!r}"
+        )
+    elif prepared is not None and cfg["truth"] is not None and len(cfg["truth"]) != prepared.parts.n_params:
+        problems.append(f"`truth` needs one value per parameter {list(prepared.parts.param_names)}; got {cfg['truth']}")
+    if problems or prepared is None:
+        raise ConfigError(problems)
+    return prepared
+
+
+def make_truth(cfg: dict[str, Any], dataset: Dataset, parts: Any) -> Truth:
+    """The configured truth, or the OLS fit of the experiment's data and its residual sd."""
+    features = _features(parts, dataset.x)
+    coef = least_squares(torch.tensor(features), torch.tensor(dataset.y)).numpy()
+    resid = dataset.y[:, 0] - features @ coef
+    params = coef if cfg["truth"] is None else np.asarray(cfg["truth"], dtype=float)
+    noise_sd = cfg["noise_sd"] or float(np.sqrt(resid @ resid / (len(resid) - len(coef))))
+    return Truth(
+        tuple(float(v) for v in params),
+        float(noise_sd),
+        dataset.x,
+        cfg["rows"] or dataset.n_rows,
+        dataset.x_names,
+        dataset.y_names,
+        tuple(dataset.x_shift),
+        tuple(dataset.x_scale),
+    )
+
+
+def prediction_points(at: Any, truth: Truth, parts: Any) -> Optional[PredictionPoints]:
+    """`intervals.at` read in raw units, mapped to the fitted units the truth and the
+    replicates live in (the experiment's transform), and the true mean there; None when unset."""
+    if at is None:
+        return None
+    raw = read_points(at, truth.x_names)
+    features = _features(parts, to_fitted(raw, truth.x_shift, truth.x_scale))
+    return PredictionPoints(raw, features, features @ np.asarray(truth.params))
+
+
+def simulate(truth: Truth, parts: Any, rng: np.random.Generator) -> Dataset:
+    """One data set: x rows drawn from the design, y from the truth plus Gaussian noise."""
+    x = truth.design_x[rng.integers(0, len(truth.design_x), size=truth.rows)]
+    y = _features(parts, x) @ np.asarray(truth.params) + rng.normal(0.0, truth.noise_sd, size=truth.rows)
+    return Dataset(x, y[:, None], None, None, truth.x_names, truth.y_names, "simulated from the truth")
+
+
+def replicate_seed(sweep_seed: int, rep: int) -> int:
+    """The resampling seed of replicate `rep`: distinct per (sweep.seed, rep)."""
+    return int(np.random.SeedSequence([sweep_seed, rep]).generate_state(1)[0])
+
+
+def closed_form_fits(problem: Problem, runs: list[Run]) -> list[RunResult]:
+    """Least squares on each run's resample, batched by resample size (float64).
+
+    This is the optimum gradient descent converges to; `fits=closed_form` uses it in
+    place of training when only the statistics of the converged fits matter.
+    """
+    model = problem.parts.make_model()
+    groups: dict[int, list[tuple[Run, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+    for run in runs:
+        x, y = resample_data(problem, run)
+        groups[len(x)].append((run, model.features(x.double()), y.double()))
+    results = {}
+    for group in groups.values():
+        features = torch.stack([f for _, f, _ in group])
+        ys = torch.stack([y for _, _, y in group])
+        coef = torch.linalg.lstsq(features, ys).solution  # (runs, params, 1)
+        losses = ((features @ coef - ys) ** 2).mean(dim=(1, 2)).tolist()
+        for (run, _, _), params, loss in zip(group, coef[..., 0].tolist(), losses):
+            results[run.run_id] = RunResult(
+                run,
+                params,
+                loss,
+                None,
+                0.0,
+                0,
+                OK,
+                ols=params,
+                ols_loss=loss,
+                device=str(problem.device),
+                engine="closed_form",
+            )
+    return [results[r.run_id] for r in runs]
+
+
+def replicate_estimates(cfg: dict[str, Any], parts: ProblemParts, dataset: Dataset, rep: int) -> pd.DataFrame:
+    """The estimates table of one replicate's whole bootstrap (as `estimates.parquet`)."""
+    # shallow copies of the two sections that change: a deep copy of the whole config per
+    # replicate cost more than planning the runs
+    rep_cfg = {
+        **cfg,
+        "sweep": {**cfg["sweep"], "seed": replicate_seed(cfg["sweep"]["seed"], rep)},
+        "train": {**cfg["train"], **({"dtype": "float64"} if cfg["fits"] == "closed_form" else {})},
+    }
+    settings = TrainSettings.from_dict(rep_cfg["train"])
+    problem = build_problem(parts, dataset, device=settings.device, dtype=settings.dtype)
+    runs = plan(rep_cfg, dataset.digest(), dataset.n_rows)
+    if cfg["fits"] == "closed_form":
+        results = closed_form_fits(problem, runs)
+    else:
+        results = train_chunk(problem, runs, settings)
+    return results_frame(results, parts.param_names)
+
+
+def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFrame:
+    """The columns of `estimates.parquet` that intervals read, built column-wise (fast)."""
+    runs = [r.run for r in results]
+    frame = pd.DataFrame(
+        {
+            "lr": [r.lr for r in runs],
+            "init_index": [r.init_index for r in runs],
+            "resample": [r.resample for r in runs],
+            "kind": [r.kind for r in runs],
+            "scheme": [r.scheme for r in runs],
+            "status": [r.status for r in results],
+            "engine": [r.engine for r in results],
+        }
+    )
+    params = np.array([r.params for r in results], dtype=float).reshape(len(results), len(names))
+    frame[list(names)] = params
+    if all(r.ols is not None for r in results):
+        frame[[f"ols_{n}" for n in names]] = np.array([r.ols for r in results], dtype=float)
+    return frame
+
+
+def replicate_intervals(
+    cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int, estimates: pd.DataFrame, X: np.ndarray
+) -> pd.DataFrame:
+    """Every interval of one replicate, from its estimates (`replicate_estimates`) and X, the
+    features of its rows (computed once per replicate: building the model for them costs)."""
+    ic = cfg["intervals"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate cells are counted in the summary instead
+        table = bootstrap_intervals(
+            estimates,
+            params=list(parts.param_names),
+            method=ic["methods"],
+            level=ic["level"],
+            statuses=ic["statuses"],
+            max_dropped_share=ic["max_dropped_share"],
+            X=X,
+            y=dataset.y[:, 0],
+        )
+    return table.assign(rep=rep)
+
+
+def replicate_predictions(
+    cfg: dict[str, Any],
+    dataset: Dataset,
+    parts: Any,
+    rep: int,
+    estimates: pd.DataFrame,
+    points: PredictionPoints,
+    X: np.ndarray,
+) -> pd.DataFrame:
+    """Every prediction interval of one replicate at `intervals.at`, as a sweep's predictions.parquet
+    (t and hc3 from the OLS fit of the replicate's own rows), with the true mean and whether it is covered."""
+    ic = cfg["intervals"]
+    per_run = linear_predictions(estimates, parts.param_names, points.features)
+    design = fit_design(X, dataset.y[:, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = prediction_intervals(
+            per_run,
+            points.raw,
+            x_names=list(dataset.x_names),
+            methods=ic["methods"],
+            level=ic["level"],
+            statuses=ic["statuses"],
+            max_dropped_share=ic["max_dropped_share"],
+            design=design,
+            features=points.features,
+        )
+    truth = points.true_mean[table["point"].to_numpy()]
+    return table.assign(rep=rep, truth=truth, covered=(table["lower"] <= truth) & (truth <= table["upper"]))
+
+
+PARAMETER_KEYS = ("lr", "init_index", "parameter", "method", "level", "truth")
+
+
+def prediction_keys(x_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The summary keys of prediction coverage: one row per cell, point (and its raw x) and method."""
+    return ("lr", "init_index", "point", *x_names, "method", "level", "truth")
+
+
+def summarise(replicates: pd.DataFrame, keys: tuple[str, ...] = PARAMETER_KEYS) -> pd.DataFrame:
+    """Coverage, its Monte-Carlo standard error and the mean width per cell, quantity (`keys`) and method."""
+    frame = replicates.assign(
+        formed=replicates["lower"].notna() & replicates["upper"].notna(),
+        width=replicates["upper"] - replicates["lower"],
+    )
+    keys = list(keys)
+    summary = frame.groupby(keys, sort=False).agg(
+        reps=("rep", "nunique"), n_intervals=("formed", "sum"), covered=("covered", "sum"), mean_width=("width", "mean")
+    )
+    summary = summary.reset_index()
+    n = summary["n_intervals"].where(summary["n_intervals"] > 0)
+    summary["coverage"] = summary["covered"] / n
+    summary["mc_se"] = np.sqrt(summary["coverage"] * (1 - summary["coverage"]) / n)
+    return summary[[*keys, "reps", "n_intervals", "covered", "coverage", "mc_se", "mean_width"]]
+
+
+def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
+    """Simulate `reps` data sets, bootstrap each, and write and return the coverage tables."""
+    cfg, parts = prepared.cfg, prepared.parts
+    truth = make_truth(cfg, prepared.dataset, parts)
+    truth_of = dict(zip(parts.param_names, truth.params))
+    points = prediction_points(cfg["intervals"].get("at"), truth, parts)
+    set_threads(task_threads(cfg["launcher"]))
+    if cfg["fits"] == "train":
+        choice = choose_engine(parts, cfg["train"]["engine"])
+        log.info("fits=train: every run trained by the %s engine (%s)", choice.name, choice.reason)
+    frames, pred_frames = [], []
+    engines: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for rep in tqdm(range(cfg["reps"]), unit="rep", desc="replicates", disable=not cfg["launcher"]["progress"]):
+        dataset = simulate(truth, parts, np.random.default_rng([cfg["seed"], rep, _DATA_STREAM]))
+        estimates = replicate_estimates(cfg, parts, dataset, rep)
+        engines.update(estimates["engine"])
+        statuses.update(estimates["status"])
+        X = _features(parts, dataset.x)
+        frames.append(replicate_intervals(cfg, dataset, parts, rep, estimates, X))
+        if points is not None:
+            pred_frames.append(replicate_predictions(cfg, dataset, parts, rep, estimates, points, X))
+    replicates = pd.concat(frames, ignore_index=True)
+    replicates["truth"] = replicates["parameter"].map(truth_of)
+    replicates["covered"] = (replicates["lower"] <= replicates["truth"]) & (replicates["truth"] <= replicates["upper"])
+    summary = summarise(replicates)
+    runs = {"engine": dict(engines), "status": dict(statuses)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.write_frame(summary, out_dir / "coverage.parquet")
+    store.write_frame(replicates, out_dir / "coverage_reps.parquet")
+    predictions = pred_replicates = None
+    if points is not None:
+        pred_replicates = pd.concat(pred_frames, ignore_index=True)
+        predictions = summarise(pred_replicates, prediction_keys(truth.x_names))
+        store.write_frame(predictions, out_dir / "coverage_predictions.parquet")
+        store.write_frame(pred_replicates, out_dir / "coverage_predictions_reps.parquet")
+    store.write_json(
+        {
+            "experiment": cfg["experiment"],
+            "truth": truth_of,
+            "noise_sd": truth.noise_sd,
+            "rows": truth.rows,
+            "reps": cfg["reps"],
+            "resamples": cfg["sweep"]["resamples"],
+            "scheme": cfg["sweep"]["scheme"],
+            "fits": cfg["fits"],
+            "seed": cfg["seed"],
+            "runs": runs,
+            "at": None if points is None else points.raw.tolist(),
+            "true_mean_at": None if points is None else points.true_mean.tolist(),
+        },
+        out_dir / "coverage.json",
+    )
+    return CoverageReport(out_dir, summary, replicates, truth, predictions, pred_replicates, runs)

@@ -1,0 +1,123 @@
+"""Expand a sweep config into runs and chunk them into tasks. Pure: no I/O.
+
+Conventions that everything downstream relies on:
+- resample 0 is the original rows (the point estimate); resample k >= 1 is bootstrap
+  draw k, whose rows depend on (`sweep.seed`, k) alone, never on the chunk, the
+  launcher or the device; resample -(j+1) is jackknife fit j, which leaves row j out
+  (planned when `sweep.jackknife` is true: BCa's acceleration needs them);
+- `sweep.scheme` says what a bootstrap draw resamples: `case` takes the drawn rows
+  (x, y) pairs; `residual` keeps x and adds the drawn rows' residuals of the original
+  OLS fit to its fitted values (models linear in their parameters only);
+- a run's id is a hash of the settings that change its numbers, named one by one
+  (`ID_SETTINGS`), so the same run always has the same id and a relaunch can skip it,
+  and a new config key (with its default) changes no id. Versioned by `ID_VERSION`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any, Optional
+
+from pipeline.core.resampling import resample_rows  # noqa: F401 - re-exported: plan.resample_rows is public
+from pipeline.core.runs import CASE
+
+# The run-id scheme. Bump ID_VERSION only when a change makes the same settings give other
+# numbers (or a new setting changes them); a folder of an older version is migrated at its
+# next launch (pipeline/migrate.py). Version 0: `legacy_run_id`, a hash of the whole config.
+ID_VERSION = 1
+
+
+# What a run's numbers depend on, besides the data (by content: `data_digest`, training and
+# test rows, so moving a file keeps its runs and editing it makes new ones) and its own
+# lr, init, resample, seed and scheme. In: model, loss, optimiser and their arguments;
+# epochs; log_every (the curve and where divergence is checked); dtype; grad_tol (it sets
+# the status stored with the run's results). Out: the engine and device (same numbers,
+# tests/test_batched.py), the launcher, intervals, report, out_dir, the experiment's name.
+ID_SETTINGS = {"model": None, "loss": None, "optim": None, "train": ("epochs", "log_every", "grad_tol", "dtype")}
+
+
+# Version 0 (legacy_run_id): the whole resolved config but these; kept to migrate old folders.
+_NOT_IN_ID = {
+    "train": ("engine", "device"),
+    "launcher": None,
+    "intervals": None,
+    "out_dir": None,
+    "report": None,
+    "sweep": None,
+    "data": None,
+    "data_dir": None,
+    "lr_grid_factors": None,
+}  # keys added after version 0: an old folder's config has none
+
+
+def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings shared by all runs of a sweep that change their numbers (`ID_SETTINGS`)."""
+    out = {}
+    for section, keys in ID_SETTINGS.items():
+        value = copy.deepcopy(cfg.get(section))
+        if keys is not None and value is not None:
+            value = {k: value.get(k) for k in keys}
+        out[section] = value
+    if isinstance(out["optim"], dict):
+        out["optim"].pop("lr", None)  # each run carries its own learning rate
+    return out
+
+
+def run_id(
+    fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int, scheme: str = CASE
+) -> str:
+    """Version `ID_VERSION`: seed and scheme change bootstrap draws (k >= 1) only."""
+    return run_id_from_json(json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme)
+
+
+def run_id_from_json(
+    settings_json: str, lr: float, init: Optional[list[float]], resample: int, seed: int, scheme: str = CASE
+) -> str:
+    """`run_id` with the settings serialised once per sweep, not once per run (10^6 runs: minutes).
+
+    The text hashed is json.dumps(..., sort_keys=True) of {"v", "settings", "lr", "init",
+    "resample", "seed", "scheme"}: "settings" and "v" sort after the run's own keys, so the
+    run's part is dumped alone and the settings' text appended (tests/test_house.py pins it).
+    """
+    draw = resample > 0
+    own = {
+        "lr": float(lr),
+        "init": None if init is None else [float(v) for v in init],
+        "resample": int(resample),
+        "seed": int(seed) if draw else None,
+        "scheme": scheme if draw else None,
+    }
+    text = json.dumps(own, sort_keys=True, default=str)[:-1] + f', "settings": {settings_json}, "v": {ID_VERSION}}}'
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def legacy_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Version 0's settings: the whole resolved config minus `_NOT_IN_ID` (do not change)."""
+    out = {}
+    for key, value in copy.deepcopy(cfg).items():
+        if key in _NOT_IN_ID and _NOT_IN_ID[key] is None:
+            continue
+        if key in _NOT_IN_ID:
+            value = {k: v for k, v in value.items() if k not in _NOT_IN_ID[key]}
+        out[key] = value
+    out.pop("init", None)  # each run carries its own init vector
+    out.get("optim", {}).pop("lr", None)  # and its own learning rate
+    return out
+
+
+def legacy_run_id(
+    fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int, scheme: str = CASE
+) -> str:
+    """Version 0's run id (before ID_VERSION), given `legacy_fingerprint`: do not change."""
+    fields = {
+        "settings": fingerprint,
+        "lr": lr,
+        "init": init,
+        "resample": resample,
+        "seed": seed if resample > 0 else None,
+    }
+    if resample > 0 and scheme != CASE:  # kept the ids of case-resampling sweeps as they were
+        fields["scheme"] = scheme
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,89 @@
+"""Expand a sweep config into runs and chunk them into tasks. Pure: no I/O.
+
+Conventions that everything downstream relies on:
+- resample 0 is the original rows (the point estimate); resample k >= 1 is bootstrap
+  draw k, whose rows depend on (`sweep.seed`, k) alone, never on the chunk, the
+  launcher or the device; resample -(j+1) is jackknife fit j, which leaves row j out
+  (planned when `sweep.jackknife` is true: BCa's acceleration needs them);
+- `sweep.scheme` says what a bootstrap draw resamples: `case` takes the drawn rows
+  (x, y) pairs; `residual` keeps x and adds the drawn rows' residuals of the original
+  OLS fit to its fitted values (models linear in their parameters only);
+- a run's id is a hash of the settings that change its numbers, named one by one
+  (`ID_SETTINGS`), so the same run always has the same id and a relaunch can skip it,
+  and a new config key (with its default) changes no id. Versioned by `ID_VERSION`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from pipeline.core.runs import CASE, Run, Task
+from pipeline.sweep.ids import legacy_fingerprint, legacy_run_id, run_id_from_json, settings_fingerprint
+
+
+def lr_grid(cfg: dict[str, Any]) -> list[float]:
+    """The learning rates of the grid: `sweep.lr`, or the experiment's `optim.lr`."""
+    lrs = cfg["sweep"]["lr"]
+    return [float(cfg["optim"]["lr"])] if lrs is None else [float(v) for v in lrs]
+
+
+def init_grid(cfg: dict[str, Any]) -> list[Optional[list[float]]]:
+    """The distinct initial vectors of the grid, in order (a repeat would be the same runs)."""
+    inits = cfg["sweep"]["init"]
+    if inits is None:
+        return [cfg["init"]]
+    unique = []
+    for vec in ([float(v) for v in vec] for vec in inits):
+        if vec not in unique:
+            unique.append(vec)
+    return unique
+
+
+def resample_indices(cfg: dict[str, Any], n_rows: Optional[int]) -> list[int]:
+    """0, the bootstrap draws 1..B, then (with `sweep.jackknife`) -1..-n, one per left-out row."""
+    indices = list(range(int(cfg["sweep"]["resamples"]) + 1))
+    if cfg["sweep"].get("jackknife"):
+        if n_rows is None:
+            raise ValueError("`sweep.jackknife` plans one run per data row: plan() needs n_rows")
+        indices += [-(j + 1) for j in range(n_rows)]
+    return indices
+
+
+def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) -> list[Run]:
+    """Every run of the sweep: learning rate x initial values x resample.
+
+    `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`);
+    `n_rows`, their number, is needed only for jackknife runs (one per row).
+    """
+    settings_json = json.dumps({**settings_fingerprint(cfg), "data": data_digest}, sort_keys=True, default=str)
+    seed, scheme = int(cfg["sweep"]["seed"]), cfg["sweep"].get("scheme", CASE)
+    runs = []
+    for lr in lr_grid(cfg):
+        for i, init in enumerate(init_grid(cfg)):
+            for k in resample_indices(cfg, n_rows):
+                runs.append(
+                    Run(
+                        run_id_from_json(settings_json, lr, init, k, seed, scheme),
+                        lr,
+                        i,
+                        None if init is None else tuple(init),
+                        k,
+                        seed,
+                        scheme,
+                    )
+                )
+    return runs
+
+
+def legacy_ids(cfg: dict[str, Any], data_digest: str, runs: list[Run]) -> list[str]:
+    """The version-0 ids `runs` had under config `cfg` (a sweep folder's old config.yaml)."""
+    fingerprint = {**legacy_fingerprint(cfg), "data": data_digest}
+    return [
+        legacy_run_id(fingerprint, r.lr, None if r.init is None else list(r.init), r.resample, r.seed, r.scheme)
+        for r in runs
+    ]
+
+
+def chunk(runs: list[Run], runs_per_task: int) -> list[Task]:
+    return [Task(i, tuple(runs[s : s + runs_per_task])) for i, s in enumerate(range(0, len(runs), runs_per_task))]

@@ -1,0 +1,99 @@
+"""The training engines, and `train_chunk`, which trains a task's runs with one of them.
+
+- `reference`: the textbook loop, one run after the other: the definition of correct;
+- `batched`: any `nn.Module` with SGD or Adam, a batch of runs as one torch.func computation;
+- `gram`: models linear in their parameters fitted by MSE with SGD, through matrix powers;
+- `choice`: which engine applies (`auto`: the fastest); `memory`: how many runs fit a batch;
+- `fate`: the rules for divergence and status every engine follows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from pipeline.core.runs import Run, RunBatch, RunResult
+from pipeline.core.settings import TrainSettings
+from pipeline.train.engines.batch_memory import batch_size
+from pipeline.train.engines.batched import bytes_per_run as batched_bytes_per_run
+from pipeline.train.engines.batched import train_batched
+from pipeline.train.engines.gram import bytes_per_run as gram_bytes_per_run
+from pipeline.train.engines.gram import train_gram
+from pipeline.train.engines.reference import train_reference
+from pipeline.train.engines.selection import EngineChoice, choose_engine, engine_problems
+from pipeline.train.engines.stacked import resample_size
+from pipeline.train.problem import Problem
+
+__all__ = ["EngineChoice", "FAST_ENGINES", "choose_engine", "engine_problems", "train_chunk", "train_reference"]
+
+log = logging.getLogger(__name__)
+
+FAST_ENGINES: dict[str, tuple[Callable[..., RunBatch], Callable[[Problem], int]]] = {
+    "gram": (train_gram, gram_bytes_per_run),
+    "batched": (train_batched, batched_bytes_per_run),
+}
+
+
+def train_chunk(
+    problem: Problem,
+    runs: list[Run],
+    settings: TrainSettings,
+    on_batch_done: Optional[Callable[[list[RunResult]], None]] = None,
+) -> list[RunResult]:
+    """Train a task's runs with `train.engine`; `auto` picks the fastest that applies.
+
+    `on_batch_done` gets each group of results finished together (one run for the
+    reference loop, a whole batch for the fast engines), so a caller can save progress
+    once per group rather than once per run. Results come back in the order of `runs`.
+    """
+    choice = choose_engine(problem.parts, settings.engine)
+    log.debug("%d runs, engine %s (%s)", len(runs), choice.name, choice.reason)
+    done = on_batch_done or (lambda results: None)
+    if choice.name != "reference":
+        return train_fast(choice.name, problem, runs, settings, done)
+    results = []
+    for run in runs:
+        results.append(train_reference(problem, run, settings))
+        done(results[-1:])
+    return results
+
+
+def _batches(problem: Problem, runs: list[Run], size: int) -> tuple[list[list[int]], list[int]]:
+    """Positions of `runs` per batch: runs with as many rows go together (jackknife runs,
+    one row short, apart), at most `size` at once; and the distinct row counts."""
+    by_rows: dict[int, list[int]] = {}
+    for i, run in enumerate(runs):
+        by_rows.setdefault(resample_size(problem, run), []).append(i)
+    batches = [members[b : b + size] for members in by_rows.values() for b in range(0, len(members), size)]
+    return batches, sorted(by_rows)
+
+
+def train_fast(
+    engine: str,
+    problem: Problem,
+    runs: list[Run],
+    settings: TrainSettings,
+    on_batch_done: Callable[[list[RunResult]], None],
+) -> list[RunResult]:
+    """Train `runs` with a fast engine, batch by batch; report each batch when done."""
+    train, run_bytes = FAST_ENGINES[engine]
+    size, why = batch_size(len(runs), run_bytes(problem), problem.device)
+    batches, sizes = _batches(problem, runs, size)
+    apart = f" (runs of {len(sizes)} data sizes, rows {sizes}, apart)" if len(sizes) > 1 else ""
+    log.debug(
+        "engine %s on %s: %s; %d runs -> %d batch(es) of up to %d%s",
+        engine,
+        problem.device,
+        why,
+        len(runs),
+        len(batches),
+        size,
+        apart,
+    )
+    results: list[Optional[RunResult]] = [None] * len(runs)
+    for batch in batches:
+        done = train(problem, [runs[i] for i in batch], settings)
+        for i, result in zip(batch, done):
+            results[i] = result
+        on_batch_done(done)
+    return results  # type: ignore[return-value]

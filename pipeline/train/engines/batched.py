@@ -1,0 +1,130 @@
+"""The batched engine: a whole chunk of runs of any `nn.Module` as one computation.
+
+The runs' parameters are stacked, one flat vector per run; one call of
+`vmap(grad_and_value(loss))` gives every run's loss and gradient on its own resample,
+and a stacked optimiser (`stacked_optim`) steps them all, each with its own learning
+rate. A run found diverged at a logged epoch leaves the batch with the parameters
+it had there; the others go on, unaware of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from pipeline.core.runs import Run, RunBatch
+from pipeline.core.settings import TrainSettings
+from pipeline.train.engines.divergence import LiveRuns
+from pipeline.train.engines.stacked import ChunkOutcome, LossLog, batch_from, chunk_data, closed_forms, initial_vectors
+from pipeline.train.engines.stacked_optim import optimizer_name, optimizer_settings, stacked_optimizer
+from pipeline.train.problem import Problem
+
+ENGINE = "batched"
+
+
+def _activations_per_row(model: nn.Module, x: Tensor) -> int:
+    """Numbers every module outputs for one row: what a forward pass keeps for backward."""
+    total = 0
+
+    def count(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        nonlocal total
+        total += out.numel() if isinstance(out, Tensor) else 0
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def bytes_per_run(problem: Problem) -> int:
+    """Memory one run of a batch needs: its rows, activations, gradients and optimiser state."""
+    model = problem.parts.make_model().to(device=problem.device, dtype=problem.dtype)
+    n, width = problem.x.shape[0], problem.x.shape[1] + problem.y.shape[1]
+    n_params = sum(p.numel() for p in model.parameters())
+    itemsize = torch.finfo(problem.dtype).bits // 8
+    # forward activations and their gradients, with room for autograd's temporaries
+    numbers = n * width + 4 * n * _activations_per_row(model, problem.x) + 8 * n_params
+    return itemsize * numbers
+
+
+def _unflatten(model: nn.Module) -> Callable[[Tensor], dict[str, Tensor]]:
+    """vector -> {name: view}: one run's flat parameter vector as the model's parameters."""
+    layout = [(name, p.shape, p.numel()) for name, p in model.named_parameters()]
+
+    def unflatten(vec: Tensor) -> dict[str, Tensor]:
+        views, offset = {}, 0
+        for name, shape, numel in layout:
+            views[name] = vec[offset : offset + numel].view(shape)
+            offset += numel
+        return views
+
+    return unflatten
+
+
+def _run_loss(model: nn.Module, loss_fn: nn.Module) -> Callable[..., Tensor]:
+    """loss(flat params, buffers, x, y) of one run.
+
+    The parameters travel as one flat vector per run, so gradients, optimiser state
+    and divergence checks are single (runs, n_params) tensors: a few kernels per
+    epoch whatever the number of parameter tensors.
+    """
+    base = copy.deepcopy(model).to("meta")  # the structure only; values come from the vector
+    unflatten = _unflatten(model)
+
+    def loss(vec: Tensor, buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return loss_fn(functional_call(base, (unflatten(vec), buffers), (x,)), y)
+
+    return loss
+
+
+def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) -> RunBatch:
+    """Train `runs` together; the results equal `train_reference`'s run by run, up to rounding."""
+    start = time.perf_counter()
+    optim_settings = optimizer_settings(problem.parts.make_optim)
+    if optim_settings is None:
+        raise ValueError(f"the batched engine cannot step {optimizer_name(problem.parts.make_optim)}")
+    models, params = initial_vectors(problem, runs)
+    _, buffers = stack_module_state(models)  # constant buffers (stateful modules are refused)
+    x_all, y_all = chunk_data(problem, runs)
+    run_loss = _run_loss(models[0], problem.parts.loss_fn)
+    loss_and_grads = vmap(grad_and_value(run_loss))
+    lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)
+    optimizer = stacked_optimizer(optim_settings, lrs)
+
+    live = LiveRuns(params)
+    log = LossLog(len(runs), problem.device, problem.dtype)
+    x, y, bufs = x_all, y_all, buffers
+    for epoch in range(settings.epochs):
+        grads, loss = loss_and_grads(params, bufs, x, y)
+        if epoch % settings.log_every == 0:  # one host sync per logged epoch, as in the reference loop
+            log.add(epoch, live.index, loss)
+            keep = live.check(epoch, loss, params)
+            if keep is not None:
+                params, grads, x, y = params[keep], grads[keep], x[keep], y[keep]
+                bufs = {k: v[keep] for k, v in bufs.items()}
+                optimizer.keep(keep)
+                if not len(live):
+                    break
+        params = optimizer.step({"params": params}, {"params": grads})["params"]
+    live.finish(params)
+
+    grads, final_loss = loss_and_grads(live.final, buffers, x_all, y_all)
+    with torch.no_grad():
+        test_loss = (
+            None
+            if problem.x_test is None
+            else vmap(run_loss, in_dims=(0, 0, None, None))(live.final, buffers, problem.x_test, problem.y_test)
+        )
+    outcome = ChunkOutcome(live.final, final_loss, grads.norm(dim=1), test_loss, live.stopped_at, log)
+    if problem.parts.closed_form:
+        outcome.ols, outcome.ols_loss = closed_forms(problem, x_all, y_all)
+    return batch_from(outcome, problem, runs, settings, ENGINE, time.perf_counter() - start)

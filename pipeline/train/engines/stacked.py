@@ -1,0 +1,175 @@
+"""What the batched engines share: a chunk's data, starting values, closed forms, and
+the turning of stacked outcomes into one `RunResult` per run.
+
+The rules for a run's status, epochs and loss curve are the reference loop's
+(`fate`): divergence is checked at logged epochs only, a diverged run stops there
+with the parameters it had, and the final loss and gradient norm are taken at the
+final parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import vmap
+
+from pipeline.core.resampling import resample_rows
+from pipeline.core.runs import DIVERGED, NOT_CONVERGED, OK, RESIDUAL, Run, RunBatch
+from pipeline.core.settings import TrainSettings
+from pipeline.train.problem import Problem, new_model
+
+
+def chunk_data(problem: Problem, runs: list[Run]) -> tuple[Tensor, Tensor]:
+    """(runs, rows, x columns) and (runs, rows, y columns): each run's training data,
+    exactly as `problem.resample_data` hands it to the reference loop (the same rows,
+    gathered in one indexing for the whole chunk; a resample shared by several runs,
+    as at several learning rates, drawn once). The runs must have resamples of one
+    size (`resample_size`)."""
+    n = problem.x.shape[0]
+    drawn: dict[tuple[int, int], np.ndarray] = {}
+    for run in runs:
+        if (run.seed, run.resample) not in drawn:
+            drawn[(run.seed, run.resample)] = resample_rows(n, run.seed, run.resample)
+    rows = torch.as_tensor(np.stack([drawn[(run.seed, run.resample)] for run in runs]), device=problem.device)
+    residual = [run.scheme == RESIDUAL and run.resample > 0 for run in runs]
+    if not any(residual):
+        return problem.x[rows], problem.y[rows]
+    fitted, residuals = problem.ols_fit  # residual resampling: every x, fitted + the drawn rows' residuals
+    on = torch.tensor(residual, device=problem.device)
+    x_rows = torch.where(on.unsqueeze(1), torch.arange(n, device=problem.device), rows)
+    y = torch.where(on.view(-1, 1, 1), fitted + residuals[rows], problem.y[rows])
+    return problem.x[x_rows], y
+
+
+def resample_size(problem: Problem, run: Run) -> int:
+    """Rows a run trains on (a jackknife resample has one fewer)."""
+    return len(resample_rows(problem.x.shape[0], run.seed, run.resample))
+
+
+def features_of(model: nn.Module, x: Tensor) -> Tensor:
+    """(runs, rows, p) features of a FeatureModel for (runs, rows, x columns) data."""
+    return model.features(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
+def initial_models(problem: Problem, runs: list[Run]) -> list[nn.Module]:
+    """Each run's starting model, exactly as the reference loop builds it.
+
+    Runs that share seed, init index and init vector start from the same model, so a
+    bootstrap chunk builds (and Hydra-instantiates) one model, not one per run.
+    """
+    built: dict[tuple[Any, ...], nn.Module] = {}
+    for run in runs:
+        key = (run.seed, run.init_index, run.init)
+        if key not in built:
+            built[key] = new_model(problem, run)
+    return [built[(run.seed, run.init_index, run.init)] for run in runs]
+
+
+def initial_vectors(problem: Problem, runs: list[Run]) -> tuple[list[nn.Module], Tensor]:
+    """`initial_models`, and their flat parameter vectors stacked (runs, n_params):
+    one vector per distinct model, gathered for the runs."""
+    models = initial_models(problem, runs)
+    position: dict[int, int] = {}
+    for model in models:
+        position.setdefault(id(model), len(position))
+    distinct = {id(m): m for m in models}
+    vectors = torch.stack([nn.utils.parameters_to_vector(m.parameters()).detach() for m in distinct.values()])
+    index = torch.tensor([position[id(m)] for m in models], device=vectors.device)
+    return models, vectors[index]
+
+
+def closed_forms(problem: Problem, x: Tensor, y: Tensor, features64: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """(runs, n_params) least-squares fits and (runs,) their losses, float64 on the CPU.
+
+    The reference loop's computation (`torch.linalg.lstsq` of the features of each run's
+    data, then the experiment's loss), batched over runs. LAPACK's least squares is not
+    reproducible to the last bit even call to call, so nothing else is computed from it.
+    """
+    a = (features_of(problem.parts.make_model(), x.double()) if features64 is None else features64).cpu()
+    b = y.double().cpu()
+    coef = torch.linalg.lstsq(a, b).solution[..., 0]
+    return coef, vmap(problem.parts.loss_fn)((a * coef.unsqueeze(1)).sum(dim=-1, keepdim=True), b)
+
+
+class LossLog:
+    """The losses logged at logged epochs, for the runs still training at each."""
+
+    def __init__(self, n_runs: int, device: torch.device, dtype: torch.dtype):
+        self.n_runs, self.device, self.dtype = n_runs, device, dtype
+        self.epochs: list[int] = []
+        self._rows: list[Tensor] = []
+
+    def add(self, epoch: int, live: Tensor, loss: Tensor) -> None:
+        row = torch.full((self.n_runs,), math.nan, device=self.device, dtype=self.dtype)
+        row[live] = loss.detach()
+        self.epochs.append(epoch)
+        self._rows.append(row)
+
+    def matrix(self) -> Tensor:
+        """(logged epochs, runs) on the CPU; entries after a run stopped are NaN."""
+        if not self._rows:
+            return torch.empty(0, self.n_runs, dtype=torch.float64)
+        return torch.stack(self._rows).double().cpu()
+
+
+@dataclass
+class ChunkOutcome:
+    """What a batched engine hands back for a chunk: one entry (row) per run."""
+
+    params: Tensor  # (runs, n_params) where each run ended, in the training dtype
+    final_loss: Tensor  # (runs,) at those parameters, on the run's rows
+    grad_norm: Tensor  # (runs,)
+    test_loss: Optional[Tensor]  # (runs,) or None without test rows
+    stopped_at: list[Optional[int]]  # logged epoch where a run was found diverged, else None
+    log: LossLog
+    ols: Optional[Tensor] = None  # (runs, n_params) closed-form fit, where there is one
+    ols_loss: Optional[Tensor] = None
+
+
+def _numpy(t: Optional[Tensor]) -> Optional[np.ndarray]:
+    return None if t is None else t.detach().double().cpu().numpy()
+
+
+def batch_from(
+    outcome: ChunkOutcome, problem: Problem, runs: list[Run], settings: TrainSettings, engine: str, wall_time: float
+) -> RunBatch:
+    """The chunk's results as columns, with the reference loop's rules for status, epochs
+    and curve (`fate.run_status`, `fate.closed_curve`), computed for all runs at once."""
+    params, final, grad = _numpy(outcome.params), _numpy(outcome.final_loss), _numpy(outcome.grad_norm)
+    stopped = np.array([s is not None for s in outcome.stopped_at], dtype=bool)
+    ends = np.array([settings.epochs if s is None else s for s in outcome.stopped_at], dtype=np.int64)
+    diverged = stopped | ~np.isfinite(final) | ~np.isfinite(params).all(axis=1)
+    status = np.where(diverged, DIVERGED, np.where(grad <= settings.grad_tol, OK, NOT_CONVERGED)).astype(object)
+    logged_epochs = np.asarray(outcome.log.epochs, dtype=np.int64)
+    logged = outcome.log.matrix().numpy().T  # (runs, logged epochs)
+    valid = logged_epochs[None, :] <= ends[:, None]
+    n_logged = valid.sum(axis=1)
+    last = np.where(n_logged > 0, logged_epochs[np.maximum(n_logged - 1, 0)] if len(logged_epochs) else 0, -1)
+    closing = ~diverged & ((n_logged == 0) | (last != ends))  # the curve ends at the final epoch's loss
+    mask = np.concatenate([valid, closing[:, None]], axis=1)
+    epochs_grid = np.concatenate([np.broadcast_to(logged_epochs, valid.shape), ends[:, None]], axis=1)
+    losses_grid = np.concatenate([logged, final[:, None]], axis=1)
+    offsets = np.zeros(len(runs) + 1, dtype=np.int64)
+    np.cumsum(mask.sum(axis=1), out=offsets[1:])
+    return RunBatch(
+        tuple(runs),
+        params,
+        final,
+        _numpy(outcome.test_loss),
+        grad,
+        ends,
+        status,
+        offsets,
+        epochs_grid[mask],
+        losses_grid[mask],
+        _numpy(outcome.ols),
+        _numpy(outcome.ols_loss),
+        wall_time / len(runs),
+        str(problem.device),
+        engine,
+    )

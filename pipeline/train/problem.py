@@ -1,0 +1,174 @@
+"""The experiment as the engines train it: model, loss and optimiser built from their
+`_target_` specs, checked against the data, and the data on the task's device.
+
+`ProblemParts` is built once per process (the submitting one checks it, each task
+builds its own); `Problem` adds the data tensors on a device and in a dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, partial
+from typing import Any, Callable, Optional
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from pipeline.core.errors import ConfigError
+from pipeline.core.resampling import resample_rows
+from pipeline.core.runs import RESIDUAL, Run
+from pipeline.data.load import Dataset
+from pipeline.models import is_linear_in_parameters, least_squares, scalar_parameter_names
+
+
+@dataclass(frozen=True)
+class ProblemParts:
+    """The instantiated pieces of an experiment, checked against its data."""
+
+    make_model: Callable[[], nn.Module]
+    loss_fn: nn.Module
+    make_optim: Callable[..., torch.optim.Optimizer]
+    param_names: tuple[str, ...]
+    closed_form: bool  # linear in its parameters and fitted by MSE: OLS is the optimum
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+
+@dataclass
+class Problem:
+    """What every run of a task shares: the parts, and the data on the task's device."""
+
+    parts: ProblemParts
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: Optional[torch.Tensor]
+    y_test: Optional[torch.Tensor]
+    device: torch.device
+    dtype: torch.dtype
+
+    @cached_property
+    def ols_fit(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fitted values and residuals of the OLS fit on the original rows (residual resampling)."""
+        features = self.parts.make_model().features(self.x.double())
+        fitted = (features.cpu() @ least_squares(features, self.y)).unsqueeze(-1)
+        residuals = self.y.double().cpu() - fitted
+        on_device = partial(torch.as_tensor, device=self.device, dtype=self.dtype)
+        return on_device(fitted), on_device(residuals)
+
+
+def resample_data(problem: Problem, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x, y) a run trains on. Case resampling takes the drawn rows; residual
+    resampling keeps every x and adds the drawn rows' OLS residuals to the fitted values."""
+    rows = torch.as_tensor(resample_rows(problem.x.shape[0], run.seed, run.resample), device=problem.device)
+    if run.scheme == RESIDUAL and run.resample > 0:
+        fitted, residuals = problem.ols_fit
+        return problem.x, fitted + residuals[rows]
+    return problem.x[rows], problem.y[rows]
+
+
+def _instantiate(spec: Any, key: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(spec, **kwargs)
+    except Exception as err:  # noqa: BLE001 - Hydra wraps import and argument errors alike
+        target = spec.get("_target_") if isinstance(spec, dict) else spec
+        raise ConfigError([f"`{key}._target_` {target!r} cannot be built: {err}"]) from err
+
+
+def build_problem_parts(
+    model: dict[str, Any], loss: dict[str, Any], optim: dict[str, Any], dataset: Dataset
+) -> ProblemParts:
+    """Instantiate model, loss and optimiser once, and check the model fits the data."""
+    make_model = partial(_instantiate, model, "model")
+    built = make_model()
+    loss_fn = _instantiate(loss, "loss")
+    make_optim = _instantiate(optim, "optim", _partial_=True)
+    with torch.no_grad():
+        try:
+            out = built(torch.tensor(dataset.x[:2], dtype=torch.float32))
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(
+                [f"`model`: forward pass on 2 rows of {dataset.x.shape[1]} x columns failed: {err}"]
+            ) from err
+    if tuple(out.shape) != (min(2, dataset.n_rows), dataset.y.shape[1]):
+        raise ConfigError(
+            [
+                f"`model`: output shape {tuple(out.shape)} does not match y {dataset.y_names} "
+                f"(expected (rows, {dataset.y.shape[1]}))"
+            ]
+        )
+    closed_form = is_linear_in_parameters(built) and isinstance(loss_fn, nn.MSELoss)
+    return ProblemParts(make_model, loss_fn, make_optim, tuple(scalar_parameter_names(built)), closed_form)
+
+
+_EMPTY_PARAMS = "empty parameter list"
+
+
+def probe_optimizer(make_optim: Callable[..., torch.optim.Optimizer], lr: float = 1.0) -> tuple[type, dict[str, Any]]:
+    """The optimiser's class and settings (its `defaults`), checked by the class itself.
+
+    Building an optimiser on real parameters imports torch._dynamo (about 1 s, in the
+    submitting process and again in every task): `Optimizer.add_param_group` is wrapped by
+    `torch._disable_dynamo`. Given no parameters, torch's optimisers check their arguments,
+    set `defaults`, and stop with "empty parameter list" before adding a group, so that is
+    what we build. Any other error is the user's optimiser spec; an optimiser that accepts
+    an empty list is probed on one parameter, as before.
+    """
+    cls = make_optim.func if isinstance(make_optim, partial) else None
+    if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
+        optimizer = cls.__new__(cls)
+        try:
+            cls.__init__(optimizer, *make_optim.args, [], **{**make_optim.keywords, "lr": lr})
+        except ValueError as err:
+            if _EMPTY_PARAMS not in str(err) or not hasattr(optimizer, "defaults"):
+                raise
+            return cls, dict(optimizer.defaults)
+    built = make_optim([torch.zeros(1, requires_grad=True)], lr=lr)
+    return type(built), dict(built.defaults)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_problem(parts: ProblemParts, dataset: Dataset, *, device: str = "auto", dtype: str = "float32") -> Problem:
+    """The parts and the data as tensors on `device` in `dtype` (`train.device`, `train.dtype`)."""
+    on_device = partial(
+        torch.tensor, device=pick_device(device), dtype=getattr(torch, dtype)
+    )  # a copy: pandas arrays may be read-only
+    has_test = dataset.x_test is not None
+    return Problem(
+        parts,
+        on_device(dataset.x),
+        on_device(dataset.y),
+        on_device(dataset.x_test) if has_test else None,
+        on_device(dataset.y_test) if has_test else None,
+        pick_device(device),
+        getattr(torch, dtype),
+    )
+
+
+def new_model(problem: Problem, run: Run) -> nn.Module:
+    """The run's model on the device, from its init vector or a seeded default init."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.seed * 100_003 + run.init_index)
+        model = problem.parts.make_model()
+    model = model.to(device=problem.device, dtype=problem.dtype)
+    if run.init is not None:
+        vec = torch.tensor(run.init, device=problem.device, dtype=problem.dtype)
+        nn.utils.vector_to_parameters(vec, model.parameters())
+    return model
+
+
+def design_matrix(parts: ProblemParts, dataset: Dataset) -> Optional[tuple[Any, Any]]:
+    """(features, response) of the original rows in float64, for the closed-form intervals;
+    None when the model has no closed form. Saved in the sweep folder at launch."""
+    if not parts.closed_form:
+        return None
+    with torch.no_grad():
+        features = parts.make_model().features(torch.tensor(dataset.x, dtype=torch.float64))
+    return features.numpy(), dataset.y[:, 0]
