@@ -1,7 +1,7 @@
 """A sweep folder of any size without training: parts in the real schema, written by the
 real record code (`store.result_row`, `store.write_part`), with made-up numbers.
 
-Used by `bench_scale.py` (10^6 runs) and `tests/test_scale.py` (the memory check): what
+Used by `bench_scale.py` (10^6 runs) and `tests/integration/test_scale.py` (the memory check): what
 aggregation costs depends on the rows, not on how they were trained.
 """
 

@@ -28,7 +28,7 @@ def make_config(out_dir: Path, *overrides: str) -> dict[str, Any]:
 
     Without a `sweep=` override the sweep is `bootstrap` (one learning rate), not the CLI's
     default `story` (a grid of four): tests that choose no sweep count runs of one cell.
-    tests/test_first_contact.py runs the real default through the CLI.
+    tests/e2e/test_first_contact.py runs the real default through the CLI.
     """
     chosen = any(o.startswith("sweep=") for o in overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -71,3 +71,15 @@ def run_cli(app: str, *args: str, timeout: float = 600) -> subprocess.CompletedP
 @pytest.fixture
 def out_dir(tmp_path: Path) -> Path:
     return tmp_path / "sweep"
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder it lives in (tests/unit, tests/integration,
+    tests/e2e), so `-m unit` and the like select a tier; everything under tests/e2e is e2e."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

@@ -94,7 +94,7 @@ def sbatch_preview(executor: submitit.AutoExecutor, n_tasks: int) -> str:
 
     submitit has no public call that returns this text: `_make_sbatch_string` is the
     function its SlurmExecutor submits with, given the executor's (public) converted
-    parameters. tests/test_slurm.py pins the lines we rely on, so an upgrade that
+    parameters. tests/e2e/test_slurm.py pins the lines we rely on, so an upgrade that
     changes it fails there rather than silently.
     """
     from submitit.slurm.slurm import _make_sbatch_string

@@ -24,7 +24,7 @@ follow by cov_raw = M cov M^T, since theta_raw is linear in theta.
 
 numpy only: no torch and nothing from the pipeline, so the rule can be checked
 against certified values and statsmodels without a training stack. The feature order
-must match `pipeline.models.Polynomial` and `Features`; tests/test_rawunits.py compares
+must match `pipeline.models.Polynomial` and `Features`; tests/unit/test_rawunits.py compares
 `feature_matrix` with the real models so the two cannot drift apart.
 """
 

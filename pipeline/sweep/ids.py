@@ -34,7 +34,7 @@ ID_VERSION = 1
 # lr, init, resample, seed and scheme. In: model, loss, optimiser and their arguments;
 # epochs; log_every (the curve and where divergence is checked); dtype; grad_tol (it sets
 # the status stored with the run's results). Out: the engine and device (same numbers,
-# tests/test_batched.py), the launcher, intervals, report, out_dir, the experiment's name.
+# tests/integration/test_batched.py), the launcher, intervals, report, out_dir, the experiment's name.
 ID_SETTINGS = {"model": None, "loss": None, "optim": None, "train": ("epochs", "log_every", "grad_tol", "dtype")}
 
 
@@ -79,7 +79,7 @@ def run_id_from_json(
 
     The text hashed is json.dumps(..., sort_keys=True) of {"v", "settings", "lr", "init",
     "resample", "seed", "scheme"}: "settings" and "v" sort after the run's own keys, so the
-    run's part is dumped alone and the settings' text appended (tests/test_house.py pins it).
+    run's part is dumped alone and the settings' text appended (tests/integration/test_house.py pins it).
     """
     draw = resample > 0
     own = {

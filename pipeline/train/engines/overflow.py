@@ -26,7 +26,7 @@ from pipeline.train.engines.stacked_optim import SGDSettings, sgd_update
 # state adds one such error, which the linear map grows no faster than the state itself.
 # What matters is headroom in size, not a count of epochs. Measured on 2,484 diverging
 # runs logged 12 to 400 epochs apart, so that many are logged within an epoch or two of
-# their overflow (every gram family of tests/test_batched.py, float32 and float64): 21
+# their overflow (every gram family of tests/integration/test_batched.py, float32 and float64): 21
 # differ from the reference loop there (noise in its small parameters overflowing with
 # either sign, its final gradient), the same 21 when stepping starts 16 epochs earlier or
 # 2 later, 25 when 4 later and 86 when 8 later (from untrusted states, in fast runs).

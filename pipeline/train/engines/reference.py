@@ -1,7 +1,7 @@
 """The textbook loop, one run after the other: the definition of a correct run.
 
 Forward, loss module, `backward()`, `torch.optim` step, `zero_grad()`. Any faster
-engine must give the same numbers (tests/test_batched.py). Divergence is checked where
+engine must give the same numbers (tests/integration/test_batched.py). Divergence is checked where
 the loss is logged (`fate`), so a NaN run is stopped and marked, and never raises.
 """
 

@@ -76,7 +76,7 @@ def test_a_batch_is_written_as_its_result_rows(family):
     from pipeline.train.engines.batched import train_batched
     from pipeline.train.engines.stacked import chunk_data
     from pipeline.train.problem import resample_data
-    from tests.test_batched import FAMILIES, chunk_of, family_problem, train_cfg
+    from tests.integration.test_batched import FAMILIES, chunk_of, family_problem, train_cfg
 
     fam = FAMILIES[family]
     problem = family_problem(fam, "float32")

@@ -27,8 +27,8 @@ from pipeline.sweep.ids import ID_VERSION
 from pipeline.sweep.plan import legacy_ids
 from tests.conftest import make_config
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy"
-IDS_V1 = Path(__file__).parent / "fixtures" / "ids_v1"  # made by fixtures/ids_v1/make_ids_v1.py
+LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy"
+IDS_V1 = Path(__file__).parents[1] / "fixtures" / "ids_v1"  # made by fixtures/ids_v1/make_ids_v1.py
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ FAMILIES = {
         ("gram", "batched"),
     ),
     "001 y = w x": Family(
-        {"_target_": "tests.test_batched.Slope"},
+        {"_target_": "tests.integration.test_batched.Slope"},
         MSE,
         SGD,
         gistemp_like,
@@ -170,7 +170,7 @@ FAMILIES = {
         ("batched",),
     ),
     "001 hinge": Family(
-        {"_target_": "tests.test_batched.Hinge"},
+        {"_target_": "tests.integration.test_batched.Hinge"},
         MSE,
         SGD,
         gistemp_like,
@@ -197,7 +197,7 @@ FAMILIES = {
         ("gram", "batched"),
     ),
     "002 mlp, adam": Family(
-        {"_target_": "tests.test_batched.toy_mlp"},
+        {"_target_": "tests.integration.test_batched.toy_mlp"},
         MSE,
         {"_target_": "torch.optim.Adam", "_partial_": True},
         toy_mlp_rows,
@@ -207,7 +207,7 @@ FAMILIES = {
         linear=False,
     ),
     "002 mlp, sgd momentum": Family(
-        {"_target_": "tests.test_batched.toy_mlp"},
+        {"_target_": "tests.integration.test_batched.toy_mlp"},
         MSE,
         {**SGD, "momentum": 0.9},
         toy_mlp_rows,

@@ -30,7 +30,7 @@ from pipeline.stats.raw_units import (
     to_raw,
 )
 
-NIST_DIR = Path(__file__).resolve().parents[1] / "data" / "nist"
+NIST_DIR = Path(__file__).resolve().parents[2] / "data" / "nist"
 DATASETS = ("Norris", "Pontius", "NoInt1")
 DIGITS = 1e-9  # relative error allowed: at least 9 significant digits
 

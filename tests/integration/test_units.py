@@ -20,7 +20,7 @@ from pipeline.stats.raw_units import FeatureSpec, raw_unit_matrix, to_raw
 from pipeline.store.folder import read_meta
 from tests.conftest import run_sweep
 
-NIST_DIR = Path(__file__).resolve().parents[1] / "data" / "nist"
+NIST_DIR = Path(__file__).resolve().parents[2] / "data" / "nist"
 FAST = ("launcher=debug", "train.engine=gram", "train.dtype=float64", "intervals.plots=false", "report=false")
 
 

@@ -6,7 +6,7 @@ early in a block of k epochs is found diverged at the block's end, with the para
 stepping all k epochs gives (NaN by then). The blocks here are long (600 and 1,200
 epochs) and the runs overflow within their first 400 (float64; float32 within 50); the
 tests' time is the reference loop stepping through them. The problems and the
-comparison are `tests/test_batched.py`'s.
+comparison are `tests/integration/test_batched.py`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from pipeline.core.runs import DIVERGED, RESIDUAL, Run, RunResult
 from pipeline.train.engines import gram, moments, overflow, train_chunk, train_reference
 from pipeline.train.problem import Problem
-from tests.test_batched import FAMILIES, Family, assert_matches_reference, family_problem, train_cfg
+from tests.integration.test_batched import FAMILIES, Family, assert_matches_reference, family_problem, train_cfg
 
 EPOCHS = 1_200
 FAMILY_NAMES = ("000 tdm quadratic", "004 linear", "003 cubic, momentum")  # momentum: Nesterov, weight decay

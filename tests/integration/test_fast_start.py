@@ -48,7 +48,7 @@ def test_probe_refuses_what_the_optimizer_refuses(spec, error, words):
 
 
 def test_an_optimizer_that_takes_no_parameters_is_probed_on_one():
-    make_optim = instantiate({"_target_": "tests.test_fast_start.LenientSGD", "lr": 0.1}, _partial_=True)
+    make_optim = instantiate({"_target_": "tests.integration.test_fast_start.LenientSGD", "lr": 0.1}, _partial_=True)
     cls, defaults = probe_optimizer(make_optim)
     assert cls is LenientSGD and defaults["lr"] == 1.0
 

@@ -1,7 +1,7 @@
 """Resume loses nothing: ids that survive upgrades, progress reused by run id, unreadable
 files set aside, a full disk named, files readable by collaborators, one launch per folder.
 
-In-process (debug launcher) and small; tests/test_faults.py signals real local sweeps.
+In-process (debug launcher) and small; tests/e2e/test_faults.py signals real local sweeps.
 """
 
 from __future__ import annotations
