@@ -9,7 +9,7 @@ is the `train` config section as the loops read it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 
 def known_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -33,6 +33,10 @@ class SweepMeta:
     x_shift: tuple[float, ...] = ()
     x_scale: tuple[float, ...] = ()
     standardize: bool = False
+    # whether the model's output is linear in its parameters (checked at launch); None: not
+    # recorded (a folder from before). Not linear (an MLP): single parameters need not be
+    # identifiable, so the answer is what the model predicts (`store.DATA_POINTS`).
+    linear_in_params: Optional[bool] = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

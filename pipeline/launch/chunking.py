@@ -118,8 +118,8 @@ def _slurm_size(work: Work, launcher: dict[str, Any], array_limit: int, cap: int
 def runs_per_task(work: Work, launcher: dict[str, Any], slots: int, array_limit: int) -> tuple[int, str]:
     """(runs per task, how it was chosen): `launcher.runs_per_task` when it is a number."""
     pinned = launcher["runs_per_task"]
-    if pinned != AUTO:
-        return int(pinned), "pinned by launcher.runs_per_task"
+    if pinned != AUTO:  # no shipped config pins it (tests/unit/test_plan.py): the user did
+        return int(pinned), f"pinned by launcher.runs_per_task={pinned} (auto sizes tasks to the work)"
     if work.n_runs == 0:
         return 1, "nothing to train"
     cluster = launcher["cluster"]

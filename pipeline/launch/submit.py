@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from pipeline import store
+from pipeline.config.points import data_points
 from pipeline.core.errors import Interrupted
 from pipeline.core.runs import Task
 from pipeline.launch.backends import array_limit, dry_run_text, make_executor, submit_arrays
@@ -93,6 +94,8 @@ def write_sweep_files(prepared: PreparedSweep) -> None:
     store.write_frame(store.plan_frame(prepared.runs), out_dir / store.PLAN)
     if prepared.design is not None:
         store.write_design(*prepared.design, prepared.meta.param_names, out_dir)
+    if prepared.meta.linear_in_params is False:  # its answer: predictions at the data's own x
+        store.write_data_points(data_points(prepared.dataset.x_raw), prepared.meta.x_names, out_dir)
     with store.atomic_path(out_dir / store.CONFIG) as tmp:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(prepared.cfg)))
 
@@ -157,7 +160,7 @@ def run_tasks_here(executor: Any, runner: TaskRunner, tasks: list[Task], launche
         stop_jobs(list(running))
         raise
     finally:
-        remove_placeholder_folder(out_dir / "logs" / "%j")
+        remove_placeholder_folder(out_dir / store.LOGS / "%j")
     return failures
 
 
@@ -194,14 +197,15 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
     it); a dry run only reads. Ctrl-C / SIGTERM of a local sweep raises `Interrupted`.
     """
     launcher, out_dir = prepared.launcher, prepared.out_dir
-    executor = make_executor(launcher, out_dir / "logs")
-    if launcher["dry_run"]:
+    if launcher["dry_run"]:  # creates nothing: submitit's local executor would make logs/
         done = store.finished_run_ids(out_dir) if out_dir.exists() else set()
         todo = [r for r in prepared.runs if r.run_id not in done]
         tasks, sizing = plan_tasks(prepared, todo)
         skipped = len(prepared.runs) - len(todo)
+        executor = make_executor(launcher, out_dir / store.LOGS) if launcher["cluster"] == "slurm" else None
         print(dry_run_text(executor, tasks, launcher, len(prepared.runs), skipped, sizing))
         return LaunchReport(out_dir, len(prepared.runs), skipped, len(tasks), waited=False)
+    executor = make_executor(launcher, out_dir / store.LOGS)
     out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, wait=bool(launcher.get("wait_lock", False))):
         return _launch_holding_lock(prepared, executor)

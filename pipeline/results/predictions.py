@@ -30,7 +30,6 @@ from pipeline.stats.prediction import (
 from pipeline.stats.raw_units import feature_matrix
 from pipeline.store.folder import read_config
 
-PREDICTIONS = "predictions.parquet"
 CHUNK = 4096  # runs per vmap batch
 
 
@@ -71,19 +70,21 @@ def write_predictions(
     methods: Optional[Sequence[str]] = None,
     max_dropped_share: float = 0.1,
 ) -> Optional[Path]:
-    """predictions.parquet of a sweep folder (None when `at` is not set).
+    """predictions.parquet of a sweep folder at `at`; when `at` is not set, at the data's own x
+    for a model not linear in its parameters (saved at launch: `store.DATA_POINTS`), else None.
 
     A bad `at`, or an x column named like a column of the table, is a ConfigError raised
     before anything is written (the other tables of the folder are left as they are).
     """
-    if at is None:
-        return None
     out_dir = Path(out_dir)
     meta = store.read_meta(out_dir)
+    saved = store.read_data_points(out_dir, meta.x_names) if at is None else None
+    if at is None and saved is None:
+        return None
     check_x_names(meta.x_names)
-    points = read_points(at, meta.x_names)
+    points = read_points(at, meta.x_names) if at is not None else saved
     x_fitted = to_fitted(points, meta.x_shift, meta.x_scale)
-    estimates = pd.read_parquet(out_dir / "estimates.parquet")
+    estimates = pd.read_parquet(out_dir / store.ESTIMATES)
     config = read_config(out_dir)
     params = list(meta.param_names)
     spec = feature_spec(config.get("model"))
@@ -116,6 +117,6 @@ def write_predictions(
         design=design,
         features=features if design is not None else None,
     )
-    path = out_dir / PREDICTIONS
+    path = out_dir / store.PREDICTIONS
     store.write_frame(table, path)
     return path

@@ -52,7 +52,7 @@ from pipeline.stats.bounds import (
     percentile_bounds,
     studentized_bounds,
 )
-from pipeline.stats.cells import _bca_note, _Cell, _cell_notes, _counts, _estimate_notes, _split_cell
+from pipeline.stats.cells import _bca_note, _Cell, _cell_notes, _counts, _estimate_notes, _split_cell, why_no_interval
 from pipeline.stats.cells import as_float as _as_float
 from pipeline.stats.draws import SE_PREFIX as _SE  # noqa: F401 - kinds_of re-exported
 from pipeline.stats.draws import in_raw_units, kinds_of
@@ -65,6 +65,9 @@ METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "studentized")
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal", "studentized")
 CLOSED_FORM_METHODS = ("t", "hc3")
 DESIGN_METHODS = ("t", "hc3", "studentized")  # need the design (X, y): models linear in their parameters
+# What `estimate` is on each row (`estimate_source`): the sweep's own fit on the original rows
+# (bootstrap methods are built around it), or the closed-form optimum (t, hc3 are centred on it).
+GRADIENT_DESCENT, LEAST_SQUARES = "gradient descent", "least squares"
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
 GRID_COLUMNS = ("lr", "init_index")
 DROP_REASONS = ("diverged", "not_converged")
@@ -75,6 +78,7 @@ COLUMNS = (
     "level",
     "scheme",
     "estimate",
+    "estimate_source",
     "lower",
     "upper",
     "se",
@@ -128,6 +132,7 @@ def _bootstrap_rows(
 ) -> list[dict]:
     alpha = 1.0 - level
     cell_fatal, cell_caveats = _cell_notes(cell, statuses, max_dropped_share)
+    reason = why_no_interval(cell.runs(statuses))  # leads the note of every row it leaves without bounds
     dropped = cell.dropped
     common = {
         "level": level,
@@ -159,13 +164,15 @@ def _bootstrap_rows(
                 if fatal or not bca_ok
                 else _bootstrap_bounds(method, boot, theta_hat, cell.jack[name].to_numpy(dtype=float), alpha, student)
             )
-            notes = cell_fatal + est_fatal + [bca_note, bounds.note] + cell_caveats + est_caveats
+            lead = [reason] if fatal and reason else []
+            notes = lead + cell_fatal + est_fatal + [bca_note, bounds.note] + cell_caveats + est_caveats
             rows.append(
                 {
                     "parameter": name,
                     "method": method,
                     **common,
                     "estimate": theta_hat,
+                    "estimate_source": GRADIENT_DESCENT,
                     "lower": bounds.lower,
                     "upper": bounds.upper,
                     "se": se,
@@ -174,7 +181,7 @@ def _bootstrap_rows(
                     "gap_to_ols": gap,
                     "z0": bounds.z0,
                     "acceleration": bounds.acceleration,
-                    "note": "; ".join(n for n in notes if n),
+                    "note": "; ".join(dict.fromkeys(n for n in notes if n)),
                 }
             )
     return rows
@@ -196,6 +203,7 @@ def _closed_form_rows(
                     "level": level,
                     "scheme": None,
                     "estimate": estimate,
+                    "estimate_source": LEAST_SQUARES,
                     "lower": lower[j],
                     "upper": upper[j],
                     "se": se[j],

@@ -23,11 +23,13 @@ import pandas as pd
 from scipy.special import ndtri, stdtrit  # stdtrit is stats.t.ppf, without importing scipy.stats (as closed_form)
 
 from pipeline.core.errors import ConfigError
-from pipeline.stats.cells import _bca_note, _cell_notes, _split_cell, as_float
+from pipeline.stats.cells import _bca_note, _cell_notes, _split_cell, as_float, why_no_interval
 from pipeline.stats.intervals import (
     BOOTSTRAP_METHODS,
     CLOSED_FORM_METHODS,
+    GRADIENT_DESCENT,
     GRID_COLUMNS,
+    LEAST_SQUARES,
     _bootstrap_bounds,
     _cells,
     applicable_methods,
@@ -43,6 +45,7 @@ COLUMNS = (
     "level",
     "scheme",
     "estimate",
+    "estimate_source",
     "lower",
     "upper",
     "se",
@@ -164,6 +167,7 @@ def prediction_intervals(
     for key, frame in _cells(predictions, by):
         cell = _split_cell(frame, statuses)
         cell_fatal, cell_caveats = _cell_notes(cell, statuses, max_dropped_share)
+        reason = why_no_interval(cell.runs(statuses))  # the parameter intervals' rule, word for word
         original = cell.original
         status = None if original is None else original["status"]
         est_fatal = (
@@ -196,17 +200,20 @@ def prediction_intervals(
                         if not fatal and bca_ok
                         else None
                     )
-                    notes = cell_fatal + est_fatal + [bca_note, "" if bounds is None else bounds.note] + cell_caveats
+                    lead = [reason] if fatal and reason else []
+                    notes = lead + cell_fatal + est_fatal + [bca_note, "" if bounds is None else bounds.note]
+                    notes += cell_caveats
                     cell_rows.append(
                         {
                             "output": output,
                             "method": method,
                             **common,
                             "estimate": theta_hat,
+                            "estimate_source": GRADIENT_DESCENT,
                             "lower": np.nan if bounds is None else bounds.lower,
                             "upper": np.nan if bounds is None else bounds.upper,
                             "se": se,
-                            "note": "; ".join(n for n in notes if n),
+                            "note": "; ".join(dict.fromkeys(n for n in notes if n)),
                         }
                     )
                 for method in form_methods if o == 0 else ():
@@ -218,6 +225,7 @@ def prediction_intervals(
                             "level": level,
                             "scheme": None,
                             "estimate": estimate[i],
+                            "estimate_source": LEAST_SQUARES,
                             "lower": lower[i],
                             "upper": upper[i],
                             "se": f_se[i],
