@@ -152,7 +152,7 @@ def _report_app(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="status")
 def _status_app(cfg: DictConfig) -> None:
-    """Runs done / pending / running / failed / diverged per task of a sweep folder."""
+    """Runs done (per status) / pending / running / failed per task of a sweep folder."""
     from pipeline.api import open_sweep
     from pipeline.launch.status import failure_messages, summary, task_table
 

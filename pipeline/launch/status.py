@@ -32,7 +32,7 @@ def _run_statuses(out_dir: Path) -> dict[str, str]:
 
 
 def task_table(out_dir: Path) -> pd.DataFrame:
-    """One row per submitted task: its state and its runs done / in progress / diverged."""
+    """One row per submitted task: its state, its runs done / in progress, and those done per status."""
     out_dir = Path(out_dir)
     tasks = submitted_tasks(out_dir)
     finished = _run_statuses(out_dir)

@@ -215,6 +215,10 @@ def test_the_readme_next_commands_are_quiet_and_give_their_answers(tmp_path):
     assert _answer_table(gistemp) == _answer_table(printed[1])
     assert re.search(r"^0\.1 .* w +0\.0078 +- +\[0\.0071, 0\.0085\]", gistemp, re.MULTILINE), gistemp
     assert "! no bootstrap draws: set sweep.resamples" in gistemp and "too few usable draws" not in gistemp
+    from pipeline.launch.status import summary, task_table
+
+    folder = tmp_path / "1"
+    assert "(2 ok, 2 not_converged, 3 diverged)" in summary(folder, task_table(folder))  # pipeline-status
     plants = printed[2]
     assert re.search(
         r"^1 +0 +2 +39 +\(no interval: 39 of 41 runs diverged: lower lr \(below lr_max_stable", plants, re.M
@@ -240,3 +244,12 @@ def test_a_refused_command_and_a_dry_run_leave_results_as_they_were(tmp_path):
         assert proc.returncode in (0, 2), proc.stderr[-2000:]
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, args
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["kept"]
+
+
+@pytest.mark.e2e
+def test_help_says_what_the_tool_does_and_lists_its_flags():
+    text = run_cli("sweep", "--help").stdout
+    assert text.splitlines()[0].startswith("pipeline-sweep: sweep a small PyTorch fit over learning rates")
+    for flag in ("--dry-run", "--wait ", "--wait-lock", "--multirun", "--cfg job", "--hydra-help"):
+        assert flag in text, flag
+    assert "powered by Hydra" not in text and "experiment: gistemp_hinge" in text  # Hydra's groups still listed
