@@ -18,9 +18,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from pipeline import store
 from pipeline.config.schema import DEVICES, DTYPES, ENGINES
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
+from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import (
     BLOCK_SCHEMES,
     CASE,
@@ -350,6 +352,7 @@ def _check_loss_and_optim(cfg: dict[str, Any], parts: ProblemParts, dataset: Dat
 
 
 def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> SweepMeta:
+    """What the sweep folder will record; a folder that holds a sweep keeps its draw rule."""
     return SweepMeta(
         cfg["experiment"],
         parts.param_names,
@@ -362,6 +365,7 @@ def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> Sw
         dataset.x_shift,
         dataset.x_scale,
         bool(cfg["data"].get("standardize")),
+        store.folder_draw_rule(Path(cfg["out_dir"])) or DRAW_RULE,
     )
 
 
@@ -411,7 +415,7 @@ def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     if problems or dataset is None or parts is None:
         raise ConfigError(list(dict.fromkeys(problems)))
     meta = sweep_meta(cfg, dataset, parts)
-    runs = plan(cfg, meta.data_digest, meta.n_rows)
+    runs = plan(cfg, meta.data_digest, meta.n_rows, meta.draw_rule)
     design = design_matrix(parts, dataset)
     warn_unformable_intervals(cfg, design)
     return PreparedSweep(

@@ -171,6 +171,7 @@ def interval_table(
             y=y,
             raw_units=units.matrix,
             hac_lags=hac_lags,
+            draw_rule=meta.draw_rule,
         )
     )
 
@@ -343,6 +344,7 @@ def stream_tables(
                                 y=y,
                                 raw_units=units.matrix,
                                 hac_lags=hac_lags,
+                                draw_rule=meta.draw_rule,
                             )
                         )
                     )
