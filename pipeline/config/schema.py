@@ -13,12 +13,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from pipeline.config.launcher import LAUNCHER_CONFS, BaseLauncherConf
 from pipeline.config.shipped import SHIPPED_ROOT
 
 ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines/choice.py)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
-CLUSTERS = ("debug", "local", "slurm")
 
 
 @dataclass
@@ -34,6 +34,7 @@ class DataConf:
     standardize: bool = False  # x used = (x - mean) / sd of the training rows instead
     test_share: Optional[float] = None  # hold out this share of rows when there is no test file
     split_seed: int = 0  # fixes which rows test_share holds out
+    order: Optional[str] = None  # a column to sort the rows by (time); None: the file's order
 
 
 @dataclass
@@ -55,38 +56,12 @@ class SweepConf:
     init: Any = None  # list of initial vectors; None: the experiment's init
     resamples: int = 0  # bootstrap draws besides resample 0, the original rows
     seed: int = 0  # with the resample index, fixes each draw's rows
-    scheme: str = "case"  # case: resample (x, y) rows | residual: resample OLS residuals (linear models)
+    # case: resample (x, y) rows | residual: resample OLS residuals (linear models) | moving_block,
+    # circular_block, stationary: rows in their order, in blocks | wild: fitted + residual * v (linear models)
+    scheme: str = "case"
+    block_length: Any = "auto"  # block schemes: a (mean) block length, or auto (Politis-White on the residuals)
+    wild_weights: str = "rademacher"  # wild: rademacher | mammen
     jackknife: bool = False  # one leave-one-row-out run per data row (BCa's acceleration)
-
-
-@dataclass
-class LauncherConf:
-    """How tasks run. SLURM keys carry submitit's names (slurm/README.md maps them to sbatch)."""
-
-    name: str = "local"
-    cluster: str = "local"  # submitit cluster: debug | local | slurm
-    # training runs one task (array task) trains; auto: sized from the plan, the engine and
-    # the parallel slots (pipeline/chunking.py); a number pins it
-    runs_per_task: Any = "auto"
-    max_parallel: int = 0  # local: tasks at once (0: one per CPU core)
-    timeout_min: int = 60  # the task's wall-clock limit (sbatch --time)
-    progress: bool = True  # a progress bar of runs done / total
-    wait: bool = True  # slurm: block until the sweep ends (false: submit and return)
-    dry_run: bool = False  # print plan, arrays and sbatch script; submit nothing
-    wait_lock: bool = False  # another launch holds the sweep folder: wait for it (false: stop, exit 2)
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    cpus_per_task: int = 1
-    mem_gb: float = 2.0
-    gpus_per_node: int = 0
-    gres: Optional[str] = None
-    array_parallelism: int = 256  # at most this many array tasks at once (the %N throttle)
-    signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
-    max_num_timeout: int = 3  # requeues after a timeout before giving up
-    max_array_size: Optional[int] = None  # None: the cluster's MaxArraySize (scontrol)
-    additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch --key=value
-    setup: list[str] = field(default_factory=list)  # shell lines before the task (module load, venv)
 
 
 @dataclass
@@ -101,6 +76,7 @@ class IntervalsConf:
     # x values for prediction intervals (predictions.parquet): a list (a number per point for
     # one x column, a list per point for several) or a CSV path with the x columns; raw units
     at: Any = None
+    hac_lags: Optional[int] = None  # Newey-West lags of the hac interval; None: floor(4 (n/100)^(2/9))
 
 
 @dataclass
@@ -113,7 +89,7 @@ class PipelineConf:
     optim: Any = MISSING  # `_target_` of a torch.optim class, `_partial_: true`
     train: TrainConf = field(default_factory=TrainConf)
     sweep: SweepConf = field(default_factory=SweepConf)
-    launcher: LauncherConf = field(default_factory=LauncherConf)
+    launcher: BaseLauncherConf = field(default_factory=BaseLauncherConf)  # conf/launcher/: DebugConf, LocalConf, ...
     intervals: IntervalsConf = field(default_factory=IntervalsConf)
     data_dir: str = MISSING
     out_dir: str = MISSING
@@ -142,6 +118,11 @@ class CoverageConf(PipelineConf):
     rows: Optional[int] = None  # rows per simulated data set; None: as many as the experiment's data
     truth: Optional[list[float]] = None  # true parameters; None: the OLS fit of the experiment's data
     noise_sd: Optional[float] = None  # sd of the Gaussian noise; None: residual sd of that fit
+    noise_ar: float = 0.0  # AR(1) coefficient of the noise, rows in their order (-1 < noise_ar < 1)
+    # heteroscedastic noise: its sd grows linearly with the first x column, from noise_sd at the
+    # smallest x of the design to (1 + noise_growth) noise_sd at the largest
+    noise_growth: float = 0.0
+    fixed_x: bool = False  # every data set has the experiment's own x rows, in their order (a time series)
     fits: str = "train"  # train: gradient descent (train_chunk) | closed_form: OLS on each resample
     seed: int = 0  # with the replicate index, fixes each simulated data set
 
@@ -180,6 +161,8 @@ def register() -> None:
     cs.store(name="aggregate_schema", node=AggregateConf)
     cs.store(name="coverage_schema", node=CoverageConf)
     cs.store(name="report_schema", node=ReportConf)
+    for cluster, conf in LAUNCHER_CONFS.items():  # conf/launcher/*.yaml start from these (no group: not an option)
+        cs.store(name=f"launcher_{cluster}_schema", node=conf)
 
 
 register()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,26 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from pipeline.config.schema import CLUSTERS, DEVICES, DTYPES, ENGINES
+from pipeline import store
+from pipeline.config.schema import DEVICES, DTYPES, ENGINES
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
-from pipeline.core.runs import RESIDUAL, SCHEMES, STATUSES, Run
+from pipeline.core.resampling import DRAW_RULE
+from pipeline.core.runs import (
+    BLOCK_SCHEMES,
+    CASE,
+    CIRCULAR_BLOCK,
+    MOVING_BLOCK,
+    RESIDUAL,
+    SCHEMES,
+    STATUSES,
+    WILD,
+    WILD_WEIGHTS,
+    Run,
+)
 from pipeline.core.settings import TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
+from pipeline.launch.backends import Backend, backend_for
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
 from pipeline.stats.lr_bound import resolve_auto_lr
 from pipeline.stats.ols import closed_form_problem
@@ -159,15 +172,6 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("train.grad_tol", t["grad_tol"], "> 0"),
         ("sweep.resamples", sw["resamples"], ">= 0"),
         ("sweep.seed", sw["seed"], ">= 0"),
-        ("launcher.max_parallel", lc["max_parallel"], ">= 0"),
-        ("launcher.timeout_min", lc["timeout_min"], "> 0"),
-        ("launcher.cpus_per_task", lc["cpus_per_task"], ">= 1"),
-        ("launcher.mem_gb", lc["mem_gb"], "finite and > 0"),
-        ("launcher.gpus_per_node", lc["gpus_per_node"], ">= 0"),
-        ("launcher.array_parallelism", lc["array_parallelism"], ">= 1"),
-        ("launcher.signal_delay_s", lc["signal_delay_s"], ">= 0"),
-        ("launcher.max_num_timeout", lc["max_num_timeout"], ">= 0"),
-        ("launcher.max_array_size", lc["max_array_size"], ">= 1 or null"),
         ("intervals.level", cfg["intervals"]["level"], "between 0 and 1"),
     ]
     problems = _rule_problems(rules) + split_seed_problems(cfg["data"])
@@ -176,23 +180,25 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
     for key, allowed in (("engine", ENGINES), ("dtype", DTYPES), ("device", DEVICES)):
         if t[key] not in allowed:
             problems.append(f"`train.{key}` must be one of {', '.join(allowed)}; got {t[key]!r}")
-    if lc["cluster"] not in CLUSTERS:
-        problems.append(f"`launcher.cluster` must be one of {', '.join(CLUSTERS)}; got {lc['cluster']!r}")
-    elif lc["cluster"] == "slurm" and not lc["dry_run"] and shutil.which("sbatch") is None:
-        problems.append(
-            "`launcher=slurm` needs `sbatch` on PATH (is this a SLURM login node? "
-            "bash slurm/local-cluster.sh start brings up a local one)"
-        )
-    return problems + _check_device(t["device"], lc["cluster"])
+    return problems + _check_launcher(lc, t["device"])
 
 
-def _check_device(device: str, cluster: str) -> list[str]:
+def _check_launcher(launcher: dict[str, Any], device: str) -> list[str]:
+    """The backend's own keys and what it needs of this machine."""
+    try:
+        backend = backend_for(launcher)
+    except ConfigError as err:  # no such backend
+        return err.problems
+    return _rule_problems(backend.rules()) + backend.environment_problems() + _check_device(device, backend)
+
+
+def _check_device(device: str, backend: Backend) -> list[str]:
     """`train.device=cuda` where the tasks run on this machine needs CUDA here; SLURM tasks
     run on other nodes, which this (login) node cannot see: a warning only."""
     if device != "cuda" or torch.cuda.is_available():
         return []
     build = f"torch {torch.__version__}" + (", a CPU-only build" if torch.version.cuda is None else "")
-    if cluster == "slurm":
+    if not backend.runs_here:
         log.warning(
             "train.device=cuda: this node has no CUDA device (%s); the SLURM tasks need GPU nodes "
             "(launcher=slurm_gpu or launcher.gpus_per_node)",
@@ -201,7 +207,8 @@ def _check_device(device: str, cluster: str) -> list[str]:
         return []
     return [
         f"`train.device` is 'cuda' but torch finds no CUDA device on this machine ({build}), where "
-        f"launcher.cluster={cluster} runs the tasks; available here: cpu (or auto, which picks CUDA when present)"
+        f"launcher.cluster={backend.conf.cluster} runs the tasks; available here: cpu "
+        "(or auto, which picks CUDA when present)"
     ]
 
 
@@ -256,18 +263,16 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
             "`intervals.methods` includes bca, whose acceleration needs jackknife runs; "
             "got sweep.jackknife=false (set it true, or drop bca)"
         )
-    if sweep["scheme"] not in SCHEMES:
-        problems.append(f"`sweep.scheme` must be one of {', '.join(SCHEMES)}; got {sweep['scheme']!r}")
-    no_closed_form = "a model linear in its parameters fitted by MSE (e.g. pipeline.models.Polynomial)"
-    if closed_form is False and sweep["scheme"] == RESIDUAL:
+    hac_lags = ic.get("hac_lags")
+    if hac_lags is not None and (isinstance(hac_lags, bool) or not isinstance(hac_lags, int) or hac_lags < 0):
         problems.append(
-            f"`sweep.scheme` residual needs {no_closed_form}; got model "
-            f"{(cfg.get('model') or {}).get('_target_')!r} with loss {(cfg.get('loss') or {}).get('_target_')!r}"
+            f"`intervals.hac_lags` must be a whole number >= 0 (Newey-West lags), or null for "
+            f"floor(4 (n/100)^(2/9)); got {hac_lags!r}"
         )
     wanted = [m for m in methods if m in DESIGN_METHODS]
     if closed_form is False and wanted:
         problems.append(
-            f"`intervals.methods` {', '.join(wanted)} need {no_closed_form}; got model "
+            f"`intervals.methods` {', '.join(wanted)} need {NO_CLOSED_FORM}; got model "
             f"{(cfg.get('model') or {}).get('_target_')!r}"
         )
     if ic.get("at") is not None:
@@ -280,6 +285,44 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
                 check(*args)
             except ConfigError as err:
                 problems += err.problems
+    return problems
+
+
+NO_CLOSED_FORM = "a model linear in its parameters fitted by MSE (e.g. pipeline.models.Polynomial)"
+TRAINED_SCHEMES = (CASE, RESIDUAL)  # the schemes the engines train (issue 23 adds the block and wild ones)
+
+
+def _check_scheme(cfg: dict[str, Any], closed_form: Optional[bool], n_rows: Optional[int]) -> list[str]:
+    """`sweep.scheme` and the settings of its draws: block length, wild weights."""
+    sweep = cfg["sweep"]
+    scheme, length = sweep["scheme"], sweep.get("block_length", "auto")
+    if scheme not in SCHEMES:
+        return [f"`sweep.scheme` must be one of {', '.join(SCHEMES)}; got {scheme!r}"]
+    problems = []
+    if scheme not in TRAINED_SCHEMES:
+        problems.append(f"`sweep.scheme` {scheme}: not trained yet (issue 23); use one of {', '.join(TRAINED_SCHEMES)}")
+    if sweep.get("wild_weights", WILD_WEIGHTS[0]) not in WILD_WEIGHTS:
+        problems.append(f"`sweep.wild_weights` must be one of {', '.join(WILD_WEIGHTS)}; got {sweep['wild_weights']!r}")
+    number = None if length == "auto" else _as_number(length)
+    if length != "auto" and (number is None or not 1 <= number < math.inf):
+        problems.append(
+            f"`sweep.block_length` must be auto (Politis-White on the original fit's residuals) or a number "
+            f">= 1; got {length!r}"
+        )
+    elif number is not None and scheme in (MOVING_BLOCK, CIRCULAR_BLOCK) and number != int(number):
+        problems.append(f"`sweep.block_length` of the {scheme} scheme is a whole number of rows; got {length!r}")
+    elif number is not None and scheme in BLOCK_SCHEMES and n_rows is not None and number > n_rows:
+        problems.append(f"`sweep.block_length` {length!r} is longer than the data ({n_rows} rows)")
+    model = (
+        f"got model {(cfg.get('model') or {}).get('_target_')!r} with loss {(cfg.get('loss') or {}).get('_target_')!r}"
+    )
+    if closed_form is False and scheme in (RESIDUAL, WILD):
+        problems.append(f"`sweep.scheme` {scheme} needs {NO_CLOSED_FORM}; {model}")
+    if closed_form is False and scheme in BLOCK_SCHEMES and length == "auto":
+        problems.append(
+            f"`sweep.block_length` auto reads the residuals of the closed-form fit, which needs {NO_CLOSED_FORM}; "
+            f"{model}: give a number (e.g. sweep.block_length=5)"
+        )
     return problems
 
 
@@ -309,6 +352,7 @@ def _check_loss_and_optim(cfg: dict[str, Any], parts: ProblemParts, dataset: Dat
 
 
 def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> SweepMeta:
+    """What the sweep folder will record; a folder that holds a sweep keeps its draw rule."""
     return SweepMeta(
         cfg["experiment"],
         parts.param_names,
@@ -321,6 +365,7 @@ def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> Sw
         dataset.x_shift,
         dataset.x_scale,
         bool(cfg["data"].get("standardize")),
+        store.folder_draw_rule(Path(cfg["out_dir"])) or DRAW_RULE,
     )
 
 
@@ -366,10 +411,11 @@ def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     problems += found
     problems += _check_init(cfg, parts.n_params if parts else None)
     problems += _check_intervals(cfg, parts.closed_form if parts else None)
+    problems += _check_scheme(cfg, parts.closed_form if parts else None, dataset.n_rows if dataset else None)
     if problems or dataset is None or parts is None:
         raise ConfigError(list(dict.fromkeys(problems)))
     meta = sweep_meta(cfg, dataset, parts)
-    runs = plan(cfg, meta.data_digest, meta.n_rows)
+    runs = plan(cfg, meta.data_digest, meta.n_rows, meta.draw_rule)
     design = design_matrix(parts, dataset)
     warn_unformable_intervals(cfg, design)
     return PreparedSweep(
