@@ -39,7 +39,9 @@ def _fail(err: ConfigError) -> None:
 
 def _interval_settings(intervals: dict[str, Any]) -> dict[str, Any]:
     """The `intervals` keys every table takes, passed by name (no catch-all keywords)."""
-    return {key: intervals[key] for key in ("level", "statuses", "methods", "max_dropped_share", "plots", "at")}
+    return {
+        key: intervals[key] for key in ("level", "statuses", "methods", "max_dropped_share", "plots", "at", "hac_lags")
+    }
 
 
 def _sweep(cfg: DictConfig, hydra_files: Optional[HydraFiles]) -> None:

@@ -32,7 +32,7 @@ from pipeline.stats.cells import CellRuns, why_no_interval
 
 log = logging.getLogger(__name__)
 
-METHOD_ORDER = ("percentile", "basic", "bca", "normal", "t", "hc3")
+METHOD_ORDER = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac")
 MAX_TABLE_ROWS = 600  # interval rows shown; the Parquet file has them all
 MAX_ANSWER_LINES = 12  # per cell in the answer table; the tables below have the rest
 MAX_PARAM_FIGURES = 12  # bootstrap figures; the first few are open, the rest folded
@@ -270,6 +270,7 @@ INTERVAL_COLUMNS = (
     "units",
     "method",
     "scheme",
+    "block_length",
     "estimate",
     "estimate_source",
     "lower",
@@ -285,7 +286,8 @@ INTERVAL_COLUMNS = (
 def _interval_cell(rows: pd.DataFrame, notes: list) -> str:
     """One grid cell's rows of the interval table, grey without bounds, yellow when the
     Monte-Carlo error of an endpoint is large next to the width."""
-    table = rows[[c for c in INTERVAL_COLUMNS if c in rows.columns]].copy()
+    shown = [c for c in INTERVAL_COLUMNS if c in rows.columns and (c != "block_length" or rows[c].notna().any())]
+    table = rows[shown].copy()
     table["note"] = _note_links(rows, notes, "note")
     width = rows["upper"] - rows["lower"]
     mc = rows[["mc_se_lower", "mc_se_upper"]].max(axis=1) if "mc_se_upper" in rows else width * 0

@@ -153,8 +153,9 @@ def interval_table(
     statuses: Sequence[str],
     methods: Optional[Sequence[str]],
     max_dropped_share: float,
+    hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
-    """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
+    """`bootstrap_intervals` of the estimates, with the design for t / hc3 / hac where there is one."""
     chosen, X, y = interval_settings(out_dir, meta, methods, estimates)
     units = folder_units(out_dir, meta)  # raw-unit rows beside the fitted ones (pipeline/units.py)
     return units.label(
@@ -169,6 +170,7 @@ def interval_table(
             X=X,
             y=y,
             raw_units=units.matrix,
+            hac_lags=hac_lags,
             draw_rule=meta.draw_rule,
         )
     )
@@ -307,6 +309,7 @@ def stream_tables(
     methods: Optional[Sequence[str]],
     max_dropped_share: float,
     sample: Optional[PlotSample],
+    hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
     """Write curves and estimates from the parts, cell by cell; return the intervals table."""
     chosen, X, y = interval_settings(out_dir, meta, methods, index.keys)
@@ -341,6 +344,7 @@ def stream_tables(
                                 X=X,
                                 y=y,
                                 raw_units=units.matrix,
+                                hac_lags=hac_lags,
                                 draw_rule=meta.draw_rule,
                             )
                         )
@@ -362,10 +366,12 @@ def aggregate(
     methods: Optional[Sequence[str]] = None,
     max_dropped_share: float = 0.1,
     plot_cells: int = 0,
+    hac_lags: Optional[int] = None,
 ) -> AggregateReport:
     """(Re)build the tables of a sweep folder from whatever parts are complete now.
 
-    `methods` None: every interval method that applies (see `bootstrap_intervals`).
+    `methods` None: every interval method that applies (see `bootstrap_intervals`);
+    `hac_lags` None: Newey-West's lag rule for `hac`.
     `plot_cells` > 0: also keep the rows the figures need (`AggregateReport.plot_sample`),
     every draw of that many cells; the figures themselves are drawn by the report layer.
     """
@@ -399,6 +405,7 @@ def aggregate(
         methods=methods,
         max_dropped_share=max_dropped_share,
         sample=sample,
+        hac_lags=hac_lags,
     )
     store.write_frame(intervals, out_dir / store.INTERVALS)
     if sample is not None:
