@@ -70,13 +70,16 @@ def ols_fit(X: np.ndarray, y: np.ndarray) -> OLSFit:
     )
 
 
-def closed_form_bounds(fit: OLSFit, method: str, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(se, lower, upper) of every coefficient for `t` or `hc3`."""
-    if method == "t":
-        se, crit = fit.se, stdtrit(fit.df, 1 - alpha / 2)
-    else:
-        se, crit = fit.se_hc3, ndtri(1 - alpha / 2)
-    return se, fit.coef - crit * se, fit.coef + crit * se
+@dataclass(frozen=True)
+class ClosedFormInterval:
+    """`t` or `hc3` intervals, one per coefficient or point: NaN bounds and the reason in
+    `note` where the design cannot give them."""
+
+    estimate: np.ndarray
+    se: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,26 +93,35 @@ class ClosedFormDesign:
         """The design's fit of M theta (raw units), or the same reason it has none."""
         return ClosedFormDesign(None if self.fit is None else self.fit.mapped(matrix), self.note)
 
-    def bounds(self, method: str, alpha: float, n_params: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """(se, lower, upper, note) of every coefficient for `t` or `hc3`; NaN and the reason when
-        the design cannot give them."""
-        nan = np.full(n_params, np.nan)
+    def interval(self, method: str, alpha: float, features: np.ndarray) -> ClosedFormInterval:
+        """`t` or `hc3` of the mean response f0' b at each row f0 of `features`: f0' b -/+ c
+        sqrt(f0' V f0), V the classical covariance with c = t(n - p) or the HC3 one with
+        c = z(1 - alpha/2) (statsmodels' HC3 intervals use the normal quantile). At the unit
+        vectors (`np.eye(p)`) these are the coefficients' own intervals."""
+        features = np.asarray(features, dtype=float)
+        nan = np.full(len(features), np.nan)
         if self.fit is None:
-            return nan, nan, nan, f"{method} undefined: {self.note}"
-        if method == "hc3" and self.fit.max_leverage > 1 - LEVERAGE_TOL:
-            return (
+            return ClosedFormInterval(nan, nan, nan, nan, f"{method} undefined: {self.note}")
+        fit = self.fit
+        estimate = features @ fit.coef
+        if method == "hc3" and fit.max_leverage > 1 - LEVERAGE_TOL:
+            return ClosedFormInterval(
+                estimate,
                 nan,
                 nan,
                 nan,
-                (
-                    "hc3 undefined: a row of the design has leverage 1 (it alone fixes a "
-                    "coefficient, so its HC3 residual is 0 / 0)"
-                ),
+                "hc3 undefined: a row of the design has leverage 1 (it alone fixes a coefficient, "
+                "so its HC3 residual is 0 / 0)",
             )
-        se, lower, upper = closed_form_bounds(self.fit, method, alpha)
+        cov, crit = (fit.cov, stdtrit(fit.df, 1 - alpha / 2)) if method == "t" else (fit.cov_hc3, ndtri(1 - alpha / 2))
+        with np.errstate(all="ignore"):
+            se = np.sqrt(np.einsum("ij,jk,ik->i", features, cov, features))
+            lower, upper = estimate - crit * se, estimate + crit * se
         if np.isfinite(se).all() and np.isfinite(lower).all() and np.isfinite(upper).all():
-            return se, lower, upper, ""
-        return nan, nan, nan, f"{method} undefined: the design is too badly scaled for finite standard errors"
+            return ClosedFormInterval(estimate, se, lower, upper)
+        return ClosedFormInterval(
+            estimate, nan, nan, nan, f"{method} undefined: the design is too badly scaled for finite standard errors"
+        )
 
 
 def closed_form_problem(X: np.ndarray, y: np.ndarray) -> str:

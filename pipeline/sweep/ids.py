@@ -20,7 +20,6 @@ import hashlib
 import json
 from typing import Any, Optional
 
-from pipeline.core.resampling import resample_rows  # noqa: F401 - re-exported: plan.resample_rows is public
 from pipeline.core.runs import CASE
 
 # The run-id scheme. Bump ID_VERSION only when a change makes the same settings give other

@@ -53,7 +53,7 @@ def resample_indices(cfg: dict[str, Any], n_rows: Optional[int]) -> list[int]:
 def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) -> list[Run]:
     """Every run of the sweep: learning rate x initial values x resample.
 
-    `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`);
+    `data_digest` identifies the training rows (see `pipeline.data.load.Dataset.digest`);
     `n_rows`, their number, is needed only for jackknife runs (one per row).
     """
     settings_json = json.dumps({**settings_fingerprint(cfg), "data": data_digest}, sort_keys=True, default=str)
