@@ -21,10 +21,7 @@ OK, NOT_CONVERGED, DIVERGED = "ok", "not_converged", "diverged"  # a run's statu
 STATUSES = (OK, NOT_CONVERGED, DIVERGED)
 
 
-CASE, RESIDUAL = "case", "residual"  # resampling schemes of the bootstrap draws
-
-
-SCHEMES = (CASE, RESIDUAL)
+CASE, RESIDUAL = "case", "residual"  # resampling schemes of the bootstrap draws (core.resampling.SCHEMES)
 
 
 ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample

@@ -18,10 +18,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from pipeline import store
 from pipeline.config.schema import DEVICES, DTYPES, ENGINES
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
-from pipeline.core.runs import RESIDUAL, SCHEMES, STATUSES, Run
+from pipeline.core.resampling import DRAW_RULE, SCHEMES
+from pipeline.core.runs import RESIDUAL, STATUSES, Run
 from pipeline.core.settings import TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
 from pipeline.launch.backends import Backend, backend_for
@@ -303,6 +305,7 @@ def _check_loss_and_optim(cfg: dict[str, Any], parts: ProblemParts, dataset: Dat
 
 
 def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> SweepMeta:
+    """What the sweep folder will record; a folder that holds a sweep keeps its draw rule."""
     return SweepMeta(
         cfg["experiment"],
         parts.param_names,
@@ -315,6 +318,7 @@ def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> Sw
         dataset.x_shift,
         dataset.x_scale,
         bool(cfg["data"].get("standardize")),
+        store.folder_draw_rule(Path(cfg["out_dir"])) or DRAW_RULE,
     )
 
 
@@ -363,7 +367,7 @@ def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     if problems or dataset is None or parts is None:
         raise ConfigError(list(dict.fromkeys(problems)))
     meta = sweep_meta(cfg, dataset, parts)
-    runs = plan(cfg, meta.data_digest, meta.n_rows)
+    runs = plan(cfg, meta.data_digest, meta.n_rows, meta.draw_rule)
     design = design_matrix(parts, dataset)
     warn_unformable_intervals(cfg, design)
     return PreparedSweep(

@@ -169,6 +169,7 @@ def interval_table(
             X=X,
             y=y,
             raw_units=units.matrix,
+            draw_rule=meta.draw_rule,
         )
     )
 
@@ -339,6 +340,7 @@ def stream_tables(
                                 X=X,
                                 y=y,
                                 raw_units=units.matrix,
+                                draw_rule=meta.draw_rule,
                             )
                         )
                     )

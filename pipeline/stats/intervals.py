@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DegenerateCellWarning, DroppedRunsWarning
+from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import BOOTSTRAP, JACKKNIFE, ORIGINAL
 from pipeline.stats.bounds import Bounds, bootstrap_bounds
 from pipeline.stats.cells import (
@@ -335,6 +336,7 @@ def bootstrap_intervals(
     X: Optional[np.ndarray] = None,
     y: Optional[np.ndarray] = None,
     raw_units: Optional[np.ndarray] = None,
+    draw_rule: str = DRAW_RULE,
 ) -> pd.DataFrame:
     """Per grid cell, parameter and method: the estimate on the original rows and its interval.
 
@@ -342,7 +344,8 @@ def bootstrap_intervals(
     percentile, basic and normal (the latter two when there are bootstrap draws), bca
     when there are jackknife fits, t and hc3 when `X` (features, one column per
     parameter) and `y` (response) are given. `studentized` (bootstrap-t) is computed
-    only when asked for, and needs `X` and `y` (each draw's OLS se from its own rows).
+    only when asked for, and needs `X` and `y` (each draw's OLS se from its own rows,
+    drawn again by `draw_rule`: the sweep folder's, `SweepMeta.draw_rule`).
 
     Runs whose status is not in `statuses` (by default: diverged or not converged) are
     left out and counted in `n_dropped` (and by reason). A cell with fewer than two
@@ -371,14 +374,14 @@ def bootstrap_intervals(
     covs = None
     if "studentized" in methods:  # each draw solved once, for both units
         runs = estimates[kinds_of(estimates).isin([ORIGINAL, BOOTSTRAP])]
-        covs = draw_covariances(runs, np.asarray(X, dtype=float), np.asarray(y, dtype=float))
+        covs = draw_covariances(runs, np.asarray(X, dtype=float), np.asarray(y, dtype=float), draw_rule)
     common = (methods, level, by, statuses, max_dropped_share)
     tables = []
     if matrix is not None:
         raw = in_raw_units(estimates, params, matrix)
-        raw = with_draw_se(raw, params, X, y, matrix, covs) if covs is not None else raw
+        raw = with_draw_se(raw, params, X, y, matrix, covs, draw_rule) if covs is not None else raw
         tables.append(_table(raw, params, *common, None if design is None else design.mapped(matrix), RAW))
-    fitted = with_draw_se(estimates, params, X, y, None, covs) if covs is not None else estimates
+    fitted = with_draw_se(estimates, params, X, y, None, covs, draw_rule) if covs is not None else estimates
     tables.append(_table(fitted, params, *common, design, FITTED))
     _warn(tables[-1], by, max_dropped_share)  # once: the raw rows share the fitted rows' draws
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]

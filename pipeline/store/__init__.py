@@ -13,6 +13,7 @@ launches.jsonl); `scan` reads the parts as one dataset for streaming aggregation
 from pipeline.store.files import atomic_path, read_json, write_frame, write_json, write_table
 from pipeline.store.folder import (
     append_launch,
+    folder_draw_rule,
     plan_frame,
     read_config,
     read_design,
@@ -96,6 +97,7 @@ __all__ = [
     "batch_table",
     "failure_path",
     "finish_task",
+    "folder_draw_rule",
     "finished_run_ids",
     "part_files",
     "part_schema",

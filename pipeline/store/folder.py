@@ -34,6 +34,17 @@ def read_meta(out_dir: Path) -> SweepMeta:
     return SweepMeta.from_json(read_json(Path(out_dir) / SWEEP_META))
 
 
+def folder_draw_rule(out_dir: Path) -> Optional[str]:
+    """The draw rule of the sweep already in `out_dir` (`SweepMeta.draw_rule`), which a relaunch
+    keeps; None when the folder holds no readable sweep.json (a new sweep: the current rule)."""
+    path = Path(out_dir) / SWEEP_META
+    try:
+        return read_meta(out_dir).draw_rule if path.is_file() else None
+    except (OSError, ValueError, TypeError) as err:
+        log.warning("%s cannot be read (%s): its draw rule is unknown; new draws use the current rule", path, err)
+        return None
+
+
 def write_design(features: Any, response: Any, names: Sequence[str], out_dir: Path) -> None:
     """The closed-form design of the original rows, so aggregation never rebuilds the model."""
     columns = {name: features[:, j] for j, name in enumerate(names)}
