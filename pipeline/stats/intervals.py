@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ from pipeline.stats.cells import (
     split_cell,
 )
 from pipeline.stats.draws import SE_PREFIX, in_raw_units, kinds_of, raw_matrix_iv, with_draw_se
-from pipeline.stats.ols import ClosedFormDesign, fit_design
+from pipeline.stats.ols import ClosedFormDesign, ClosedFormInterval, fit_design
 from pipeline.stats.studentized import draw_covariances
 
 METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "studentized")
@@ -68,17 +68,11 @@ DESIGN_METHODS = ("t", "hc3", "studentized")  # need the design (X, y): models l
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
 GRID_COLUMNS = ("lr", "init_index")
 
+# the columns of an interval row in every table (parameters here, predictions in stats.prediction)
+INTERVAL_COLUMNS = ("method", "level", "scheme", "estimate", "lower", "upper", "se", "n_used", "n_dropped")
 COLUMNS = (
     "parameter",
-    "method",
-    "level",
-    "scheme",
-    "estimate",
-    "lower",
-    "upper",
-    "se",
-    "n_used",
-    "n_dropped",
+    *INTERVAL_COLUMNS,
     "n_dropped_diverged",
     "n_dropped_not_converged",
     "dropped",
@@ -189,9 +183,28 @@ def _bootstrap_rows(
     return rows
 
 
+def closed_form_columns(form: ClosedFormInterval, i: int, method: str, level: float, status: Any) -> dict[str, Any]:
+    """The columns of a closed-form (t, hc3) row that the parameter and prediction tables share:
+    value `i` of `form`, which uses no draws (n_used, n_dropped: NA)."""
+    return {
+        "method": method,
+        "level": level,
+        "scheme": None,
+        "estimate": form.estimate[i],
+        "lower": form.lower[i],
+        "upper": form.upper[i],
+        "se": form.se[i],
+        "n_used": pd.NA,
+        "n_dropped": pd.NA,
+        "estimate_status": status,
+        "note": form.note,
+    }
+
+
 def _closed_form_rows(
     cell: Cell, params: Sequence[str], methods: Sequence[str], level: float, design: ClosedFormDesign
 ) -> list[dict]:
+    status = None if cell.original is None else cell.original["status"]
     rows = []
     for method in methods:
         form = design.interval(method, 1.0 - level, np.eye(len(params)))  # the coefficients
@@ -200,15 +213,7 @@ def _closed_form_rows(
             rows.append(
                 {
                     "parameter": name,
-                    "method": method,
-                    "level": level,
-                    "scheme": None,
-                    "estimate": form.estimate[j],
-                    "lower": form.lower[j],
-                    "upper": form.upper[j],
-                    "se": form.se[j],
-                    "n_used": pd.NA,
-                    "n_dropped": pd.NA,
+                    **closed_form_columns(form, j, method, level, status),
                     "n_dropped_diverged": pd.NA,
                     "n_dropped_not_converged": pd.NA,
                     "dropped": "",
@@ -217,8 +222,6 @@ def _closed_form_rows(
                     "gap_to_ols": gap,
                     "z0": np.nan,
                     "acceleration": np.nan,
-                    "estimate_status": None if cell.original is None else cell.original["status"],
-                    "note": form.note,
                 }
             )
     return rows

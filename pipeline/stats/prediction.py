@@ -26,28 +26,16 @@ from pipeline.stats.intervals import (
     BOOTSTRAP_METHODS,
     CLOSED_FORM_METHODS,
     GRID_COLUMNS,
+    INTERVAL_COLUMNS,
     applicable_methods,
+    closed_form_columns,
     value_intervals,
 )
 from pipeline.stats.ols import ClosedFormDesign
 
 PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
 RUN_COLUMNS = ("lr", "init_index", "resample", "kind", "status", "scheme")
-COLUMNS = (
-    "point",
-    "output",
-    "method",
-    "level",
-    "scheme",
-    "estimate",
-    "lower",
-    "upper",
-    "se",
-    "n_used",
-    "n_dropped",
-    "estimate_status",
-    "note",
-)
+COLUMNS = ("point", "output", *INTERVAL_COLUMNS, "estimate_status", "note")
 RESERVED = (*GRID_COLUMNS, *COLUMNS)  # predictions.parquet's own columns: no x column may take one's name
 
 
@@ -157,23 +145,7 @@ def prediction_intervals(
                         }
                     )
                 for method in form_methods if o == 0 else ():
-                    form = forms[method]
-                    cell_rows.append(
-                        {
-                            "output": output,
-                            "method": method,
-                            "level": level,
-                            "scheme": None,
-                            "estimate": form.estimate[i],
-                            "lower": form.lower[i],
-                            "upper": form.upper[i],
-                            "se": form.se[i],
-                            "n_used": pd.NA,
-                            "n_dropped": pd.NA,
-                            "estimate_status": status,
-                            "note": form.note,
-                        }
-                    )
+                    cell_rows.append({"output": output, **closed_form_columns(forms[method], i, method, level, status)})
             cell_rows.sort(key=lambda r: (list(outputs).index(r["output"]), order[r["method"]]))
             rows += [{**key, "point": i, **xs, **row} for row in cell_rows]
     table = pd.DataFrame(rows, columns=[*by, "point", *x_names, *COLUMNS[1:]])
