@@ -69,6 +69,7 @@ def write_predictions(
     statuses: Sequence[str] = ("ok",),
     methods: Optional[Sequence[str]] = None,
     max_dropped_share: float = 0.1,
+    hac_lags: Optional[int] = None,
 ) -> Optional[Path]:
     """predictions.parquet of a sweep folder (None when `at` is not set).
 
@@ -94,7 +95,7 @@ def write_predictions(
         outputs = outputs[:1]
         saved = store.read_design(out_dir, params) if meta.closed_form else None
         if saved is not None:
-            design = fit_design(*saved)
+            design = fit_design(*saved, hac_lags)
     else:
         values = model_predictions(config["model"], estimates, params, x_fitted)
         keep = [c for c in RUN_COLUMNS if c in estimates.columns]

@@ -18,10 +18,13 @@ the B usable bootstrap values:
     t           the OLS fit on the original rows -/+ t(n - p) x its classical se
     hc3         the OLS fit -/+ z(1 - alpha/2) x its HC3 (heteroskedasticity-robust) se;
                 statsmodels' `fit(cov_type="HC3").conf_int()`, which uses the normal quantile
+    hac         the OLS fit -/+ z(1 - alpha/2) x its Newey-West (heteroskedasticity- and
+                autocorrelation-robust) se, rows in their order (`pipeline.stats.ols`); statsmodels'
+                `fit(cov_type="HAC", cov_kwds={"maxlags": hac_lags}).conf_int()`
     studentized bootstrap-t: [theta_hat - q_t(1 - alpha/2) se_hat, theta_hat - q_t(alpha/2) se_hat],
                 q_t the quantiles of t* = (theta* - theta_hat) / se*, se* each draw's own
                 classical OLS se on its rows (`stats.studentized`), se_hat the original rows'
-`t`, `hc3` and `studentized` need the design: pass the feature matrix `X` and the response `y`.
+`t`, `hc3`, `hac` and `studentized` need the design: pass the feature matrix `X` and the response `y`.
 
 Units (`units` column): with `raw_units` = M (theta_raw = M theta, `stats.raw_units`),
 every row comes twice: `raw` (each draw's parameters mapped by M, the closed-form fit and
@@ -55,24 +58,32 @@ from pipeline.stats.cells import (
     counts_text,
     estimate_notes,
     grid_cells,
+    note_dependence,
     split_cell,
 )
 from pipeline.stats.draws import SE_PREFIX, in_raw_units, kinds_of, raw_matrix_iv, with_draw_se
 from pipeline.stats.ols import ClosedFormDesign, ClosedFormInterval, fit_design
 from pipeline.stats.studentized import draw_covariances
 
-METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "studentized")
+METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac", "studentized")
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal", "studentized")
-CLOSED_FORM_METHODS = ("t", "hc3")
-DESIGN_METHODS = ("t", "hc3", "studentized")  # need the design (X, y): models linear in their parameters
+CLOSED_FORM_METHODS = ("t", "hc3", "hac")
+DESIGN_METHODS = ("t", "hc3", "hac", "studentized")  # need the design (X, y): models linear in their parameters
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
 GRID_COLUMNS = ("lr", "init_index")
 
-# the columns of an interval row in every table (parameters here, predictions in stats.prediction)
-INTERVAL_COLUMNS = ("method", "level", "scheme", "estimate", "lower", "upper", "se", "n_used", "n_dropped")
 COLUMNS = (
     "parameter",
-    *INTERVAL_COLUMNS,
+    "method",
+    "level",
+    "scheme",
+    "block_length",
+    "estimate",
+    "lower",
+    "upper",
+    "se",
+    "n_used",
+    "n_dropped",
     "n_dropped_diverged",
     "n_dropped_not_converged",
     "dropped",
@@ -147,6 +158,7 @@ def _bootstrap_rows(
     common = {
         "level": level,
         "scheme": cell.scheme,
+        "block_length": cell.block_length,
         "n_used": len(cell.boot),
         "n_dropped": len(dropped),
         "n_dropped_diverged": int((dropped == "diverged").sum()),
@@ -184,8 +196,8 @@ def _bootstrap_rows(
 
 
 def closed_form_columns(form: ClosedFormInterval, i: int, method: str, level: float, status: Any) -> dict[str, Any]:
-    """The columns of a closed-form (t, hc3) row that the parameter and prediction tables share:
-    value `i` of `form`, which uses no draws (n_used, n_dropped: NA)."""
+    """The columns of a closed-form (t, hc3, hac) row that the parameter and prediction tables
+    share: value `i` of `form`, which uses no draws (n_used, n_dropped: NA)."""
     return {
         "method": method,
         "level": level,
@@ -208,12 +220,15 @@ def _closed_form_rows(
     rows = []
     for method in methods:
         form = design.interval(method, 1.0 - level, np.eye(len(params)))  # the coefficients
+        if method == "hac" and design.fit is not None and not form.note:
+            form = replace(form, note=f"Newey-West, Bartlett kernel, {design.fit.hac_lags} lag(s)")
         for j, name in enumerate(params):
             gap = np.nan if cell.original is None else abs(as_float(cell.original[name]) - form.estimate[j])
             rows.append(
                 {
                     "parameter": name,
                     **closed_form_columns(form, j, method, level, status),
+                    "block_length": np.nan,
                     "n_dropped_diverged": pd.NA,
                     "n_dropped_not_converged": pd.NA,
                     "dropped": "",
@@ -241,13 +256,15 @@ def applicable_methods(method: Union[str, Sequence[str], None], estimates: pd.Da
         raise ValueError(f"`method` must be one or more of {', '.join(METHODS)}; got {method!r}")
     if not has_design and any(m in DESIGN_METHODS for m in chosen):
         raise ValueError(
-            "`method` t, hc3 and studentized need the closed-form OLS design: pass it as X= "
+            "`method` t, hc3, hac and studentized need the closed-form OLS design: pass it as X= "
             "(features) and y= (response)"
         )
     return list(dict.fromkeys(chosen))
 
 
-def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[ClosedFormDesign]:
+def _design_iv(
+    X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str], hac_lags: Optional[int] = None
+) -> Optional[ClosedFormDesign]:
     """The closed-form fit of the design, if one was given; a misuse of the arguments raises,
     a design that cannot be fitted (data) gives a fit of None and the reason."""
     if X is None and y is None:
@@ -260,7 +277,11 @@ def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequenc
             f"`X` must be (rows, {len(params)}: one column per parameter) and `y` (rows,); "
             f"got X {X.shape} and y {y.shape}"
         )
-    return fit_design(X, y)
+    if hac_lags is not None and (
+        isinstance(hac_lags, bool) or not isinstance(hac_lags, (int, np.integer)) or hac_lags < 0
+    ):
+        raise ValueError(f"`hac_lags` must be a whole number >= 0 or None; got {hac_lags!r}")
+    return fit_design(X, y, hac_lags)
 
 
 def _warn(table: pd.DataFrame, by: Sequence[str], max_dropped_share: float) -> None:
@@ -312,6 +333,7 @@ def _table(
         cell = split_cell(frame, statuses)
         cell_rows = _bootstrap_rows(cell, params, boot_methods, level, statuses, max_dropped_share)
         cell_rows += _closed_form_rows(cell, params, form_methods, level, design) if form_methods else []
+        note_dependence(cell_rows, cell.scheme, design)
         rows += [
             {**key, **row, "units": units}
             for row in sorted(cell_rows, key=lambda r: order[r["parameter"], r["method"]])
@@ -339,16 +361,17 @@ def bootstrap_intervals(
     X: Optional[np.ndarray] = None,
     y: Optional[np.ndarray] = None,
     raw_units: Optional[np.ndarray] = None,
+    hac_lags: Optional[int] = None,
     draw_rule: str = DRAW_RULE,
 ) -> pd.DataFrame:
     """Per grid cell, parameter and method: the estimate on the original rows and its interval.
 
     `method` is one name or a list of `METHODS`; None takes every one that applies:
     percentile, basic and normal (the latter two when there are bootstrap draws), bca
-    when there are jackknife fits, t and hc3 when `X` (features, one column per
-    parameter) and `y` (response) are given. `studentized` (bootstrap-t) is computed
-    only when asked for, and needs `X` and `y` (each draw's OLS se from its own rows,
-    drawn again by `draw_rule`: the sweep folder's, `SweepMeta.draw_rule`).
+    when there are jackknife fits, t, hc3 and hac when `X` (features, one column per
+    parameter, rows in their order) and `y` (response) are given. `studentized` (bootstrap-t)
+    is computed only when asked for, and needs `X` and `y` (each draw's OLS se from its own
+    rows, drawn again by `draw_rule`: the sweep folder's, `SweepMeta.draw_rule`).
 
     Runs whose status is not in `statuses` (by default: diverged or not converged) are
     left out and counted in `n_dropped` (and by reason). A cell with fewer than two
@@ -360,8 +383,13 @@ def bootstrap_intervals(
     table has `units` raw rows (every parameter in the data's own units) before the
     `units` fitted rows; otherwise every row's `units` is fitted.
 
+    `hac_lags`: the Newey-West lags of `hac` (None: floor(4 (n / 100)^(2/9))). When the
+    residuals of the OLS fit look dependent (`cells.dependence_note`), the rows of the methods
+    that assume independent rows say so in their `note`. `block_length`: the draws' (mean)
+    block length in a block scheme's cells, NaN elsewhere.
+
     A design that cannot give the closed-form fit (rank-deficient, no more rows than
-    parameters, non-finite) gives t and hc3 rows with NaN bounds and a `note`: data never
+    parameters, non-finite) gives t, hc3 and hac rows with NaN bounds and a `note`: data never
     make this raise; wrong arguments (columns, shapes, level) do.
     """
     if not 0 < level < 1:
@@ -371,7 +399,7 @@ def bootstrap_intervals(
     missing = [c for c in ("resample", "status", *params, *by) if c not in estimates.columns]
     if missing:
         raise ValueError(f"`estimates` lack column(s) {', '.join(missing)}")
-    design = _design_iv(X, y, params)
+    design = _design_iv(X, y, params, hac_lags)
     methods = applicable_methods(method, estimates, design is not None)
     matrix = raw_matrix_iv(raw_units, params)
     covs = None

@@ -3,10 +3,13 @@
 The input is a table of per-run predictions: one row per run (grid columns, `resample`,
 `status`, optionally `kind` and `scheme`) and one column per (point, output), named by
 `prediction_column`. The bootstrap methods (percentile, basic, normal, bca) read those
-columns exactly as the parameter intervals read a parameter (`stats.intervals.value_intervals`).
-For a model linear in its parameters fitted by MSE, `t` and `hc3` give the mean response's
-interval from the OLS fit of the original rows (`stats.ols.ClosedFormDesign.interval` at the
-features of x: f0' b -/+ c sqrt(f0' V f0)), as the parameter intervals at the unit vectors.
+columns exactly as the parameter intervals read a parameter (`stats.intervals.value_intervals`),
+and the closed forms are `stats.ols.ClosedFormDesign.interval` at the features of x, as the
+parameter intervals at the unit vectors. For a model linear in
+its parameters fitted by MSE, `t`, `hc3` and `hac` give the mean response's interval from the
+OLS fit of the original rows: f0' b -/+ c sqrt(f0' V f0), f0 the features at x, V the
+classical (c = t(n - p)), HC3 or Newey-West HAC (c = z(1 - alpha/2), as the parameter
+intervals) covariance.
 
 `linear_predictions` gives the per-run table of such a model torch-free (features(x) @
 theta of each run); any other model is evaluated on the training side (`results.predictions`).
@@ -21,21 +24,34 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import ConfigError
-from pipeline.stats.cells import cell_notes, grid_cells, split_cell
+from pipeline.stats.cells import cell_notes, grid_cells, note_dependence, split_cell
 from pipeline.stats.intervals import (
     BOOTSTRAP_METHODS,
     CLOSED_FORM_METHODS,
     GRID_COLUMNS,
-    INTERVAL_COLUMNS,
     applicable_methods,
     closed_form_columns,
     value_intervals,
 )
 from pipeline.stats.ols import ClosedFormDesign
 
-PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
+PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac")
 RUN_COLUMNS = ("lr", "init_index", "resample", "kind", "status", "scheme")
-COLUMNS = ("point", "output", *INTERVAL_COLUMNS, "estimate_status", "note")
+COLUMNS = (
+    "point",
+    "output",
+    "method",
+    "level",
+    "scheme",
+    "estimate",
+    "lower",
+    "upper",
+    "se",
+    "n_used",
+    "n_dropped",
+    "estimate_status",
+    "note",
+)
 RESERVED = (*GRID_COLUMNS, *COLUMNS)  # predictions.parquet's own columns: no x column may take one's name
 
 
@@ -146,6 +162,7 @@ def prediction_intervals(
                     )
                 for method in form_methods if o == 0 else ():
                     cell_rows.append({"output": output, **closed_form_columns(forms[method], i, method, level, status)})
+            note_dependence(cell_rows, cell.scheme, design)
             cell_rows.sort(key=lambda r: (list(outputs).index(r["output"]), order[r["method"]]))
             rows += [{**key, "point": i, **xs, **row} for row in cell_rows]
     table = pd.DataFrame(rows, columns=[*by, "point", *x_names, *COLUMNS[1:]])
