@@ -72,18 +72,15 @@ DESIGN_METHODS = ("t", "hc3", "hac", "studentized")  # need the design (X, y): m
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
 GRID_COLUMNS = ("lr", "init_index")
 
+# an interval's own columns, in every table (parameters here, predictions in stats.prediction)
+BOUND_COLUMNS = ("estimate", "lower", "upper", "se", "n_used", "n_dropped")
 COLUMNS = (
     "parameter",
     "method",
     "level",
     "scheme",
     "block_length",
-    "estimate",
-    "lower",
-    "upper",
-    "se",
-    "n_used",
-    "n_dropped",
+    *BOUND_COLUMNS,
     "n_dropped_diverged",
     "n_dropped_not_converged",
     "dropped",

@@ -27,6 +27,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.stats.cells import cell_notes, grid_cells, note_dependence, split_cell
 from pipeline.stats.intervals import (
     BOOTSTRAP_METHODS,
+    BOUND_COLUMNS,
     CLOSED_FORM_METHODS,
     GRID_COLUMNS,
     applicable_methods,
@@ -37,21 +38,7 @@ from pipeline.stats.ols import ClosedFormDesign
 
 PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac")
 RUN_COLUMNS = ("lr", "init_index", "resample", "kind", "status", "scheme")
-COLUMNS = (
-    "point",
-    "output",
-    "method",
-    "level",
-    "scheme",
-    "estimate",
-    "lower",
-    "upper",
-    "se",
-    "n_used",
-    "n_dropped",
-    "estimate_status",
-    "note",
-)
+COLUMNS = ("point", "output", "method", "level", "scheme", *BOUND_COLUMNS, "estimate_status", "note")
 RESERVED = (*GRID_COLUMNS, *COLUMNS)  # predictions.parquet's own columns: no x column may take one's name
 
 
