@@ -27,6 +27,11 @@ from pipeline.store.folder import (
 from pipeline.store.layout import (
     CONFIG,
     CORRUPT,
+    COVERAGE,
+    COVERAGE_META,
+    COVERAGE_PREDICTIONS,
+    COVERAGE_PREDICTIONS_REPS,
+    COVERAGE_REPS,
     CURVES,
     DATA_POINTS,
     DESIGN,
@@ -72,6 +77,11 @@ from pipeline.store.progress import (
 __all__ = [
     "CONFIG",
     "CORRUPT",
+    "COVERAGE",
+    "COVERAGE_META",
+    "COVERAGE_PREDICTIONS",
+    "COVERAGE_PREDICTIONS_REPS",
+    "COVERAGE_REPS",
     "CURVES",
     "CURVE_COLUMNS",
     "DATA_POINTS",
