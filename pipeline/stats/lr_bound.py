@@ -156,8 +156,7 @@ class RowsCurvature:
 
     @classmethod
     def of(cls, features: np.ndarray, y: np.ndarray, reduction: str, rule: SGDSettings) -> "RowsCurvature":
-        # x near 1e200 overflows F^T F: the bound is then unknown (NaN), which the design's
-        # closed-form note already explains; no RuntimeWarning for it
+        # x too large for float64 (near 1e200) overflows F^T F: the bound is then NaN, not a warning
         with np.errstate(over="ignore", invalid="ignore"):
             factor, gram, moment = loss_factor(reduction, len(y)), features.T @ features, features.T @ y
         if not np.isfinite(gram).all():
