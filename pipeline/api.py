@@ -178,7 +178,7 @@ def build_tables(
 
         write_plots(out_dir, result.plot_sample, result.intervals, result.param_names, statuses)
     if at is not None or (out_dir / store.DATA_POINTS).is_file():  # asked for, or a non-linear model's answer
-        from pipeline.results.predictions import write_predictions
+        from pipeline.results.prediction_table import write_predictions
 
         try:
             result.predictions_path = write_predictions(out_dir, at=at, **settings)

@@ -12,7 +12,7 @@ classical (c = t(n - p)), HC3 or Newey-West HAC (c = z(1 - alpha/2), as the para
 intervals) covariance.
 
 `linear_predictions` gives the per-run table of such a model torch-free (features(x) @
-theta of each run); any other model is evaluated on the training side (`results.predictions`).
+theta of each run); any other model is evaluated on the training side (`results.prediction_table`).
 numpy, scipy and pandas only: a reader of sweep folders.
 """
 

@@ -149,7 +149,7 @@ def browser():
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
     """A small sweep (3 lr incl. one that diverges, 2 inits, 10 draws) and one where every run diverged."""
-    from pipeline.results.predictions import write_predictions
+    from pipeline.results.prediction_table import write_predictions
 
     root = tmp_path_factory.mktemp("report")
     run_sweep(root / "main", *SWEEP)

@@ -10,7 +10,7 @@ from scipy import stats
 
 from pipeline.config.points import read_points
 from pipeline.core.errors import ConfigError
-from pipeline.results.predictions import write_predictions
+from pipeline.results.prediction_table import write_predictions
 from tests.conftest import run_sweep
 
 

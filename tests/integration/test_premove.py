@@ -23,6 +23,14 @@ from tests.conftest import make_config
 
 PREMOVE = Path(__file__).parents[1] / "fixtures" / "premove" / "sweep"
 N_RUNS = 6
+# every `_target_` of ours that the presets wrote into sweep folders before the move (68abcf8's conf/)
+OLD_TARGETS = {
+    "pipeline.data.linear_synthetic": "function",
+    "pipeline.data.sine": "function",
+    "pipeline.data.toy_binary": "function",
+    "pipeline.models.Features": "class",
+    "pipeline.models.Polynomial": "class",
+}
 
 
 @pytest.fixture
@@ -36,6 +44,14 @@ def command_line(out: Path) -> list[str]:
     """The overrides the folder was made with (Hydra's record of them), out_dir aside."""
     overrides = OmegaConf.load(out / ".hydra" / "overrides.yaml")
     return [o for o in overrides if not o.startswith("out_dir=")]
+
+
+@pytest.mark.parametrize("target", sorted(OLD_TARGETS))
+def test_every_target_written_before_the_move_still_resolves(target):
+    from hydra.utils import get_class, get_method
+
+    found = get_class(target) if OLD_TARGETS[target] == "class" else get_method(target)
+    assert f"{found.__module__}.{found.__qualname__}".startswith("pipeline.")
 
 
 def test_an_old_folder_aggregates_to_the_tables_the_old_code_wrote_and_reports(old_folder):

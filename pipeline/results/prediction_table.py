@@ -1,10 +1,10 @@
 """predictions.parquet: prediction intervals of the fitted function at `intervals.at`.
 
 Models linear in their parameters (`Features`, `Polynomial`) are predicted torch-free
-(`pipeline.prediction_intervals.linear_predictions`); any other model (the MLP) is rebuilt
+(`stats.prediction.linear_predictions`); any other model (the MLP) is rebuilt
 from config.yaml's `model` `_target_` spec and each run's flat parameter vector is loaded
 into it, runs batched with torch.func.functional_call + vmap. The intervals themselves
-come from the reader `pipeline.prediction_intervals`. Called by cli at the end of a sweep
+come from `stats.prediction.prediction_intervals`. Called at the end of a sweep
 and by pipeline-aggregate, only when `intervals.at` is set.
 """
 
