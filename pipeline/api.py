@@ -240,12 +240,14 @@ def sweep_from_config(cfg: dict[str, Any], *, echo: bool = True) -> SweepFolder:
 
 def submitted_text(out_dir: Path, launched: Any) -> str:
     """What a launch that did not wait says: the arrays submitted and how to follow them."""
+    queued = [f"  {launched.queued.text()}"] if launched.n_queued else []
     return "\n".join(
         [
             f"sweep folder: {out_dir}",
             f"  submitted job array(s) {', '.join(launched.job_ids) or '(none: nothing left to train)'}: "
-            f"{launched.n_tasks} task(s), {launched.n_planned - launched.n_skipped} runs "
+            f"{launched.n_tasks} task(s), {launched.n_planned - launched.n_skipped - launched.n_queued} runs "
             f"({launched.n_skipped} skipped, already done)",
+            *queued,
             f"  watch:     pipeline-status out_dir={out_dir}",
             f"  when done: pipeline-aggregate out_dir={out_dir}",
         ]

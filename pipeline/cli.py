@@ -26,6 +26,8 @@ FLAG_OVERRIDES = {
     "--dry-run": "launcher.dry_run=true",
     "--wait": "launcher.wait=true",
     "--wait-lock": "launcher.wait_lock=true",
+    "--force": "launcher.force=true",
+    "--new-sweep": "launcher.new_sweep=true",
 }
 
 
@@ -65,10 +67,14 @@ def _precheck(config_name: str) -> None:
     try:
         cfg = compose_config(args, config_name)
         if config_name == "config":
+            from pipeline.launch.identity import other_sweep_problems
             from pipeline.launch.prepare import out_dir_problems, validate
 
             if out_dir_problems(cfg["out_dir"]):
                 validate(cfg)  # Hydra would fail creating out_dir: list every problem now
+            other = other_sweep_problems(cfg, data_digest=None)
+            if other:  # before Hydra writes its .hydra/ there: the folder is left as it was
+                raise ConfigError(other)
     except ConfigError as err:
         _fail(err)
 

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from pipeline.config.shipped import SHIPPED_ROOT
+from pipeline.core.settings import PARAM_TOL
 
 ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines/choice.py)
 DTYPES = ("float32", "float64")
@@ -40,7 +41,10 @@ class DataConf:
 class TrainConf:
     epochs: int = 1000
     log_every: int = 100  # epochs between logged losses (the loss curve)
-    grad_tol: float = 1e-3  # final gradient norm above this: status not_converged
+    grad_tol: float = 1e-3  # no closed-form optimum: final gradient norm above this is not_converged
+    param_tol: float = (
+        PARAM_TOL  # a closed-form optimum (linear model, MSE): relative distance above this is not_converged
+    )
     device: str = "auto"  # auto: CUDA when present, else CPU
     dtype: str = "float32"
     engine: str = "auto"
@@ -74,6 +78,8 @@ class LauncherConf:
     wait: bool = True  # slurm: block until the sweep ends (false: submit and return)
     dry_run: bool = False  # print plan, arrays and sbatch script; submit nothing
     wait_lock: bool = False  # another launch holds the sweep folder: wait for it (false: stop, exit 2)
+    force: bool = False  # --force: also train runs whose earlier SLURM tasks are still queued or running
+    new_sweep: bool = False  # --new-sweep: move the sweep out_dir holds to out_dir/replaced/<time>/ first
     partition: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None

@@ -25,6 +25,7 @@ from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import RESIDUAL, SCHEMES, STATUSES, Run
 from pipeline.core.settings import TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
+from pipeline.launch.identity import other_sweep_problems
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
 from pipeline.stats.lr_bound import resolve_auto_lr
 from pipeline.stats.ols import closed_form_problem
@@ -157,6 +158,7 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("train.epochs", t["epochs"], ">= 1"),
         ("train.log_every", t["log_every"], ">= 1"),
         ("train.grad_tol", t["grad_tol"], "> 0"),
+        ("train.param_tol", t["param_tol"], "> 0"),
         ("sweep.resamples", sw["resamples"], ">= 0"),
         ("sweep.seed", sw["seed"], ">= 0"),
         ("launcher.max_parallel", lc["max_parallel"], ">= 0"),
@@ -369,6 +371,9 @@ def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     if problems or dataset is None or parts is None:
         raise ConfigError(list(dict.fromkeys(problems)))
     meta = sweep_meta(cfg, dataset, parts)
+    other_sweep = other_sweep_problems(cfg, meta.data_digest)
+    if other_sweep:
+        raise ConfigError(other_sweep)
     runs = plan(cfg, meta.data_digest, meta.n_rows)
     design = design_matrix(parts, dataset)
     warn_unformable_intervals(cfg, design)

@@ -9,8 +9,11 @@ the runs of failed and lost tasks.
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
 import pandas as pd
 from tqdm import tqdm
@@ -63,6 +66,66 @@ def task_table(out_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["job", "task", "state", "runs", "done", "in_progress", "diverged", "queue_state"]
     )
+
+
+@dataclass
+class StillQueued:
+    """Runs of tasks submitted earlier that the queue still lists (pending or running): a
+    relaunch leaves them to those tasks instead of training them twice."""
+
+    run_ids: set[str] = field(default_factory=set)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    def text(self) -> str:
+        """E.g. `skipped 400 runs of 4 tasks still queued or running: job 123_[4-7]`."""
+        return (
+            f"skipped {len(self.run_ids)} runs of {len(self.tasks)} task(s) still queued or running: "
+            f"job {job_list(t['slurm_id'] for t in self.tasks)} (they train them; --force resubmits them, "
+            "after scancel)"
+        )
+
+
+def job_list(slurm_ids: Iterable[str]) -> str:
+    """SLURM's short form of array tasks: 123_4, 123_5, 123_6, 124 -> `123_[4-6], 124`."""
+    by_job: dict[str, list[int]] = {}
+    plain = []
+    for slurm_id in slurm_ids:
+        job, _, index = str(slurm_id).partition("_")
+        if index.isdigit():
+            by_job.setdefault(job, []).append(int(index))
+        else:
+            plain.append(job)
+    out = []
+    for job, indices in by_job.items():
+        spans, indices = [], sorted(set(indices))
+        start = prev = indices[0]
+        for i in [*indices[1:], None]:
+            if i is not None and i == prev + 1:
+                prev = i
+                continue
+            spans.append(str(start) if start == prev else f"{start}-{prev}")
+            if i is not None:
+                start = prev = i
+        out.append(f"{job}_[{','.join(spans)}]" if len(indices) > 1 else f"{job}_{indices[0]}")
+    return ", ".join(out + plain)
+
+
+def still_queued(out_dir: Path, run_ids: set[str]) -> StillQueued:
+    """Which of `run_ids` belong to tasks submitted earlier that are still pending or running,
+    from launches.jsonl and one `squeue` call (none when no such task was submitted).
+
+    Raises QueueError when the queue cannot be asked (squeue fails or is missing): whether
+    those tasks still run is then unknown, never assumed."""
+    tasks = [t for t in submitted_tasks(out_dir) if run_ids.intersection(t["runs"])]
+    if not tasks:
+        return StillQueued()
+    try:
+        states = queue_states(t["job_id"] for t in tasks)
+    except (OSError, subprocess.SubprocessError) as err:  # no squeue on this machine, or no answer
+        raise QueueError(f"squeue cannot be run here ({err})") from err
+    active = [t for t in tasks if t["slurm_id"] in states]
+    ids = {r for t in active for r in t["runs"]} & run_ids
+    return StillQueued(ids, active)
 
 
 def failure_messages(out_dir: Path, table: pd.DataFrame) -> list[str]:

@@ -22,6 +22,7 @@ import pandas as pd
 from pipeline import store
 from pipeline.report.contents import Sweep, load_sweep_folder
 from pipeline.report.html import CSS, esc, figure, fmt, html_table, missing
+from pipeline.stats.cells import GAP_SHARE_OF_SE, optimiser_sets_width
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,17 @@ def _grid(sweep: Sweep) -> str:
     )
     cols = [
         c
-        for c in ("lr", "init_index", "status", "final_loss", "test_loss", "grad_norm", "epochs", "gap_to_ols")
+        for c in (
+            "lr",
+            "init_index",
+            "status",
+            "final_loss",
+            "test_loss",
+            "grad_norm",
+            "epochs",
+            "gap_to_ols",
+            "status_note",
+        )
         if c in original.columns
     ]
     table = original[cols].sort_values(["lr", "init_index"]).copy()
@@ -221,6 +232,7 @@ def _intervals(sweep: Sweep) -> str:
             "mc_se_upper",
             "n_used",
             "n_dropped",
+            "opt_to_sampling",
         )
         if c in ci.columns
     ]
@@ -229,9 +241,15 @@ def _intervals(sweep: Sweep) -> str:
     table["note"] = _note_links(shown, notes, "note")
     width = shown["upper"] - shown["lower"]
     mc = shown[["mc_se_lower", "mc_se_upper"]].max(axis=1) if "mc_se_upper" in shown else width * 0
-    classes = ["empty" if not np.isfinite(w) else "warn" if m > MC_WARN_SHARE * w else "" for w, m in zip(width, mc)]
+    opt = shown["opt_to_sampling"] if "opt_to_sampling" in shown else pd.Series(np.nan, index=shown.index)
+    classes = [
+        "empty" if not np.isfinite(w) else "opt" if optimiser_sets_width(o) else "warn" if m > MC_WARN_SHARE * w else ""
+        for w, m, o in zip(width, mc, opt)
+    ]
     out = (
-        f'<p class="note">Grey rows: no bounds (see the note). Yellow rows: an endpoint\'s Monte-Carlo error '
+        f'<p class="note">Grey rows: no bounds (see the note). Red rows: the draws lie further from their own '
+        f"closed-form optima than {GAP_SHARE_OF_SE:g} bootstrap standard errors (opt_to_sampling): the optimiser, "
+        f"not only the data, sets the width. Yellow rows: an endpoint's Monte-Carlo error "
         f"exceeds {MC_WARN_SHARE:.0%} of the interval's width; more resamples would help.</p>"
     )
     out += html_table(table, row_classes=classes, raw=("note",))

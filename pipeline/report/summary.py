@@ -17,6 +17,7 @@ from typing import Optional
 import pandas as pd
 
 from pipeline.core.runs import DIVERGED, NOT_CONVERGED, OK
+from pipeline.stats.cells import GAP_SHARE_OF_SE, optimiser_sets_width
 
 STATUSES = (OK, NOT_CONVERGED, DIVERGED)
 SHOWN_METHODS = ("percentile", "t")  # the bootstrap's and the classical interval, side by side
@@ -25,6 +26,7 @@ MAX_CELLS_WITH_INTERVALS = 4  # more cells than this: the rest say "see report.h
 MAX_PARAMETERS = 6  # a model with more (the MLP's 26 weights) shows the first few per cell
 CLOSED_FORM = ("t", "hc3")  # not bootstrap intervals: present even when no draw is usable
 TABLES = ("estimates.parquet", "curves.parquet", "intervals.parquet")
+OPTIMISER_MARK = "<- optimiser"  # after a parameter whose interval the optimiser's error sets
 
 
 @dataclass
@@ -108,8 +110,16 @@ def interval_lines(cell: Cell, methods: list[str], indent: str) -> list[str]:
         by_method = {m: rows[rows["method"] == m].iloc[0] for m in methods if (rows["method"] == m).any()}
         estimate = by_method[methods[0]]["estimate"] if methods[0] in by_method else rows["estimate"].iloc[0]
         bounds = "  ".join(f"{_bounds(by_method.get(m)):<22}" for m in methods)
-        lines.append(f"{indent}{name:<10} {_fmt(estimate):>9}  {bounds}".rstrip())
+        mark = f"  {OPTIMISER_MARK}" if optimiser_flagged(rows) else ""
+        lines.append(f"{indent}{name:<10} {_fmt(estimate):>9}  {bounds}".rstrip() + mark)
     return lines
+
+
+def optimiser_flagged(rows: pd.DataFrame) -> bool:
+    """Whether any interval row of a parameter says the optimiser sets its width (`opt_to_sampling`)."""
+    if "opt_to_sampling" not in rows.columns:
+        return False
+    return any(optimiser_sets_width(v) for v in rows["opt_to_sampling"].astype(float))
 
 
 def cell_lines(cells: list[Cell], level: float) -> list[str]:
@@ -147,6 +157,11 @@ def sweep_summary(out_dir: Path, *, level: float = 0.95) -> str:
         return "no runs have results yet"
     lines = cell_lines(cells, level)
     lines.append("(n.c.: not_converged, div.: diverged; estimate: the fit on the original rows)")
+    if any(OPTIMISER_MARK in line for line in lines[1:-1]):
+        lines.append(
+            f"({OPTIMISER_MARK}: the draws lie over {GAP_SHARE_OF_SE:g} bootstrap SE from their own closed-form optima "
+            "(opt_to_sampling in intervals.parquet): the optimiser, not only the data, sets that width)"
+        )
     tables = [*TABLES, *(["predictions.parquet"] if (out_dir / "predictions.parquet").is_file() else [])]
     lines.append(f"tables: {', '.join(tables)} in {out_dir} (pandas.read_parquet)")
     return "\n".join(lines)

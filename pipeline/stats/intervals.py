@@ -52,7 +52,16 @@ from pipeline.stats.bounds import (
     percentile_bounds,
     studentized_bounds,
 )
-from pipeline.stats.cells import _bca_note, _Cell, _cell_notes, _counts, _estimate_notes, _split_cell
+from pipeline.stats.cells import (
+    _bca_note,
+    _Cell,
+    _cell_notes,
+    _counts,
+    _estimate_notes,
+    _split_cell,
+    optimisation_share,
+    optimiser_sets_width,
+)
 from pipeline.stats.cells import as_float as _as_float
 from pipeline.stats.draws import SE_PREFIX as _SE  # noqa: F401 - kinds_of re-exported
 from pipeline.stats.draws import in_raw_units, kinds_of
@@ -86,6 +95,7 @@ COLUMNS = (
     "mc_se_lower",
     "mc_se_upper",
     "gap_to_ols",
+    "opt_to_sampling",
     "z0",
     "acceleration",
     "estimate_status",
@@ -144,6 +154,12 @@ def _bootstrap_rows(
         boot = cell.boot[name].to_numpy(dtype=float)
         se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
         est_fatal, est_caveats, gap = _estimate_notes(cell, name, statuses, se)
+        opt = optimisation_share(cell.boot, name, se)
+        if optimiser_sets_width(opt):
+            est_caveats.append(
+                f"the draws lie a median {opt:.2g} bootstrap SEs from their own closed-form optima "
+                "(opt_to_sampling): the optimiser, not only the data, sets this width"
+            )
         theta_hat = np.nan if cell.original is None else _as_float(cell.original[name])
         student = (
             None
@@ -172,6 +188,7 @@ def _bootstrap_rows(
                     "mc_se_lower": bounds.mc_se_lower,
                     "mc_se_upper": bounds.mc_se_upper,
                     "gap_to_ols": gap,
+                    "opt_to_sampling": opt,
                     "z0": bounds.z0,
                     "acceleration": bounds.acceleration,
                     "note": "; ".join(n for n in notes if n),
@@ -207,6 +224,7 @@ def _closed_form_rows(
                     "mc_se_lower": 0.0,
                     "mc_se_upper": 0.0,
                     "gap_to_ols": gap,
+                    "opt_to_sampling": np.nan,  # no draws: the closed form has no optimisation error
                     "z0": np.nan,
                     "acceleration": np.nan,
                     "estimate_status": None if cell.original is None else cell.original["status"],

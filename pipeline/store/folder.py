@@ -3,8 +3,10 @@ config.yaml and launches.jsonl."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -15,7 +17,7 @@ import pyarrow.parquet as pq
 from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import Run
 from pipeline.store.files import read_json, write_json, write_table
-from pipeline.store.layout import CONFIG, DESIGN, LAUNCHES, SWEEP_META
+from pipeline.store.layout import CONFIG, DESIGN, FIGURES, LAUNCHES, REPLACED, SWEEP_FILES, SWEEP_META
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,28 @@ def submitted_tasks(out_dir: Path) -> list[dict[str, Any]]:
         launch_line = json.loads(line)
         tasks += [{**t, "job_id": launch_line["job_id"]} for t in launch_line["tasks"]]
     return tasks
+
+
+def set_sweep_aside(out_dir: Path) -> Optional[Path]:
+    """Move the files of the sweep a folder holds (plan, records, parts, tables, report, figures)
+    to `replaced/<time>/` inside it, for a new sweep to start there; nothing is deleted.
+    Returns that folder, or None when there was nothing to move."""
+    out_dir = Path(out_dir)
+    found = [out_dir / name for name in SWEEP_FILES if (out_dir / name).exists()]
+    found += sorted(out_dir.glob(FIGURES))
+    if not found:
+        return None
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    dest = out_dir / REPLACED / stamp
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = out_dir / REPLACED / f"{stamp}-{n}"
+    dest.mkdir(parents=True)
+    for path in found:
+        os.replace(path, dest / path.name)
+    log.info("moved the sweep %s held before (%d entries) to %s", out_dir, len(found), dest)
+    return dest
 
 
 def read_config(out_dir: Path) -> dict[str, Any]:

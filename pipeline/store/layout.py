@@ -12,6 +12,7 @@ Layout of a sweep folder (`out_dir`):
     launches.jsonl       one line per submitted array: job id, tasks and their runs
     design.parquet       features and response of the original rows (closed-form intervals)
     logs/                submitit's per-task logs
+    replaced/<time>/     the files of a sweep this folder held before a `--new-sweep` launch
     .lock                held by the launch training into the folder (pipeline/launch/lock.py)
     estimates.parquet, curves.parquet, intervals.parquet, predictions.parquet   built by aggregation
     report.html, *.png   built from the tables
@@ -33,9 +34,29 @@ CORRUPT = "corrupt"  # beside parts/ and progress/: files that could not be read
 LOGS = "logs"
 LOCK = ".lock"
 SAVED_PART_PREFIX = "part-saved-"  # parts made of the progress an ended task left behind
+REPLACED = "replaced"  # earlier sweeps of the folder, moved aside by `--new-sweep`
+FIGURES = "*.png"  # the PNGs beside the tables (bootstrap_<parameter>.png, grid_final_loss.png)
 
 ESTIMATES = "estimates.parquet"
 CURVES = "curves.parquet"
 INTERVALS = "intervals.parquet"
 PREDICTIONS = "predictions.parquet"
 REPORT = "report.html"
+
+# Everything a sweep writes into its folder (Hydra's own .hydra/ and log are the launch's, not the sweep's)
+SWEEP_FILES = (
+    CONFIG,
+    SWEEP_META,
+    PLAN,
+    DESIGN,
+    LAUNCHES,
+    PARTS,
+    PROGRESS,
+    FAILURES,
+    LOGS,
+    ESTIMATES,
+    CURVES,
+    INTERVALS,
+    PREDICTIONS,
+    REPORT,
+)

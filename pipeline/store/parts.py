@@ -40,7 +40,14 @@ def part_schema(param_names: Sequence[str], closed_form: bool) -> pa.Schema:
         ("kind", s),
     ]
     fields += [(name, f64) for name in param_names]
-    fields += [("final_loss", f64), ("test_loss", f64), ("grad_norm", f64), ("epochs", i64), ("status", s)]
+    fields += [
+        ("final_loss", f64),
+        ("test_loss", f64),
+        ("grad_norm", f64),
+        ("epochs", i64),
+        ("status", s),
+        ("status_note", s),
+    ]
     if closed_form:
         fields += [(f"ols_{name}", f64) for name in param_names]
         fields += [("ols_loss", f64), ("gap_to_ols", f64)]
@@ -66,6 +73,7 @@ def result_row(result: RunResult, experiment: str, param_names: Sequence[str], t
         grad_norm=result.grad_norm,
         epochs=result.epochs,
         status=result.status,
+        status_note=result.status_note,
         engine=result.engine,
         device=result.device,
         host=socket.gethostname(),
@@ -115,6 +123,7 @@ def batch_table(batch: RunBatch, meta: SweepMeta, task: int) -> pa.Table:
         grad_norm=batch.grad_norm,
         epochs=batch.epochs,
         status=batch.status.tolist(),
+        status_note=[""] * n if batch.status_note is None else batch.status_note.tolist(),
     )
     if meta.closed_form:
         if batch.ols is not None and batch.ols_loss is not None:

@@ -200,3 +200,31 @@ def test_task_that_raises_is_failed_in_status_and_in_slurm(out_dir):
     assert status.returncode == 0, status.stderr
     assert "failed" in status.stdout and "boom: a bug that only the full data trigger" in status.stdout
     assert "1 in failed tasks" in status.stdout
+
+
+def test_a_relaunch_while_tasks_are_pending_submits_none_of_their_runs_twice(out_dir):
+    """Issue 22, item 3: launches.jsonl and one squeue call tell which runs are still queued."""
+    args = (*FAST, "sweep.resamples=11", "launcher.runs_per_task=4")
+    held = "+launcher.additional_parameters.begin=now+3600"  # pending (BeginTime) until cancelled
+    first, _ = run_sweep_nowait(out_dir, *args, held)
+    (job,) = first.job_ids
+    try:
+        wait_until(lambda: len(queue_states([job])) == 3, what="three pending array tasks")
+        grown = (*FAST, "sweep.resamples=15", "launcher.runs_per_task=4")  # 4 more runs: those are trained
+        proc = run_cli(
+            "sweep", *grown, "launcher=slurm", "launcher.progress=false", "report=false", f"out_dir={out_dir}"
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"skipped 12 runs of 3 task(s) still queued or running: job {job}_[0-2]" in proc.stdout
+        tasks = submitted_tasks(out_dir)
+        submitted = [r for t in tasks for r in t["runs"]]
+        assert len(submitted) == 16 and len(set(submitted)) == 16  # no run in two tasks
+        wait_until(lambda: len(queue_states(t["job_id"] for t in tasks)) == 3, what="the new task to finish")
+
+        forced, _ = run_sweep_nowait(out_dir, *grown, "launcher.force=true")  # resubmits the pending runs
+        assert forced.n_queued == 0 and forced.n_tasks == 3 and forced.n_skipped == 4
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    wait_until(lambda: queue_empty(out_dir), what="the forced tasks to finish")
+    report, est = run_sweep(out_dir, *grown, "launcher=slurm", "launcher.progress=false")
+    assert report.n_tasks == 0 and report.n_skipped == 16 and len(est) == 16
