@@ -13,13 +13,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from pipeline.config.launcher import LAUNCHER_CONFS, BaseLauncherConf
 from pipeline.config.shipped import SHIPPED_ROOT
 from pipeline.core.settings import PARAM_TOL
 
 ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines/choice.py)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
-CLUSTERS = ("debug", "local", "slurm")
 
 
 @dataclass
@@ -64,38 +64,6 @@ class SweepConf:
 
 
 @dataclass
-class LauncherConf:
-    """How tasks run. SLURM keys carry submitit's names (slurm/README.md maps them to sbatch)."""
-
-    name: str = "local"
-    cluster: str = "local"  # submitit cluster: debug | local | slurm
-    # training runs one task (array task) trains; auto: sized from the plan, the engine and
-    # the parallel slots (pipeline/chunking.py); a number pins it
-    runs_per_task: Any = "auto"
-    max_parallel: int = 0  # local: tasks at once (0: one per CPU core)
-    timeout_min: int = 60  # the task's wall-clock limit (sbatch --time)
-    progress: bool = True  # a progress bar of runs done / total
-    wait: bool = True  # slurm: block until the sweep ends (false: submit and return)
-    dry_run: bool = False  # print plan, arrays and sbatch script; submit nothing
-    wait_lock: bool = False  # another launch holds the sweep folder: wait for it (false: stop, exit 2)
-    force: bool = False  # --force: also train runs whose earlier SLURM tasks are still queued or running
-    new_sweep: bool = False  # --new-sweep: move the sweep out_dir holds to out_dir/replaced/<time>/ first
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    cpus_per_task: int = 1
-    mem_gb: float = 2.0
-    gpus_per_node: int = 0
-    gres: Optional[str] = None
-    array_parallelism: int = 256  # at most this many array tasks at once (the %N throttle)
-    signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
-    max_num_timeout: int = 3  # requeues after a timeout before giving up
-    max_array_size: Optional[int] = None  # None: the cluster's MaxArraySize (scontrol)
-    additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch --key=value
-    setup: list[str] = field(default_factory=list)  # shell lines before the task (module load, venv)
-
-
-@dataclass
 class IntervalsConf:
     level: float = 0.95
     statuses: list[str] = field(default_factory=lambda: ["ok"])  # runs used
@@ -119,7 +87,7 @@ class PipelineConf:
     optim: Any = MISSING  # `_target_` of a torch.optim class, `_partial_: true`
     train: TrainConf = field(default_factory=TrainConf)
     sweep: SweepConf = field(default_factory=SweepConf)
-    launcher: LauncherConf = field(default_factory=LauncherConf)
+    launcher: BaseLauncherConf = field(default_factory=BaseLauncherConf)  # conf/launcher/: DebugConf, LocalConf, ...
     intervals: IntervalsConf = field(default_factory=IntervalsConf)
     data_dir: str = MISSING
     out_dir: str = MISSING
@@ -186,6 +154,8 @@ def register() -> None:
     cs.store(name="aggregate_schema", node=AggregateConf)
     cs.store(name="coverage_schema", node=CoverageConf)
     cs.store(name="report_schema", node=ReportConf)
+    for cluster, conf in LAUNCHER_CONFS.items():  # conf/launcher/*.yaml start from these (no group: not an option)
+        cs.store(name=f"launcher_{cluster}_schema", node=conf)
 
 
 register()

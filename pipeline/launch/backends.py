@@ -1,124 +1,313 @@
-"""submitit's executors for the launchers, and the SLURM side of a launch: job arrays within
-MaxArraySize, recorded in launches.jsonl, and the dry run's sbatch text."""
+"""The launcher backends: how a sweep's tasks run, one class per backend.
+
+As submitit's executors and Hydra's submitit launcher plugin, the backends share one flow
+(`launch.submit`: plan, size, write, run) and differ in small hooks: the checks of their
+keys, how many tasks run at once, the torch threads of a task, how `auto` sizes tasks
+(`chunking`), submitit's parameters, and how the tasks run (`debug` in this process and
+`local` in subprocesses, both waited on here; `slurm` as job arrays). `backend_for` picks
+the class by the config's `cluster`; each takes its typed config (config/launcher.py).
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import sys
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping, Optional
 
 import submitit
+from tqdm import tqdm
 
 from pipeline import store
-from pipeline.core.errors import ConfigError
+from pipeline.config.launcher import BaseLauncherConf, DebugConf, LocalConf, SlurmConf, launcher_conf
+from pipeline.core.errors import ConfigError, Interrupted
 from pipeline.core.runs import Task
+from pipeline.launch import chunking
+from pipeline.launch.arrays import arrays_text, submit_arrays
+from pipeline.launch.local import (
+    controller_ignores_sigint,
+    remove_placeholder_folder,
+    sigterm_as_interrupt,
+    stop_jobs,
+    this_process,
+)
 from pipeline.launch.slurm import max_array_size
+from pipeline.launch.status import wait_for_sweep
 
 log = logging.getLogger(__name__)
 
+Rule = tuple[str, Any, str]  # (config key, value, rule): checked by `launch.prepare`
 
-def executor_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
-    """AutoExecutor parameters for the launcher config (submitit's names)."""
-    if launcher["cluster"] == "debug":
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class Ran:
+    """What running the tasks gave: job ids (SLURM), failure messages, and whether it waited."""
+
+    job_ids: list[str] = field(default_factory=list)
+    failed_tasks: list[str] = field(default_factory=list)
+    waited: bool = True
+
+
+class Backend:
+    """Runs tasks where this launch can wait on them (debug, local); subclasses set the hooks."""
+
+    conf_type: ClassVar[type[BaseLauncherConf]]
+    runs_here: ClassVar[bool] = True  # the tasks run on this machine (a CUDA check here means something)
+
+    def __init__(self, conf: BaseLauncherConf) -> None:
+        self.conf = conf
+
+    # --- checks before launch ---------------------------------------------------------------
+    def rules(self) -> list[Rule]:
+        """The value rules of this backend's own keys."""
+        return []
+
+    def environment_problems(self) -> list[str]:
+        return []
+
+    # --- sizing and resources ---------------------------------------------------------------
+    @property
+    def slots(self) -> int:
+        """Tasks running at once."""
+        return 1
+
+    @property
+    def task_threads(self) -> Optional[int]:
+        """torch threads per task (None: leave torch's default)."""
+        return None
+
+    def auto_size(self, work: chunking.Work) -> tuple[int, str]:
+        return chunking.debug_size(work)
+
+    def runs_per_task(self, work: chunking.Work) -> tuple[int, str]:
+        return chunking.runs_per_task(work, self.conf.runs_per_task, self.auto_size)
+
+    def executor_parameters(self) -> dict[str, Any]:
+        """AutoExecutor parameters (submitit's names)."""
         return {}
-    params: dict[str, Any] = {"timeout_min": launcher["timeout_min"]}
-    if launcher["cluster"] == "slurm":
-        params.update(
-            cpus_per_task=launcher["cpus_per_task"],
-            mem_gb=launcher["mem_gb"],
-            gpus_per_node=launcher["gpus_per_node"] or None,
-            slurm_array_parallelism=launcher["array_parallelism"],
-            slurm_signal_delay_s=launcher["signal_delay_s"],
-            slurm_additional_parameters=dict(launcher["additional_parameters"]),
-            slurm_setup=list(launcher["setup"]),
-            name="pipeline",
-        )
+
+    def executor(self, folder: Path) -> submitit.AutoExecutor:
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=self.conf.cluster, **self._executor_options())
+        try:
+            executor.update_parameters(**self.executor_parameters())
+        except (ValueError, TypeError) as err:
+            raise ConfigError([f"`launcher`: submitit refuses these parameters: {err}"]) from err
+        return executor
+
+    def _executor_options(self) -> dict[str, Any]:
+        return {}
+
+    # --- running ----------------------------------------------------------------------------
+    def watched_parent(self) -> Optional[tuple[int, Optional[str]]]:
+        """The process a task stops without (None: the task does not watch)."""
+        return None
+
+    def dry_run_lines(self, executor: submitit.AutoExecutor, tasks: list[Task]) -> list[str]:
+        return []
+
+    def run(self, executor: Any, runner: Any, tasks: list[Task], planned_ids: set[str]) -> Ran:
+        """Run the tasks here, `slots` at once; Ctrl-C / SIGTERM raises `Interrupted` saying
+        how many of the `planned_ids` are saved and how to go on."""
+        try:
+            return Ran(failed_tasks=run_tasks_here(executor, runner, tasks, self.slots, self.conf.progress))
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_text(Path(runner.out_dir), planned_ids)) from None
+
+
+class DebugBackend(Backend):
+    """In this process, one task after the other (submitit's DebugExecutor)."""
+
+    conf_type = DebugConf
+
+
+class LocalBackend(Backend):
+    """Subprocesses on this machine, `max_parallel` at once (0: one per core), one torch thread each."""
+
+    conf_type = LocalConf
+    conf: LocalConf
+
+    def rules(self) -> list[Rule]:
+        return [
+            ("launcher.max_parallel", self.conf.max_parallel, ">= 0"),
+            ("launcher.timeout_min", self.conf.timeout_min, "> 0"),
+        ]
+
+    @property
+    def slots(self) -> int:
+        return self.conf.max_parallel or cpu_count()
+
+    @property
+    def task_threads(self) -> Optional[int]:
+        return 1
+
+    def auto_size(self, work: chunking.Work) -> tuple[int, str]:
+        return chunking.local_size(work, self.slots)
+
+    def executor_parameters(self) -> dict[str, Any]:
+        return {"timeout_min": self.conf.timeout_min}
+
+    def watched_parent(self) -> Optional[tuple[int, Optional[str]]]:
+        return this_process()
+
+
+class SlurmBackend(Backend):
+    """Job arrays within MaxArraySize; returns once submitted unless `wait`."""
+
+    conf_type = SlurmConf
+    conf: SlurmConf
+    runs_here = False
+
+    def rules(self) -> list[Rule]:
+        c = self.conf
+        return [
+            ("launcher.timeout_min", c.timeout_min, "> 0"),
+            ("launcher.cpus_per_task", c.cpus_per_task, ">= 1"),
+            ("launcher.mem_gb", c.mem_gb, "finite and > 0"),
+            ("launcher.gpus_per_node", c.gpus_per_node, ">= 0"),
+            ("launcher.array_parallelism", c.array_parallelism, ">= 1"),
+            ("launcher.signal_delay_s", c.signal_delay_s, ">= 0"),
+            ("launcher.max_num_timeout", c.max_num_timeout, ">= 0"),
+            ("launcher.max_array_size", c.max_array_size, ">= 1 or null"),
+        ]
+
+    def environment_problems(self) -> list[str]:
+        if self.conf.dry_run or shutil.which("sbatch") is not None:
+            return []
+        return [
+            "`launcher=slurm` needs `sbatch` on PATH (is this a SLURM login node? "
+            "bash slurm/local-cluster.sh start brings up a local one)"
+        ]
+
+    @property
+    def task_threads(self) -> Optional[int]:
+        return max(1, self.conf.cpus_per_task)  # the cores the array task owns
+
+    @property
+    def array_limit(self) -> int:
+        return self.conf.max_array_size or max_array_size()
+
+    def auto_size(self, work: chunking.Work) -> tuple[int, str]:
+        return chunking.slurm_size(work, self.conf, self.array_limit)
+
+    def executor_parameters(self) -> dict[str, Any]:
+        c = self.conf
+        params: dict[str, Any] = {
+            "timeout_min": c.timeout_min,
+            "cpus_per_task": c.cpus_per_task,
+            "mem_gb": c.mem_gb,
+            "gpus_per_node": c.gpus_per_node or None,
+            "slurm_array_parallelism": c.array_parallelism,
+            "slurm_signal_delay_s": c.signal_delay_s,
+            "slurm_additional_parameters": dict(c.additional_parameters),
+            "slurm_setup": list(c.setup),
+            "name": "pipeline",
+        }
         for key in ("partition", "account", "qos", "gres"):
-            if launcher[key]:
-                params[f"slurm_{key}"] = launcher[key]
-    return {k: v for k, v in params.items() if v is not None}
+            if getattr(c, key):
+                params[f"slurm_{key}"] = getattr(c, key)
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _executor_options(self) -> dict[str, Any]:
+        return {"slurm_max_num_timeout": self.conf.max_num_timeout}
+
+    def dry_run_lines(self, executor: submitit.AutoExecutor, tasks: list[Task]) -> list[str]:
+        if not tasks:
+            return []
+        return arrays_text(executor, tasks, self.array_limit, self.conf.array_parallelism, self.executor_parameters())
+
+    def run(self, executor: Any, runner: Any, tasks: list[Task], planned_ids: set[str]) -> Ran:
+        out_dir = Path(runner.out_dir)
+        ran = Ran(job_ids=submit_arrays(executor, runner, tasks, self.array_limit, out_dir), waited=self.conf.wait)
+        if self.conf.wait:
+            ran.failed_tasks = wait_for_sweep(out_dir, progress=self.conf.progress)
+        return ran
 
 
-def make_executor(launcher: dict[str, Any], folder: Path) -> submitit.AutoExecutor:
-    kwargs = {"slurm_max_num_timeout": launcher["max_num_timeout"]} if launcher["cluster"] == "slurm" else {}
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher["cluster"], **kwargs)
+BACKENDS: dict[str, type[Backend]] = {b.conf_type().cluster: b for b in (DebugBackend, LocalBackend, SlurmBackend)}
+
+
+def backend_for(launcher: Mapping[str, Any]) -> Backend:
+    """The backend of a resolved launcher config (today's typed one, or an old folder's flat dict)."""
+    conf = launcher_conf(launcher)
+    return BACKENDS[conf.cluster](conf)
+
+
+# --- debug and local: the tasks run while this process waits ------------------------------------
+
+
+def _failure(job: Any, task: Task) -> str:
     try:
-        executor.update_parameters(**executor_parameters(launcher))
-    except (ValueError, TypeError) as err:
-        raise ConfigError([f"`launcher`: submitit refuses these parameters: {err}"]) from err
-    return executor
+        job.result()
+        return ""
+    except Exception as err:  # noqa: BLE001 - reported with the task, never swallowed
+        stderr = Path(job.paths.stderr)
+        tail = stderr.read_text()[-2000:] if stderr.exists() else ""
+        return f"task {task.index} ({len(task.runs)} runs, log {stderr}): {err}\n{tail}"
 
 
-def array_groups(tasks: list[Task], max_size: int) -> list[list[Task]]:
-    """Split tasks into job arrays of at most `max_size` (indices 0..max_size-1)."""
-    return [tasks[i : i + max_size] for i in range(0, len(tasks), max_size)]
+def _outcome(job: Any, task: Task) -> Optional[str]:
+    """None while the job runs; "" when it succeeded; else what went wrong. A debug job runs
+    inside `done()` and raises there: that is its failure (asking `result()` would rerun it)."""
+    try:
+        if not job.done():
+            return None
+    except Exception as err:  # noqa: BLE001 - reported with the task, never swallowed
+        return f"task {task.index} ({len(task.runs)} runs): {err}"
+    return _failure(job, task)
 
 
-def array_limit(launcher: dict[str, Any]) -> int:
-    return launcher["max_array_size"] or max_array_size()
+def run_tasks_here(executor: Any, runner: Any, tasks: list[Task], slots: int, progress: bool) -> list[str]:
+    """Run tasks, at most `slots` at once, with a progress bar of runs; return failure messages.
 
-
-def submit_arrays(executor: Any, runner: Any, tasks: list[Task], launcher: dict[str, Any], out_dir: Path) -> list[str]:
-    """slurm: one `map_array` per group of tasks; each array is recorded in launches.jsonl."""
-    job_ids = []
-    for group in array_groups(tasks, array_limit(launcher)):
-        jobs = executor.map_array(runner, group)
-        job_id = jobs[0].job_id.split("_")[0]
-        job_ids.append(job_id)
-        store.append_launch(
-            out_dir,
-            {
-                "time": dt.datetime.now().isoformat(timespec="seconds"),
-                "job_id": job_id,
-                # submitit submits a one-task "array" as a plain job: keep the id it got
-                "tasks": [
-                    {
-                        "array_index": i,
-                        "slurm_id": job.job_id,
-                        "task": t.index,
-                        "part": t.part_name,
-                        "runs": [r.run_id for r in t.runs],
-                    }
-                    for i, (t, job) in enumerate(zip(group, jobs))
-                ],
-            },
-        )
-        log.info("submitted job array %s: %d task(s)", job_id, len(group))
-    return job_ids
-
-
-def sbatch_preview(executor: submitit.AutoExecutor, n_tasks: int) -> str:
-    """The sbatch script submitit would submit for an array of `n_tasks`.
-
-    submitit has no public call that returns this text: `_make_sbatch_string` is the
-    function its SlurmExecutor submits with, given the executor's (public) converted
-    parameters. tests/e2e/test_slurm.py pins the lines we rely on, so an upgrade that
-    changes it fails there rather than silently.
+    The bar counts the runs of finished tasks plus those running tasks have saved. On
+    Ctrl-C (or SIGTERM) the running tasks are stopped before KeyboardInterrupt goes on.
     """
-    from submitit.slurm.slurm import _make_sbatch_string
+    pending, running, failures, finished = list(tasks), {}, [], 0
+    out_dir, poll = Path(runner.out_dir), 0.05  # seconds; grows to 0.5 so that a short task is not waited on
+    try:
+        with (
+            sigterm_as_interrupt(),
+            tqdm(total=sum(len(t.runs) for t in tasks), unit="run", desc="runs", disable=not progress) as bar,
+        ):
+            while pending or running:
+                while pending and len(running) < slots:
+                    task = pending.pop(0)
+                    with controller_ignores_sigint():
+                        running[executor.submit(runner, task)] = task
+                for job in list(running):
+                    problem = _outcome(job, running[job])
+                    if problem is None:
+                        continue
+                    task = running.pop(job)
+                    if problem:
+                        failures.append(problem)
+                        log.error("%s", problem)
+                    finished += len(task.runs)
+                bar.n = finished + sum(store.progress_count(out_dir, t.part_name) for t in running.values())
+                bar.refresh()
+                if running:
+                    time.sleep(poll)
+                    poll = min(0.5, poll * 1.5)
+    except KeyboardInterrupt:
+        stop_jobs(list(running))
+        raise
+    finally:
+        remove_placeholder_folder(out_dir / "logs" / "%j")
+    return failures
 
-    command = f"{sys.executable} -u -m submitit.core._submit <folder>"
-    return _make_sbatch_string(command=command, folder=executor.folder, **{**executor.parameters, "map_count": n_tasks})
 
-
-def dry_run_text(
-    executor: Any, tasks: list[Task], launcher: dict[str, Any], n_runs: int, n_skipped: int, sizing: str = ""
-) -> str:
-    """What a launch would do: runs, tasks (and how they were sized), arrays, resources, the sbatch script."""
-    size = max((len(t.runs) for t in tasks), default=0)
-    lines = [
-        f"plan: {n_runs} runs ({n_skipped} already have results), {len(tasks)} task(s) of up to "
-        f"{size} runs" + (f"; {sizing}" if sizing else "")
-    ]
-    if launcher["cluster"] == "slurm" and tasks:
-        limit = array_limit(launcher)
-        groups = array_groups(tasks, limit)
-        throttle = launcher["array_parallelism"]
-        specs = [f"--array=0-{len(g) - 1}%{min(throttle, len(g))}" for g in groups]
-        lines.append(f"arrays: {len(groups)} (MaxArraySize {limit}): {', '.join(specs)}")
-        lines.append(f"resources per task: {executor_parameters(launcher)}")
-        lines += ["sbatch script (first array):", sbatch_preview(executor, len(groups[0]))]
-    lines.append("dry run: nothing submitted")
-    return "\n".join(lines)
+def interrupted_text(out_dir: Path, planned_ids: set[str]) -> str:
+    saved = len(planned_ids & store.finished_run_ids(out_dir))
+    saved += sum(store.progress_count(out_dir, p.stem) for p in store.progress_files(out_dir))
+    return (
+        f"interrupted: the running tasks were stopped; {saved} of {len(planned_ids)} runs are saved in "
+        f"{out_dir} (parts/, progress/). Relaunch the same command (out_dir={out_dir}) to train only "
+        f"the {len(planned_ids) - saved} runs left"
+    )

@@ -1,7 +1,8 @@
 """How many runs one task trains when `launcher.runs_per_task` is `auto` (the default).
 
-Pure arithmetic on the plan, the engine and the launcher's parallel slots; it returns
-the size and a sentence saying how it was chosen (the dry run and the log print it):
+Pure arithmetic on the plan, the engine and the launcher's parallel slots; each backend
+(launch/backends.py) sizes by its rule below, which returns the size and a sentence saying
+how it was chosen (the dry run and the log print it):
 
 - every launcher: a task holds its results in memory until it writes its part, and a
   fast engine trains all its runs in one batch when RAM allows, so a task takes at most
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+from pipeline.config.launcher import SlurmConf
 
 AUTO = "auto"
 TASK_MEMORY_BYTES = 512 * 2**20  # result rows and engine working set one task may hold
@@ -76,7 +79,9 @@ def _even(n_runs: int, n_tasks: int) -> int:
     return max(1, math.ceil(n_runs / max(1, n_tasks)))
 
 
-def _local_size(work: Work, slots: int, cap: int) -> tuple[int, str]:
+def local_size(work: Work, slots: int) -> tuple[int, str]:
+    """`local`: about one task per slot, no more than the work pays torch starts for."""
+    cap = memory_cap(work)
     paying = max(1, math.floor(work.seconds / LOCAL_TASK_OVERHEAD_S))
     n_tasks = min(slots, paying)
     why = f"{n_tasks} task(s) for {slots} slot(s)"
@@ -89,7 +94,9 @@ def _local_size(work: Work, slots: int, cap: int) -> tuple[int, str]:
     return size, why
 
 
-def _debug_size(work: Work, cap: int) -> tuple[int, str]:
+def debug_size(work: Work) -> tuple[int, str]:
+    """`debug`: one task, or a few when the work would leave the progress bar still for long."""
+    cap = memory_cap(work)
     n_tasks = min(DEBUG_MAX_TASKS, max(1, math.floor(work.seconds / DEBUG_TASK_S)))
     why = "one task in this process" if n_tasks == 1 else f"{n_tasks} tasks, one per ~{DEBUG_TASK_S:g} s, for the bar"
     size = _even(work.n_runs, n_tasks)
@@ -98,37 +105,33 @@ def _debug_size(work: Work, cap: int) -> tuple[int, str]:
     return size, why
 
 
-def _slurm_size(work: Work, launcher: dict[str, Any], array_limit: int, cap: int) -> tuple[int, str]:
+def slurm_size(work: Work, conf: SlurmConf, array_limit: int) -> tuple[int, str]:
+    """`slurm`: spread over the array's throttle, within a minute of work, half the time limit,
+    MaxArraySize and a task's memory (on a GPU node the engine's working set is on the GPU)."""
+    cap = memory_cap(work, conf.mem_gb, on_gpu=bool(conf.gpus_per_node or conf.gres))
     per_run = work.seconds_per_run
-    size = _even(work.n_runs, launcher["array_parallelism"])
-    why = f"spread over array_parallelism {launcher['array_parallelism']}"
+    size = _even(work.n_runs, conf.array_parallelism)
+    why = f"spread over array_parallelism {conf.array_parallelism}"
     shortest = math.ceil(SLURM_MIN_TASK_S / per_run)
     if size < shortest:
         size, why = min(work.n_runs, shortest), f"at least {SLURM_MIN_TASK_S:g} s of work per array task"
     if math.ceil(work.n_runs / size) > array_limit:
         size, why = _even(work.n_runs, array_limit), f"one array within MaxArraySize {array_limit}"
-    longest = max(1, math.floor(SLURM_TIME_SHARE * launcher["timeout_min"] * 60 / per_run))
+    longest = max(1, math.floor(SLURM_TIME_SHARE * conf.timeout_min * 60 / per_run))
     if size > longest:
-        size, why = longest, f"at most {SLURM_TIME_SHARE:.0%} of timeout_min {launcher['timeout_min']} per task"
+        size, why = longest, f"at most {SLURM_TIME_SHARE:.0%} of timeout_min {conf.timeout_min} per task"
     if size > cap:
-        size, why = cap, f"at most {cap} runs fit a task's memory (mem_gb {launcher['mem_gb']:g})"
+        size, why = cap, f"at most {cap} runs fit a task's memory (mem_gb {conf.mem_gb:g})"
     return max(1, size), why
 
 
-def runs_per_task(work: Work, launcher: dict[str, Any], slots: int, array_limit: int) -> tuple[int, str]:
-    """(runs per task, how it was chosen): `launcher.runs_per_task` when it is a number."""
-    pinned = launcher["runs_per_task"]
+def runs_per_task(work: Work, pinned: Any, auto_size: Callable[[Work], tuple[int, str]]) -> tuple[int, str]:
+    """(runs per task, how it was chosen): `pinned` (`launcher.runs_per_task`) when it is a
+    number, else the backend's `auto_size` of the work."""
     if pinned != AUTO:
         return int(pinned), "pinned by launcher.runs_per_task"
     if work.n_runs == 0:
         return 1, "nothing to train"
-    cluster = launcher["cluster"]
-    if cluster == "slurm":
-        cap = memory_cap(work, launcher["mem_gb"], on_gpu=bool(launcher["gpus_per_node"] or launcher["gres"]))
-        size, why = _slurm_size(work, launcher, array_limit, cap)
-    elif cluster == "local":
-        size, why = _local_size(work, slots, memory_cap(work))
-    else:
-        size, why = _debug_size(work, memory_cap(work))
+    size, why = auto_size(work)
     estimate = f"engine {work.engine}, about {work.seconds_per_run * 1e3:.2g} ms a run"
     return size, f"auto: {why}; {estimate}"

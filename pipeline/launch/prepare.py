@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from pipeline.config.schema import CLUSTERS, DEVICES, DTYPES, ENGINES
+from pipeline.config.schema import DEVICES, DTYPES, ENGINES
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import RESIDUAL, SCHEMES, STATUSES, Run
 from pipeline.core.settings import TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
+from pipeline.launch.backends import Backend, backend_for
 from pipeline.launch.identity import other_sweep_problems
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
 from pipeline.stats.lr_bound import resolve_auto_lr
@@ -161,15 +161,6 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("train.param_tol", t["param_tol"], "> 0"),
         ("sweep.resamples", sw["resamples"], ">= 0"),
         ("sweep.seed", sw["seed"], ">= 0"),
-        ("launcher.max_parallel", lc["max_parallel"], ">= 0"),
-        ("launcher.timeout_min", lc["timeout_min"], "> 0"),
-        ("launcher.cpus_per_task", lc["cpus_per_task"], ">= 1"),
-        ("launcher.mem_gb", lc["mem_gb"], "finite and > 0"),
-        ("launcher.gpus_per_node", lc["gpus_per_node"], ">= 0"),
-        ("launcher.array_parallelism", lc["array_parallelism"], ">= 1"),
-        ("launcher.signal_delay_s", lc["signal_delay_s"], ">= 0"),
-        ("launcher.max_num_timeout", lc["max_num_timeout"], ">= 0"),
-        ("launcher.max_array_size", lc["max_array_size"], ">= 1 or null"),
         ("intervals.level", cfg["intervals"]["level"], "between 0 and 1"),
     ]
     problems = _rule_problems(rules) + split_seed_problems(cfg["data"])
@@ -178,23 +169,25 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
     for key, allowed in (("engine", ENGINES), ("dtype", DTYPES), ("device", DEVICES)):
         if t[key] not in allowed:
             problems.append(f"`train.{key}` must be one of {', '.join(allowed)}; got {t[key]!r}")
-    if lc["cluster"] not in CLUSTERS:
-        problems.append(f"`launcher.cluster` must be one of {', '.join(CLUSTERS)}; got {lc['cluster']!r}")
-    elif lc["cluster"] == "slurm" and not lc["dry_run"] and shutil.which("sbatch") is None:
-        problems.append(
-            "`launcher=slurm` needs `sbatch` on PATH (is this a SLURM login node? "
-            "bash slurm/local-cluster.sh start brings up a local one)"
-        )
-    return problems + _check_device(t["device"], lc["cluster"])
+    return problems + _check_launcher(lc, t["device"])
 
 
-def _check_device(device: str, cluster: str) -> list[str]:
+def _check_launcher(launcher: dict[str, Any], device: str) -> list[str]:
+    """The backend's own keys and what it needs of this machine."""
+    try:
+        backend = backend_for(launcher)
+    except ConfigError as err:  # no such backend
+        return err.problems
+    return _rule_problems(backend.rules()) + backend.environment_problems() + _check_device(device, backend)
+
+
+def _check_device(device: str, backend: Backend) -> list[str]:
     """`train.device=cuda` where the tasks run on this machine needs CUDA here; SLURM tasks
     run on other nodes, which this (login) node cannot see: a warning only."""
     if device != "cuda" or torch.cuda.is_available():
         return []
     build = f"torch {torch.__version__}" + (", a CPU-only build" if torch.version.cuda is None else "")
-    if cluster == "slurm":
+    if not backend.runs_here:
         log.warning(
             "train.device=cuda: this node has no CUDA device (%s); the SLURM tasks need GPU nodes "
             "(launcher=slurm_gpu or launcher.gpus_per_node)",
@@ -203,7 +196,8 @@ def _check_device(device: str, cluster: str) -> list[str]:
         return []
     return [
         f"`train.device` is 'cuda' but torch finds no CUDA device on this machine ({build}), where "
-        f"launcher.cluster={cluster} runs the tasks; available here: cpu (or auto, which picks CUDA when present)"
+        f"launcher.cluster={backend.conf.cluster} runs the tasks; available here: cpu "
+        "(or auto, which picks CUDA when present)"
     ]
 
 

@@ -25,7 +25,7 @@ status are counted in coverage.json (`runs`), so a study can show that `fits=tra
 went through the engine it meant (`gram` under `train.engine=auto`).
 
 Threads: the study runs in this process, replicate after replicate, on small tensors, so
-it takes torch's threads as a task of its launcher would (`launch.task_threads`: one under
+it takes torch's threads as a task of its launcher would (`Backend.task_threads`: one under
 `launcher=local`, the default; `cpus_per_task` under slurm; untouched under debug). On a
 busy 2-core machine two threads made each replicate 3x (tdm_quadratic) to 40-90x (sine_cubic:
 batched least squares of 200-row resamples) slower than one.
@@ -63,8 +63,8 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.runs import OK, Run, RunResult
 from pipeline.core.settings import TrainSettings
 from pipeline.data.load import Dataset
+from pipeline.launch.backends import backend_for
 from pipeline.launch.prepare import PreparedSweep, prepare
-from pipeline.launch.submit import task_threads
 from pipeline.launch.task import set_threads
 from pipeline.models import least_squares
 from pipeline.stats.intervals import bootstrap_intervals
@@ -382,7 +382,7 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
     truth = make_truth(cfg, prepared.dataset, parts)
     truth_of = dict(zip(parts.param_names, truth.params))
     points = prediction_points(cfg["intervals"].get("at"), truth, parts)
-    set_threads(task_threads(cfg["launcher"]))
+    set_threads(backend_for(cfg["launcher"]).task_threads)
     if cfg["fits"] == "train":
         choice = choose_engine(parts, cfg["train"]["engine"])
         log.info("fits=train: every run trained by the %s engine (%s)", choice.name, choice.reason)

@@ -141,16 +141,79 @@ CASES = {
     "cluster unknown": (("launcher.cluster=kubernetes",), ["`launcher.cluster`", "kubernetes"]),
     "launcher unknown": (("launcher=nope",), ["`launcher`", "'nope'", "slurm_gpu"]),
     "runs_per_task 0": (("launcher.runs_per_task=0",), ["`launcher.runs_per_task`", ">= 1"]),
-    "timeout 0": (("launcher.timeout_min=0",), ["`launcher.timeout_min`", "> 0"]),
-    "mem 0": (("launcher.mem_gb=0",), ["`launcher.mem_gb`", "> 0"]),
-    "mem infinite": (("launcher.mem_gb=inf",), ["`launcher.mem_gb`", "finite"]),
-    "cpus 0": (("launcher.cpus_per_task=0",), ["`launcher.cpus_per_task`"]),
-    "max_parallel negative": (("launcher.max_parallel=-1",), ["`launcher.max_parallel`", "-1"]),
-    "array_parallelism 0": (("launcher.array_parallelism=0",), ["`launcher.array_parallelism`"]),
-    "signal delay negative": (("launcher.signal_delay_s=-1",), ["`launcher.signal_delay_s`"]),
-    "timeouts negative": (("launcher.max_num_timeout=-1",), ["`launcher.max_num_timeout`"]),
-    "max_array_size 0": (("launcher.max_array_size=0",), ["`launcher.max_array_size`", ">= 1 or null"]),
-    "gpus negative": (("launcher.gpus_per_node=-1",), ["`launcher.gpus_per_node`"]),
+    "timeout 0": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.timeout_min=0",
+        ),
+        ["`launcher.timeout_min`", "> 0"],
+    ),
+    "mem 0": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.mem_gb=0",
+        ),
+        ["`launcher.mem_gb`", "> 0"],
+    ),
+    "mem infinite": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.mem_gb=inf",
+        ),
+        ["`launcher.mem_gb`", "finite"],
+    ),
+    "cpus 0": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.cpus_per_task=0",
+        ),
+        ["`launcher.cpus_per_task`"],
+    ),
+    "max_parallel negative": (("launcher=local", "launcher.max_parallel=-1"), ["`launcher.max_parallel`", "-1"]),
+    "array_parallelism 0": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.array_parallelism=0",
+        ),
+        ["`launcher.array_parallelism`"],
+    ),
+    "signal delay negative": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.signal_delay_s=-1",
+        ),
+        ["`launcher.signal_delay_s`"],
+    ),
+    "timeouts negative": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.max_num_timeout=-1",
+        ),
+        ["`launcher.max_num_timeout`"],
+    ),
+    "max_array_size 0": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.max_array_size=0",
+        ),
+        ["`launcher.max_array_size`", ">= 1 or null"],
+    ),
+    "gpus negative": (
+        (
+            "launcher=slurm",
+            "launcher.dry_run=true",
+            "launcher.gpus_per_node=-1",
+        ),
+        ["`launcher.gpus_per_node`"],
+    ),
     # the experiment's parts
     "experiment unknown": (("experiment=nope",), ["`experiment`", "'nope'", "tdm_quadratic"]),
     "model unknown": (("model._target_=pipeline.models.NoSuchModel",), ["`model._target_`", "NoSuchModel"]),

@@ -166,7 +166,16 @@ def test_aggregating_ten_thousand_runs_stays_within_a_bounded_peak_rss(tmp_path)
 
 # --- chunking: auto fits the work, a number pins it -------------------------------------------
 
-from pipeline.launch.chunking import Work, memory_cap, runs_per_task  # noqa: E402
+from pipeline.launch.backends import backend_for  # noqa: E402
+from pipeline.launch.chunking import Work, memory_cap  # noqa: E402
+
+
+def runs_per_task(work: Work, launcher: dict, slots: int, array_limit: int) -> tuple[int, str]:
+    """The backend's sizing, with `slots` tasks at once locally and MaxArraySize `array_limit`."""
+    slots_key = {"max_parallel": slots} if launcher["cluster"] == "local" else {}
+    limit_key = {"max_array_size": array_limit} if launcher["cluster"] == "slurm" else {}
+    return backend_for({**launcher, **slots_key, **limit_key}).runs_per_task(work)
+
 
 SLURM = {
     "cluster": "slurm",
