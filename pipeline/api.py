@@ -110,6 +110,8 @@ def open_sweep(out_dir: PathLike) -> SweepFolder:
         raise FolderError(f"`out_dir`: {path} {what}: give the folder a sweep wrote (results/<experiment>-...)")
     if not (path / store.SWEEP_META).is_file() or not (path / store.PLAN).is_file():
         raise FolderError(f"`out_dir`: {path} is not a sweep folder (no {store.SWEEP_META} / {store.PLAN})")
+    store.read_meta(path)  # the sweep's own records must read: else one message naming the file
+    store.read_plan(path, columns=store.PLAN_KEY_COLUMNS)
     return SweepFolder(path)
 
 

@@ -22,7 +22,7 @@ from pipeline.config.schema import DEVICES, DTYPES, ENGINES
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import RESIDUAL, SCHEMES, STATUSES, Run
-from pipeline.core.settings import TaskSpec, TrainSettings
+from pipeline.core.settings import PARAM_TOL, TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
 from pipeline.launch.backends import Backend, backend_for
 from pipeline.launch.identity import other_sweep_problems
@@ -158,7 +158,7 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("train.epochs", t["epochs"], ">= 1"),
         ("train.log_every", t["log_every"], ">= 1"),
         ("train.grad_tol", t["grad_tol"], "> 0"),
-        ("train.param_tol", t["param_tol"], "> 0"),
+        ("train.param_tol", t.get("param_tol", PARAM_TOL), "> 0"),  # an old config.yaml has none
         ("sweep.resamples", sw["resamples"], ">= 0"),
         ("sweep.seed", sw["seed"], ">= 0"),
         ("intervals.level", cfg["intervals"]["level"], "between 0 and 1"),

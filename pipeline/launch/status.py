@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import store
+from pipeline.core.errors import FolderError
 from pipeline.launch.slurm import QueueError, queue_states
 from pipeline.store.folder import submitted_tasks
 
@@ -38,7 +39,8 @@ def task_table(out_dir: Path) -> pd.DataFrame:
     out_dir = Path(out_dir)
     tasks = submitted_tasks(out_dir)
     finished = _run_statuses(out_dir)
-    queue = queue_states(t["job_id"] for t in tasks)
+    # the queue is asked only about tasks with runs left: a finished sweep needs no squeue
+    queue = queue_states(t["job_id"] for t in tasks if not all(r in finished for r in t["runs"]))
     rows = []
     for t in tasks:
         statuses = [finished[r] for r in t["runs"] if r in finished]
@@ -133,13 +135,22 @@ def failure_messages(out_dir: Path, table: pd.DataFrame) -> list[str]:
     by_task = {t["task"]: t for t in submitted_tasks(out_dir)}
     for row in table[table["state"].isin(["failed", "lost"])].itertuples():
         path = store.failure_path(out_dir, by_task[row.task]["part"])
-        error = store.read_json(path)["error"] if path.is_file() else "left the queue without a result"
+        error = failure_error(path) if path.is_file() else "left the queue without a result"
         messages.append(f"task {row.task} (job {row.job}, {row.runs} runs): {row.state}: {error}")
     return messages
 
 
+def failure_error(path: Path) -> str:
+    """The error a task's failure record holds; what is wrong with the record when it cannot say."""
+    try:
+        record = store.read_json(path)
+        return str(record["error"]) if isinstance(record, dict) and "error" in record else f"({path} holds no error)"
+    except (OSError, ValueError) as err:
+        return f"(its failure record {path} cannot be read: {type(err).__name__})"
+
+
 def summary(out_dir: Path, table: pd.DataFrame) -> str:
-    plan = pd.read_parquet(Path(out_dir) / store.PLAN, columns=["run_id"])
+    plan = store.read_plan(out_dir, columns=["run_id"])
     finished = _run_statuses(out_dir)
     done = sum(r in finished for r in plan["run_id"])
     diverged = sum(finished.get(r) == "diverged" for r in plan["run_id"])
@@ -151,9 +162,28 @@ def summary(out_dir: Path, table: pd.DataFrame) -> str:
     )
 
 
+def status_text(out_dir: Path) -> str:
+    """What `pipeline-status` prints: the runs' summary, one row per submitted task, the failures.
+    A queue that cannot be asked is a FolderError (the folder's own view: `pipeline-aggregate`)."""
+    try:
+        table = task_table(out_dir)
+    except QueueError as err:
+        raise FolderError(
+            f"{out_dir}: where its SLURM tasks stand cannot be told: {err}; `pipeline-aggregate out_dir={out_dir}` "
+            "reports the runs that have results"
+        ) from err
+    lines = [f"sweep folder: {out_dir}", summary(out_dir, table)]
+    if len(table):
+        lines.append(table.to_string(index=False))
+    else:
+        lines.append("(no SLURM tasks recorded: a debug or local sweep; `pipeline-aggregate` reports its runs)")
+    lines += [f"  {message}" for message in failure_messages(out_dir, table)]
+    return "\n".join(lines)
+
+
 def wait_for_sweep(out_dir: Path, progress: bool = True, poll_s: float = 2.0) -> list[str]:
     """Block until no submitted task is pending or running; return failure messages."""
-    plan_size = len(pd.read_parquet(Path(out_dir) / store.PLAN, columns=["run_id"]))
+    plan_size = len(store.read_plan(out_dir, columns=["run_id"]))
     with tqdm(total=plan_size, unit="run", desc="runs", disable=not progress) as bar:
         while True:
             try:

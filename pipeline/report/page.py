@@ -439,7 +439,8 @@ def _section(sweep: Sweep, key: str, title: str, build: Callable[[Sweep], str]) 
     try:
         content = build(sweep)
     except Exception as err:  # noqa: BLE001 - one section that cannot be drawn must not cost the others
-        log.exception("report section %s could not be drawn", key)
+        log.warning("report section %s could not be drawn: %s: %s", key, type(err).__name__, err)
+        log.debug("report section %s", key, exc_info=True)  # the traceback, for a bug report
         content = missing(f"This section could not be drawn: {type(err).__name__}: {err}")
     return f'<section id="{key}">\n<h2>{esc(title)}</h2>\n{content}\n</section>\n'
 

@@ -12,11 +12,13 @@ launches.jsonl); `scan` reads the parts as one dataset for streaming aggregation
 
 from pipeline.store.files import atomic_path, read_json, write_frame, write_json, write_table
 from pipeline.store.folder import (
+    PLAN_KEY_COLUMNS,
     append_launch,
     plan_frame,
     read_config,
     read_design,
     read_meta,
+    read_plan,
     set_sweep_aside,
     submitted_tasks,
     write_design,
@@ -78,6 +80,7 @@ __all__ = [
     "LOGS",
     "PARTS",
     "PLAN",
+    "PLAN_KEY_COLUMNS",
     "PREDICTIONS",
     "PROGRESS",
     "REPLACED",
@@ -101,6 +104,7 @@ __all__ = [
     "read_json",
     "read_meta",
     "read_parts",
+    "read_plan",
     "read_progress",
     "result_row",
     "results_table",

@@ -196,16 +196,32 @@ def set_aside(path: Path, why: BaseException) -> None:
     )
 
 
+# The columns every part has had, with their types: a Parquet file without them is no part
+# (another table copied into parts/, say) and is set aside like an unreadable one.
+PART_KEY_TYPES = {"run_id": pa.string(), "lr": pa.float64(), "resample": pa.int64(), "status": pa.string()}
+
+
+def _not_a_part(schema: pa.Schema) -> Optional[str]:
+    wrong = [
+        name for name, kind in PART_KEY_TYPES.items() if name not in schema.names or schema.field(name).type != kind
+    ]
+    return f"not a part: column(s) {', '.join(wrong)} missing or of another type" if wrong else None
+
+
 def _readable(path: Path) -> bool:
-    """True when the Parquet footer reads (a truncated file fails here); else set it aside."""
+    """True when the Parquet footer reads (a truncated file fails here) and holds a part's
+    key columns; else set it aside."""
     try:
-        pq.read_metadata(path)
-        return True
+        why = _not_a_part(pq.read_schema(path))
     except FileNotFoundError:
         return False  # replaced or moved since it was listed
     except (pa.ArrowException, OSError) as err:
         set_aside(path, err)
         return False
+    if why:
+        set_aside(path, ValueError(why))
+        return False
+    return True
 
 
 def read_or_set_aside(path: Path, columns: Optional[list[str]] = None) -> Optional[pa.Table]:
@@ -246,5 +262,7 @@ def finished_run_ids(out_dir: Path) -> set[str]:
     """Run ids with a result, from the run_id column alone (no pandas frame per part)."""
     ids: set[str] = set()
     for path in part_files(out_dir):
-        ids.update(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+        table = read_or_set_aside(path, columns=["run_id"])
+        if table is not None:
+            ids.update(table.column("run_id").to_pylist())
     return ids
