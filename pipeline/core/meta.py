@@ -1,15 +1,11 @@
-"""The records that cross module lines, as frozen dataclasses. Imports nothing of ours.
-
-A `Run` is planned (`plan`), trained (`engines`) into a `RunResult`, and written
-(`record`); a `Task` is a chunk of runs one (array) task trains from its `TaskSpec`;
-`SweepMeta` is what a sweep folder says about itself (`sweep.json`); `TrainSettings`
-is the `train` config section as the loops read it.
-"""
+"""`SweepMeta`: what a sweep folder says about itself (`sweep.json`), read without the config."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 
 
 def known_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -33,11 +29,13 @@ class SweepMeta:
     x_shift: tuple[float, ...] = ()
     x_scale: tuple[float, ...] = ()
     standardize: bool = False
+    # how bootstrap draws are made (`core.resampling`): kept for the folder's life, so its runs stay valid
+    draw_rule: str = DRAW_RULE
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "SweepMeta":
-        known = known_fields(cls, values)
+        known = {"draw_rule": LEGACY_RULE, **known_fields(cls, values)}  # named since the second rule
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})

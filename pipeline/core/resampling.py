@@ -1,25 +1,271 @@
 """Which rows a resample takes: the one rule the training side and the readers share.
 
-Kept apart from `plan` (which imports it) so that the interval formulas and the
-per-draw closed-form statistics (studentized intervals, learning-rate bounds) can
-rebuild a draw's rows without importing the planner. numpy only.
+Resample 0 is the original rows; resample -(j+1) leaves row j out (the jackknife);
+resample k >= 1 is bootstrap draw k, made by the sweep's scheme from (`sweep.seed`, k)
+alone, never from the chunk, the launcher or the device.
+
+A draw is a vector of row numbers (and, for schemes that rebuild y, residual numbers or
+weights): `draw` gives those of many runs at once, as a `Draws`, whose `counts` are what
+the Gram engine weighs the rows by and whose `rows` are what the textbook loop trains on
+(the same multiset: `counts` is their histogram). A scheme is a function of (rows, seed,
+resamples, rule, settings) -> Draws (`SCHEMES`), so a new one is one function.
+
+The draw rule (`sweep.json`'s `draw_rule`) says how a draw's random numbers are made:
+- `default_rng` (sweeps made before it had a name): row i of draw k is
+  `numpy.random.default_rng([seed, k]).integers(0, n, n)[i]`, one generator per draw;
+- `splitmix64` (new sweeps): a counter-based generator, row i of draw k is
+  floor(n * u / 2^32), u the top 32 bits of the i-th output of SplitMix64 started from
+  a key hashed from (seed, k): a draw is a pure function of (seed, k, i), computed for
+  all the runs of a task in a few vectorised passes (about 100x faster per draw).
+A folder keeps the rule it was started with, so its runs are never trained again.
+numpy only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
 import numpy as np
 
+from pipeline.core.runs import CASE, RESIDUAL
 
-def resample_rows(n_rows: int, seed: int, resample: int) -> np.ndarray:
-    """Row indices of a resample: all rows for 0, n draws with replacement for k >= 1,
-    all rows but row j for jackknife resample -(j+1)."""
+LEGACY_RULE = "default_rng"  # one numpy Generator per draw: a folder whose sweep.json names no rule
+KEYED_RULE = "splitmix64"  # counter-based, vectorised over draws
+DRAW_RULE = KEYED_RULE  # the rule new sweeps get
+DRAW_RULES = (LEGACY_RULE, KEYED_RULE)
+
+# Streams of the keyed generator: one per kind of random number a scheme needs, so that
+# two kinds drawn for the same (seed, k) are independent. Rows use stream 0.
+ROW_STREAM = 0
+
+_MASK = (1 << 64) - 1
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (the golden ratio)
+_KEY_MULT = np.uint64(0xD1B54A32D192ED03)  # odd constants that spread resample and stream over the key
+_STREAM_MULT = np.uint64(0xAEF17502108EF2D9)
+_BLOCK = 1 << 16  # numbers per vectorised pass: fits a core's cache
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function, in place on uint64 numbers (arithmetic wraps mod 2^64)."""
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _keys(seed: int, resamples: np.ndarray, stream: int) -> np.ndarray:
+    """(draws,) uint64: the SplitMix64 start of each (seed, resample, stream)."""
+    base = _mix(np.array([int(seed) & _MASK], dtype=np.uint64) + _GAMMA)
+    k = np.asarray(resamples, dtype=np.int64).astype(np.uint64)  # two's complement: negatives are fine
+    return _mix(base + k * _KEY_MULT + np.uint64(stream) * _STREAM_MULT)
+
+
+def keyed_bits(seed: int, resamples: Sequence[int], n: int, stream: int = ROW_STREAM) -> np.ndarray:
+    """(draws, n) uint64: the first n outputs of SplitMix64 started from each draw's key.
+
+    Output i of draw k depends on (seed, k, stream, i) alone: any subset of draws, in any
+    order or batch, gets the same numbers."""
+    keys = _keys(seed, np.asarray(resamples), stream)
+    out = np.empty((len(keys), n), dtype=np.uint64)
+    counters = (np.arange(1, n + 1, dtype=np.uint64) * _GAMMA)[None, :]
+    per_block = max(1, _BLOCK // max(n, 1))
+    for start in range(0, len(keys), per_block):
+        block = out[start : start + per_block]
+        np.add(keys[start : start + per_block, None], counters, out=block)
+        _mix(block)
+    return out
+
+
+def keyed_uniforms(seed: int, resamples: Sequence[int], n: int, stream: int) -> np.ndarray:
+    """(draws, n) float64 uniform on [0, 1), 53 bits each: for schemes that need more than rows
+    (block lengths, wild weights); give each kind of number its own `stream` (not `ROW_STREAM`)."""
+    return (keyed_bits(seed, resamples, n, stream) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def keyed_indices(seed: int, resamples: Sequence[int], n: int, size: int, stream: int = ROW_STREAM) -> np.ndarray:
+    """(draws, size) int64 uniform on 0..n-1: the top 32 bits of each output times n, over 2^32
+    (integer arithmetic; a bias below n / 2^32)."""
+    if not 0 < n < 2**32:
+        raise ValueError(f"keyed draws take 1 to 2^32 - 1 rows; got {n}")
+    bits = keyed_bits(seed, resamples, size, stream)
+    bits >>= np.uint64(32)
+    bits *= np.uint64(n)
+    bits >>= np.uint64(32)
+    return bits.astype(np.int64)
+
+
+def bootstrap_indices(n_rows: int, seed: int, resamples: Sequence[int], rule: str = DRAW_RULE) -> np.ndarray:
+    """(draws, n_rows) row numbers of bootstrap draws k >= 1: n draws with replacement, in draw order."""
+    resamples = np.asarray(resamples, dtype=np.int64)
+    if rule == KEYED_RULE:
+        return keyed_indices(seed, resamples, n_rows, n_rows)
+    if rule == LEGACY_RULE:
+        out = np.empty((len(resamples), n_rows), dtype=np.int64)
+        for i, k in enumerate(resamples.tolist()):
+            out[i] = np.random.default_rng([seed, k]).integers(0, n_rows, size=n_rows)
+        return out
+    raise ValueError(f"unknown draw rule {rule!r} (known: {', '.join(DRAW_RULES)})")
+
+
+def resample_size(n_rows: int, resample: int) -> int:
+    """Rows a resample trains on: a jackknife resample has one fewer."""
+    return n_rows - 1 if resample < 0 else n_rows
+
+
+@dataclass(frozen=True)
+class Draws:
+    """What runs of one data size train on, as numbers into the original rows.
+
+    Run i fits x[rows[i]] against y[rows[i]], or, where `rebuilt[i]` (a scheme that rebuilds
+    y, e.g. `residual`), against fitted[rows[i]] + resid[residual_rows[i]] * residual_weights[i]
+    (fitted, resid: the OLS fit of the original rows; weights 1 when None)."""
+
+    rows: np.ndarray  # (runs, m) int64
+    rebuilt: np.ndarray  # (runs,) bool
+    residual_rows: Optional[np.ndarray] = None  # (runs, m) int64, read where rebuilt
+    residual_weights: Optional[np.ndarray] = None  # (runs, m) float64, read where rebuilt
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def counts(self, n_rows: int) -> np.ndarray:
+        """(runs, n_rows) int64: how often each run takes each row (its x rows: y as `responses`)."""
+        runs, m = self.rows.shape
+        flat = (self.rows + (np.arange(runs, dtype=np.int64) * n_rows)[:, None]).reshape(-1)
+        return np.bincount(flat, minlength=runs * n_rows).reshape(runs, n_rows) if m else np.zeros((runs, n_rows), int)
+
+    def responses(self, y: np.ndarray, fitted: Optional[np.ndarray], resid: Optional[np.ndarray]) -> np.ndarray:
+        """(runs, m) float64: each run's y, from the original y (n,) and, for rebuilt runs,
+        the original OLS fit's fitted values and residuals (n,)."""
+        out = np.asarray(y, dtype=np.float64)[self.rows]
+        if self.rebuilt.any():
+            if fitted is None or resid is None:
+                raise ValueError("these draws rebuild y from the OLS fit of the original rows: give fitted and resid")
+            at = np.flatnonzero(self.rebuilt)
+            rows = self.rows[at]
+            residual_rows = rows if self.residual_rows is None else self.residual_rows[at]
+            noise = np.asarray(resid, dtype=np.float64)[residual_rows]
+            if self.residual_weights is not None:
+                noise = noise * self.residual_weights[at]
+            out[at] = np.asarray(fitted, dtype=np.float64)[rows] + noise
+        return out
+
+    def take(self, index: np.ndarray) -> "Draws":
+        def pick(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if a is None else a[index]
+
+        return Draws(self.rows[index], self.rebuilt[index], pick(self.residual_rows), pick(self.residual_weights))
+
+
+Scheme = Callable[[int, int, np.ndarray, str, Mapping[str, Any]], Draws]
+
+
+def case_draws(n_rows: int, seed: int, resamples: np.ndarray, rule: str, settings: Mapping[str, Any]) -> Draws:
+    """Case resampling: n (x, y) rows drawn with replacement."""
+    rows = bootstrap_indices(n_rows, seed, resamples, rule)
+    return Draws(rows, np.zeros(len(rows), dtype=bool))
+
+
+def residual_draws(n_rows: int, seed: int, resamples: np.ndarray, rule: str, settings: Mapping[str, Any]) -> Draws:
+    """Residual resampling: every x, y = fitted + the residuals of n rows drawn with replacement
+    (the same row numbers case resampling would take)."""
+    drawn = bootstrap_indices(n_rows, seed, resamples, rule)
+    every = np.broadcast_to(np.arange(n_rows, dtype=np.int64), drawn.shape)
+    return Draws(every, np.ones(len(drawn), dtype=bool), drawn)
+
+
+SCHEMES: dict[str, Scheme] = {CASE: case_draws, RESIDUAL: residual_draws}
+
+
+def _fixed_draws(n_rows: int, resample: int) -> Draws:
+    """Resample 0 (every row) or jackknife resample -(j+1) (every row but j): no randomness."""
     if resample == 0:
-        return np.arange(n_rows)
-    if resample < 0:
-        if -resample > n_rows:
-            raise ValueError(
-                f"jackknife resample {resample} leaves out row {-resample - 1}, but the data have {n_rows} rows"
-            )
-        return np.delete(np.arange(n_rows), -resample - 1)
-    rng = np.random.default_rng([seed, resample])
-    return rng.integers(0, n_rows, size=n_rows)
+        return Draws(np.arange(n_rows, dtype=np.int64)[None, :], np.zeros(1, dtype=bool))
+    if -resample > n_rows:
+        raise ValueError(
+            f"jackknife resample {resample} leaves out row {-resample - 1}, but the data have {n_rows} rows"
+        )
+    return Draws(np.delete(np.arange(n_rows, dtype=np.int64), -resample - 1)[None, :], np.zeros(1, dtype=bool))
+
+
+def draw(
+    n_rows: int,
+    seeds: Sequence[int],
+    resamples: Sequence[int],
+    schemes: Sequence[str],
+    rule: str = DRAW_RULE,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> Draws:
+    """The draws of many runs (one entry per run), all of one size (`resample_size`).
+
+    Each distinct (seed, scheme, resample) is drawn once, its bootstrap draws together in
+    one call of its scheme; the result does not depend on which runs are asked for together.
+    """
+    keys = list(zip((int(s) for s in seeds), (str(s) for s in schemes), (int(k) for k in resamples)))
+    distinct = list(dict.fromkeys(keys))
+    sizes = {resample_size(n_rows, k) for _, _, k in distinct}
+    if len(sizes) > 1:
+        raise ValueError(f"draws of one call must have one size; got {sorted(sizes)} rows (jackknife apart)")
+    parts: dict[tuple[int, str, int], tuple[Draws, int]] = {}
+    groups: dict[tuple[int, str], list[int]] = {}
+    for seed, scheme, k in distinct:
+        if k > 0:
+            groups.setdefault((seed, scheme), []).append(k)
+        else:
+            parts[(seed, scheme, k)] = (_fixed_draws(n_rows, k), 0)
+    for (seed, scheme), ks in groups.items():
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown resampling scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+        drawn = SCHEMES[scheme](n_rows, seed, np.asarray(ks, dtype=np.int64), rule, settings or {})
+        for i, k in enumerate(ks):
+            parts[(seed, scheme, k)] = (drawn, i)
+    return _gather([parts[key] for key in keys])
+
+
+def _gather(picks: list[tuple[Draws, int]]) -> Draws:
+    """One Draws of the picked rows of several (one block copy per source)."""
+    sources = list({id(d): d for d, _ in picks}.values())
+    if len(sources) == 1:
+        return sources[0].take(np.array([i for _, i in picks], dtype=np.int64))
+    rows = np.stack([d.rows[i] for d, i in picks])
+    rebuilt = np.array([bool(d.rebuilt[i]) for d, i in picks])
+    residual_rows = residual_weights = None
+    if any(d.residual_rows is not None for d in sources):
+        residual_rows = np.stack([d.rows[i] if d.residual_rows is None else d.residual_rows[i] for d, i in picks])
+    if any(d.residual_weights is not None for d in sources):
+        residual_weights = np.stack(
+            [np.ones(rows.shape[1]) if d.residual_weights is None else d.residual_weights[i] for d, i in picks]
+        )
+    return Draws(rows, rebuilt, residual_rows, residual_weights)
+
+
+def resample_rows(n_rows: int, seed: int, resample: int, rule: str = DRAW_RULE) -> np.ndarray:
+    """Row numbers of one case resample: all rows for 0, n draws with replacement for k >= 1,
+    all rows but row j for jackknife resample -(j+1)."""
+    return draw(n_rows, [seed], [resample], [CASE], rule).rows[0]
+
+
+def draw_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    keys: Sequence[tuple[int, int, str]],
+    rule: str = DRAW_RULE,
+    fit: Optional[tuple[np.ndarray, np.ndarray]] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(draws, m, columns) x and (draws, m) y that draws (seed, resample, scheme) of one size
+    train on, float64; `fit`: `residual_fit` of the original rows (computed when a draw needs it)."""
+    drawn = draw(len(y), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], rule)
+    if fit is None and drawn.rebuilt.any():
+        fit = residual_fit(x, y)
+    return np.asarray(x, dtype=np.float64)[drawn.rows], drawn.responses(y, *(fit or (None, None)))
+
+
+def residual_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted, residuals) of the OLS fit of the original rows, float64: what `residual` draws rebuild y from."""
+    features, y = np.asarray(features, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1)
+    beta = np.linalg.lstsq(features, y, rcond=None)[0]
+    fitted = features @ beta
+    return fitted, y - fitted

@@ -156,8 +156,9 @@ def interval_table(
     statuses: Sequence[str],
     methods: Optional[Sequence[str]],
     max_dropped_share: float,
+    hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
-    """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
+    """`bootstrap_intervals` of the estimates, with the design for t / hc3 / hac where there is one."""
     chosen, X, y = interval_settings(out_dir, meta, methods, estimates)
     units = folder_units(out_dir, meta)  # raw-unit rows beside the fitted ones (pipeline/units.py)
     return units.label(
@@ -172,6 +173,8 @@ def interval_table(
             X=X,
             y=y,
             raw_units=units.matrix,
+            hac_lags=hac_lags,
+            draw_rule=meta.draw_rule,
         )
     )
 
@@ -308,6 +311,7 @@ def stream_tables(
     methods: Optional[Sequence[str]],
     max_dropped_share: float,
     sample: Optional[PlotSample],
+    hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
     """Write curves and estimates from the parts, cell by cell; return the intervals table."""
     chosen, X, y = interval_settings(out_dir, meta, methods, index.keys)
@@ -342,6 +346,8 @@ def stream_tables(
                                 X=X,
                                 y=y,
                                 raw_units=units.matrix,
+                                hac_lags=hac_lags,
+                                draw_rule=meta.draw_rule,
                             )
                         )
                     )
@@ -362,10 +368,12 @@ def aggregate(
     methods: Optional[Sequence[str]] = None,
     max_dropped_share: float = 0.1,
     plot_cells: int = 0,
+    hac_lags: Optional[int] = None,
 ) -> AggregateReport:
     """(Re)build the tables of a sweep folder from whatever parts are complete now.
 
-    `methods` None: every interval method that applies (see `bootstrap_intervals`).
+    `methods` None: every interval method that applies (see `bootstrap_intervals`);
+    `hac_lags` None: Newey-West's lag rule for `hac`.
     `plot_cells` > 0: also keep the rows the figures need (`AggregateReport.plot_sample`),
     every draw of that many cells; the figures themselves are drawn by the report layer.
     """
@@ -382,6 +390,7 @@ def aggregate(
                 methods=methods,
                 max_dropped_share=max_dropped_share,
                 plot_cells=plot_cells,
+                hac_lags=hac_lags,
             )
         except partscan.DamagedPart as err:
             log.warning("building the tables again without %s", err)
@@ -397,6 +406,7 @@ def _aggregate(
     methods: Optional[Sequence[str]],
     max_dropped_share: float,
     plot_cells: int,
+    hac_lags: Optional[int],
 ) -> AggregateReport:
     plan_ids = pd.Index(plan["run_id"])
     index = partscan.index_parts(store.part_files(out_dir), plan_ids)
@@ -426,6 +436,7 @@ def _aggregate(
         methods=methods,
         max_dropped_share=max_dropped_share,
         sample=sample,
+        hac_lags=hac_lags,
     )
     store.write_frame(intervals, out_dir / store.INTERVALS)
     if sample is not None:

@@ -71,6 +71,7 @@ def write_predictions(
     statuses: Sequence[str] = ("ok",),
     methods: Optional[Sequence[str]] = None,
     max_dropped_share: float = 0.1,
+    hac_lags: Optional[int] = None,
 ) -> Optional[Path]:
     """predictions.parquet of a sweep folder (None when `at` is not set).
 
@@ -96,7 +97,7 @@ def write_predictions(
         outputs = outputs[:1]
         saved = store.read_design(out_dir, params) if meta.closed_form else None
         if saved is not None:
-            design = fit_design(*saved)
+            design = fit_design(*saved, hac_lags)
     else:
         if not isinstance(config.get("model"), dict):
             raise ConfigError(

@@ -1,6 +1,6 @@
 """A grid cell's runs, split by kind and by whether their status is used, and the notes that
 make its intervals impossible or qualify them (dropped draws, unconverged estimates, BCa's
-jackknife). The intervals table (`pipeline.intervals`) is built from these."""
+jackknife, rows that look dependent). The intervals table (`pipeline.intervals`) is built from these."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.core.runs import BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL
+from pipeline.core.runs import BLOCK_SCHEMES, BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL
 from pipeline.stats.draws import kinds_of
+from pipeline.stats.ols import ClosedFormDesign
 
 # A point estimate further than this share of a bootstrap SE from the closed-form optimum
 # is called unconverged in the note: the interval then describes the optimiser. The same
@@ -30,6 +31,7 @@ class _Cell:
     jack: pd.DataFrame  # jackknife fits whose status is used
     jack_dropped: pd.Series
     scheme: str
+    block_length: float = np.nan  # the draws' (mean) block length, for the block schemes
 
     @property
     def n_boot(self) -> int:
@@ -42,6 +44,7 @@ def _split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> _Cell:
     original = cell[kinds == ORIGINAL]
     boot_all = cell[kinds == BOOTSTRAP]
     schemes = boot_all["scheme"].dropna().unique() if "scheme" in cell.columns else []
+    lengths = boot_all["block_length"].dropna().unique() if "block_length" in cell.columns else []
     return _Cell(
         original=original.iloc[0] if len(original) else None,
         boot=boot_all[used[kinds == BOOTSTRAP]],
@@ -49,6 +52,7 @@ def _split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> _Cell:
         jack=cell[(kinds == JACKKNIFE) & used],
         jack_dropped=cell.loc[(kinds == JACKKNIFE) & ~used, "status"],
         scheme="/".join(sorted(schemes)) if len(schemes) else CASE,
+        block_length=float(lengths[0]) if len(lengths) == 1 else np.nan,
     )
 
 
@@ -137,3 +141,36 @@ def _bca_note(cell: _Cell) -> tuple[bool, str]:
     if len(cell.jack_dropped):
         return True, f"acceleration from {len(cell.jack)} of {n_jack} jackknife fits ({_counts(cell.jack_dropped)})"
     return True, ""
+
+
+def dependence_note(residual_lag1: float, n_rows: int) -> str:
+    """A note for the intervals that assume independent rows when the original fit's residuals
+    (rows in their order) have a lag-1 autocorrelation above 2 / sqrt(n), the band white noise
+    stays inside 95% of the time; '' otherwise."""
+    band = 2 / np.sqrt(n_rows) if n_rows > 0 else np.inf
+    if not np.isfinite(residual_lag1) or residual_lag1 <= band:
+        return ""
+    return (
+        f"rows look dependent: the original fit's residuals have lag-1 autocorrelation {residual_lag1:.2f} "
+        f"(above 2/sqrt(n) = {band:.2f}, rows in their order), and this interval assumes independent rows; "
+        "a block scheme (sweep.scheme=moving_block, circular_block or stationary) or the hac interval allows for it"
+    )
+
+
+def note_dependence(rows: list[dict], scheme: str, design: Optional[ClosedFormDesign]) -> None:
+    """Add the dependence note to the `note` of the rows (dicts with `method`) that assume
+    independent rows, when the design's residuals look dependent."""
+    if design is None or design.fit is None:
+        return
+    note = dependence_note(design.fit.residual_lag1, design.fit.df + len(design.fit.coef))
+    for row in rows if note else ():
+        if assumes_independence(row["method"], scheme):
+            row["note"] = "; ".join(n for n in (row["note"], note) if n)
+
+
+def assumes_independence(method: str, scheme: str) -> bool:
+    """Whether an interval treats the rows as independent: every bootstrap method of a scheme
+    that draws rows or residuals one at a time, and the t and hc3 closed forms (not hac)."""
+    if method in ("t", "hc3"):
+        return True
+    return method != "hac" and scheme not in BLOCK_SCHEMES

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import BOOTSTRAP, ORIGINAL, resample_kind
 from pipeline.stats.studentized import draw_covariances, standard_errors
 
@@ -30,11 +31,13 @@ def with_draw_se(
     y: np.ndarray,
     matrix: Optional[np.ndarray],
     covs: Optional[np.ndarray],
+    draw_rule: str = DRAW_RULE,
 ) -> pd.DataFrame:
-    """The estimates with each original and bootstrap run's own OLS se beside its parameters."""
+    """The estimates with each original and bootstrap run's own OLS se beside its parameters
+    (`covs`: their covariances, else computed here from draws by `draw_rule`)."""
     kinds = kinds_of(estimates)
     runs = estimates[kinds.isin([ORIGINAL, BOOTSTRAP])]
-    se = standard_errors(draw_covariances(runs, X, y) if covs is None else covs, matrix)
+    se = standard_errors(draw_covariances(runs, X, y, draw_rule) if covs is None else covs, matrix)
     columns = {
         SE_PREFIX + name: pd.Series(se[:, j], index=runs.index).reindex(estimates.index)
         for j, name in enumerate(params)

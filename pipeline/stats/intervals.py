@@ -18,10 +18,13 @@ the B usable bootstrap values:
     t           the OLS fit on the original rows -/+ t(n - p) x its classical se
     hc3         the OLS fit -/+ z(1 - alpha/2) x its HC3 (heteroskedasticity-robust) se;
                 statsmodels' `fit(cov_type="HC3").conf_int()`, which uses the normal quantile
+    hac         the OLS fit -/+ z(1 - alpha/2) x its Newey-West (heteroskedasticity- and
+                autocorrelation-robust) se, rows in their order (`pipeline.stats.ols`); statsmodels'
+                `fit(cov_type="HAC", cov_kwds={"maxlags": hac_lags}).conf_int()`
     studentized bootstrap-t: [theta_hat - q_t(1 - alpha/2) se_hat, theta_hat - q_t(alpha/2) se_hat],
                 q_t the quantiles of t* = (theta* - theta_hat) / se*, se* each draw's own
                 classical OLS se on its rows (`pipeline.studentized`), se_hat the original rows'
-`t`, `hc3` and `studentized` need the design: pass the feature matrix `X` and the response `y`.
+`t`, `hc3`, `hac` and `studentized` need the design: pass the feature matrix `X` and the response `y`.
 
 Units (`units` column): with `raw_units` = M (theta_raw = M theta, `pipeline.rawunits`),
 every row comes twice: `raw` (each draw's parameters mapped by M, the closed-form fit and
@@ -43,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DegenerateCellWarning, DroppedRunsWarning
+from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import BOOTSTRAP, JACKKNIFE, ORIGINAL
 from pipeline.stats.bounds import (
     _Bounds,
@@ -59,6 +63,7 @@ from pipeline.stats.cells import (
     _counts,
     _estimate_notes,
     _split_cell,
+    note_dependence,
     optimisation_share,
     optimiser_sets_width,
 )
@@ -70,10 +75,10 @@ from pipeline.stats.draws import with_draw_se as _with_draw_se
 from pipeline.stats.ols import ClosedFormDesign, fit_design
 from pipeline.stats.studentized import draw_covariances
 
-METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "studentized")
+METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac", "studentized")
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal", "studentized")
-CLOSED_FORM_METHODS = ("t", "hc3")
-DESIGN_METHODS = ("t", "hc3", "studentized")  # need the design (X, y): models linear in their parameters
+CLOSED_FORM_METHODS = ("t", "hc3", "hac")
+DESIGN_METHODS = ("t", "hc3", "hac", "studentized")  # need the design (X, y): models linear in their parameters
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
 GRID_COLUMNS = ("lr", "init_index")
 DROP_REASONS = ("diverged", "not_converged")
@@ -83,6 +88,7 @@ COLUMNS = (
     "method",
     "level",
     "scheme",
+    "block_length",
     "estimate",
     "lower",
     "upper",
@@ -142,6 +148,7 @@ def _bootstrap_rows(
     common = {
         "level": level,
         "scheme": cell.scheme,
+        "block_length": cell.block_length,
         "n_used": len(cell.boot),
         "n_dropped": len(dropped),
         "n_dropped_diverged": int((dropped == "diverged").sum()),
@@ -203,6 +210,8 @@ def _closed_form_rows(
     rows = []
     for method in methods:
         se, lower, upper, note = design.bounds(method, 1.0 - level, len(params))
+        if method == "hac" and design.fit is not None and not note:
+            note = f"Newey-West, Bartlett kernel, {design.fit.hac_lags} lag(s)"
         for j, name in enumerate(params):
             estimate = np.nan if design.fit is None else float(design.fit.coef[j])
             gap = np.nan if cell.original is None else abs(_as_float(cell.original[name]) - estimate)
@@ -212,6 +221,7 @@ def _closed_form_rows(
                     "method": method,
                     "level": level,
                     "scheme": None,
+                    "block_length": np.nan,
                     "estimate": estimate,
                     "lower": lower[j],
                     "upper": upper[j],
@@ -247,7 +257,7 @@ def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame
         raise ValueError(f"`method` must be one or more of {', '.join(METHODS)}; got {method!r}")
     if not has_design and any(m in DESIGN_METHODS for m in chosen):
         raise ValueError(
-            "`method` t, hc3 and studentized need the closed-form OLS design: pass it as X= "
+            "`method` t, hc3, hac and studentized need the closed-form OLS design: pass it as X= "
             "(features) and y= (response)"
         )
     return list(dict.fromkeys(chosen))
@@ -258,7 +268,9 @@ def applicable_methods(method: Union[str, Sequence[str], None], estimates: pd.Da
     return _methods_iv(method, estimates, has_design)
 
 
-def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str]) -> Optional[ClosedFormDesign]:
+def _design_iv(
+    X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequence[str], hac_lags: Optional[int] = None
+) -> Optional[ClosedFormDesign]:
     """The closed-form fit of the design, if one was given; a misuse of the arguments raises,
     a design that cannot be fitted (data) gives a fit of None and the reason."""
     if X is None and y is None:
@@ -271,7 +283,11 @@ def _design_iv(X: Optional[np.ndarray], y: Optional[np.ndarray], params: Sequenc
             f"`X` must be (rows, {len(params)}: one column per parameter) and `y` (rows,); "
             f"got X {X.shape} and y {y.shape}"
         )
-    return fit_design(X, y)
+    if hac_lags is not None and (
+        isinstance(hac_lags, bool) or not isinstance(hac_lags, (int, np.integer)) or hac_lags < 0
+    ):
+        raise ValueError(f"`hac_lags` must be a whole number >= 0 or None; got {hac_lags!r}")
+    return fit_design(X, y, hac_lags)
 
 
 def _cells(estimates: pd.DataFrame, by: Sequence[str]):
@@ -331,6 +347,7 @@ def _table(
         cell = _split_cell(frame, statuses)
         cell_rows = _bootstrap_rows(cell, params, boot_methods, level, statuses, max_dropped_share)
         cell_rows += _closed_form_rows(cell, params, form_methods, level, design) if form_methods else []
+        note_dependence(cell_rows, cell.scheme, design)
         rows += [
             {**key, **row, "units": units}
             for row in sorted(cell_rows, key=lambda r: order[r["parameter"], r["method"]])
@@ -358,14 +375,17 @@ def bootstrap_intervals(
     X: Optional[np.ndarray] = None,
     y: Optional[np.ndarray] = None,
     raw_units: Optional[np.ndarray] = None,
+    hac_lags: Optional[int] = None,
+    draw_rule: str = DRAW_RULE,
 ) -> pd.DataFrame:
     """Per grid cell, parameter and method: the estimate on the original rows and its interval.
 
     `method` is one name or a list of `METHODS`; None takes every one that applies:
     percentile, basic and normal (the latter two when there are bootstrap draws), bca
-    when there are jackknife fits, t and hc3 when `X` (features, one column per
-    parameter) and `y` (response) are given. `studentized` (bootstrap-t) is computed
-    only when asked for, and needs `X` and `y` (each draw's OLS se from its own rows).
+    when there are jackknife fits, t, hc3 and hac when `X` (features, one column per
+    parameter, rows in their order) and `y` (response) are given. `studentized` (bootstrap-t)
+    is computed only when asked for, and needs `X` and `y` (each draw's OLS se from its own
+    rows, drawn again by `draw_rule`: the sweep folder's, `SweepMeta.draw_rule`).
 
     Runs whose status is not in `statuses` (by default: diverged or not converged) are
     left out and counted in `n_dropped` (and by reason). A cell with fewer than two
@@ -377,8 +397,13 @@ def bootstrap_intervals(
     table has `units` raw rows (every parameter in the data's own units) before the
     `units` fitted rows; otherwise every row's `units` is fitted.
 
+    `hac_lags`: the Newey-West lags of `hac` (None: floor(4 (n / 100)^(2/9))). When the
+    residuals of the OLS fit look dependent (`cells.dependence_note`), the rows of the methods
+    that assume independent rows say so in their `note`. `block_length`: the draws' (mean)
+    block length in a block scheme's cells, NaN elsewhere.
+
     A design that cannot give the closed-form fit (rank-deficient, no more rows than
-    parameters, non-finite) gives t and hc3 rows with NaN bounds and a `note`: data never
+    parameters, non-finite) gives t, hc3 and hac rows with NaN bounds and a `note`: data never
     make this raise; wrong arguments (columns, shapes, level) do.
     """
     if not 0 < level < 1:
@@ -388,20 +413,20 @@ def bootstrap_intervals(
     missing = [c for c in ("resample", "status", *params, *by) if c not in estimates.columns]
     if missing:
         raise ValueError(f"`estimates` lack column(s) {', '.join(missing)}")
-    design = _design_iv(X, y, params)
+    design = _design_iv(X, y, params, hac_lags)
     methods = _methods_iv(method, estimates, design is not None)
     matrix = _raw_matrix_iv(raw_units, params)
     covs = None
     if "studentized" in methods:  # each draw solved once, for both units
         runs = estimates[kinds_of(estimates).isin([ORIGINAL, BOOTSTRAP])]
-        covs = draw_covariances(runs, np.asarray(X, dtype=float), np.asarray(y, dtype=float))
+        covs = draw_covariances(runs, np.asarray(X, dtype=float), np.asarray(y, dtype=float), draw_rule)
     common = (methods, level, by, statuses, max_dropped_share)
     tables = []
     if matrix is not None:
         raw = in_raw_units(estimates, params, matrix)
-        raw = _with_draw_se(raw, params, X, y, matrix, covs) if covs is not None else raw
+        raw = _with_draw_se(raw, params, X, y, matrix, covs, draw_rule) if covs is not None else raw
         tables.append(_table(raw, params, *common, None if design is None else design.mapped(matrix), RAW))
-    fitted = _with_draw_se(estimates, params, X, y, None, covs) if covs is not None else estimates
+    fitted = _with_draw_se(estimates, params, X, y, None, covs, draw_rule) if covs is not None else estimates
     tables.append(_table(fitted, params, *common, design, FITTED))
     _warn(tables[-1], by, max_dropped_share)  # once: the raw rows share the fitted rows' draws
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]

@@ -30,9 +30,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.core.resampling import resample_rows
-from pipeline.core.runs import CASE, RESIDUAL
+from pipeline.core.resampling import DRAW_RULE, draw_arrays, residual_fit
 from pipeline.core.settings import SGD_TARGET, SGDSettings
+from pipeline.stats.studentized import draw_keys
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +175,6 @@ class RowsCurvature:
         }
 
 
-def _run_data(X: np.ndarray, y: np.ndarray, run: Any, fitted: np.ndarray, resid: np.ndarray):
-    rows = resample_rows(len(y), int(run.seed), int(run.resample))
-    if getattr(run, "scheme", CASE) == RESIDUAL and run.resample > 0:
-        return X, fitted + resid[rows]
-    return X[rows], y[rows]
-
-
 def _start(run: Any, n_params: int) -> np.ndarray:
     """The run's initial parameters; None: the feature models' own start, zeros."""
     init = getattr(run, "init", None)
@@ -196,17 +189,23 @@ def bounds_frame(
     rule: SGDSettings,
     tol: float,
     seen: Optional[dict] = None,
+    draw_rule: str = DRAW_RULE,
 ) -> pd.DataFrame:
-    """`COLUMNS` for every run (index as `runs`), each from its own rows. `seen` keeps each draw's
-    curvature across calls (aggregation calls this once per grid cell, with the same draws in each)."""
-    beta = np.linalg.lstsq(X, y, rcond=None)[0]
-    fitted, resid = X @ beta, y - X @ beta
-    rows, seen = [], ({} if seen is None else seen)
-    for run in runs.itertuples(index=False):
-        key = (int(run.seed), int(run.resample), getattr(run, "scheme", CASE))
-        if key not in seen:  # the same draw in every grid cell: its curvature once
-            seen[key] = RowsCurvature.of(*_run_data(X, y, run, fitted, resid), reduction, rule)
-        rows.append(seen[key].bounds(float(run.lr), _start(run, X.shape[1]), rule, tol))
+    """`COLUMNS` for every run (index as `runs`), each from its own rows (drawn by `draw_rule`, the
+    folder's). `seen` keeps each draw's curvature across calls (aggregation calls this once per
+    grid cell, with the same draws in each)."""
+    seen = {} if seen is None else seen
+    keys = draw_keys(runs)
+    new = [key for key in dict.fromkeys(keys) if key not in seen]  # the same draw in every cell: once
+    if new:
+        fit = residual_fit(X, y)
+        for key in new:
+            designs, responses = draw_arrays(X, y, [key], draw_rule, fit)
+            seen[key] = RowsCurvature.of(designs[0], responses[0], reduction, rule)
+    rows = [
+        seen[key].bounds(float(run.lr), _start(run, X.shape[1]), rule, tol)
+        for key, run in zip(keys, runs.itertuples(index=False))
+    ]
     return pd.DataFrame(rows, index=runs.index, columns=list(COLUMNS))
 
 

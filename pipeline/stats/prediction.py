@@ -5,9 +5,10 @@ The input is a table of per-run predictions: one row per run (grid columns, `res
 `prediction_column`. The bootstrap methods (percentile, basic, normal, bca) read those
 columns exactly as the parameter intervals read a parameter (`pipeline.intervals`' cell
 split and `pipeline.interval_formulas`' bounds, not a copy of them). For a model linear in
-its parameters fitted by MSE, `t` and `hc3` give the mean response's interval from the OLS
-fit of the original rows: f0' b -/+ c sqrt(f0' V f0), f0 the features at x, V the
-classical (c = t(n - p)) or HC3 (c = z(1 - alpha/2), as the parameter intervals) covariance.
+its parameters fitted by MSE, `t`, `hc3` and `hac` give the mean response's interval from the
+OLS fit of the original rows: f0' b -/+ c sqrt(f0' V f0), f0 the features at x, V the
+classical (c = t(n - p)), HC3 or Newey-West HAC (c = z(1 - alpha/2), as the parameter
+intervals) covariance.
 
 `linear_predictions` gives the per-run table of such a model torch-free (features(x) @
 theta of each run); any other model is evaluated on the training side (`pipeline.predict`).
@@ -20,10 +21,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtri, stdtrit  # stdtrit is stats.t.ppf, without importing scipy.stats (as closed_form)
 
 from pipeline.core.errors import ConfigError
-from pipeline.stats.cells import _bca_note, _cell_notes, _split_cell, as_float
+from pipeline.stats.cells import _bca_note, _cell_notes, _split_cell, as_float, note_dependence
 from pipeline.stats.intervals import (
     BOOTSTRAP_METHODS,
     CLOSED_FORM_METHODS,
@@ -32,9 +32,9 @@ from pipeline.stats.intervals import (
     _cells,
     applicable_methods,
 )
-from pipeline.stats.ols import LEVERAGE_TOL, ClosedFormDesign
+from pipeline.stats.ols import LEVERAGE_TOL, ClosedFormDesign, critical_value
 
-PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3")
+PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac")
 RUN_COLUMNS = ("lr", "init_index", "resample", "kind", "status", "scheme")
 COLUMNS = (
     "point",
@@ -119,7 +119,7 @@ def _closed_form(
                 "a coefficient, so its HC3 residual is 0 / 0)"
             ),
         )
-    cov, crit = (fit.cov, stdtrit(fit.df, 1 - alpha / 2)) if method == "t" else (fit.cov_hc3, ndtri(1 - alpha / 2))
+    cov, crit = fit.covariance(method), critical_value(fit, method, alpha)
     with np.errstate(all="ignore"):
         se = np.sqrt(np.einsum("ij,jk,ik->i", features, cov, features))
     if not np.isfinite(se).all():
@@ -227,6 +227,7 @@ def prediction_intervals(
                             "note": note,
                         }
                     )
+            note_dependence(cell_rows, cell.scheme, design)
             cell_rows.sort(key=lambda r: (list(outputs).index(r["output"]), order[r["method"]]))
             rows += [{**key, "point": i, **xs, **row} for row in cell_rows]
     table = pd.DataFrame(rows, columns=[*by, "point", *x_names, *COLUMNS[1:]])

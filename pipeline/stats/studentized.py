@@ -1,6 +1,7 @@
 """Each bootstrap draw's own closed-form OLS covariance, for studentized (bootstrap-t) intervals.
 
-A draw's rows follow from (seed, resample, scheme) alone (`pipeline.resampling`), so
+A draw's rows follow from (seed, resample, scheme) and the folder's draw rule alone
+(`pipeline.core.resampling`), so
 its classical OLS covariance s*^2 (X*^T X*)^-1 can be rebuilt from the design of the
 original rows without the training side:
     case      X* = X[rows], y* = y[rows]
@@ -19,8 +20,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pipeline.core.resampling import resample_rows
-from pipeline.core.runs import CASE, RESIDUAL
+from pipeline.core.resampling import DRAW_RULE, draw_arrays, resample_size, residual_fit
+from pipeline.core.runs import CASE
 
 _DRAWS_PER_BLOCK = 256  # draws stacked into one batched QR: bounds memory at 256 x rows x p
 
@@ -42,36 +43,31 @@ def ols_covariances(designs: np.ndarray, responses: np.ndarray) -> np.ndarray:
     return cov
 
 
-def _draw_data(
-    X: np.ndarray, y: np.ndarray, seed: int, resample: int, scheme: str, fitted: np.ndarray, resid: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    rows = resample_rows(len(y), seed, resample)
-    if scheme == RESIDUAL and resample > 0:
-        return X, fitted + resid[rows]
-    return X[rows], y[rows]
+def draw_keys(runs: pd.DataFrame) -> list[tuple[int, int, str]]:
+    """(seed, resample, scheme) of each run: what fixes its rows (the scheme is `case` when absent)."""
+    schemes = runs["scheme"].fillna(CASE) if "scheme" in runs.columns else pd.Series(CASE, index=runs.index)
+    return list(zip(runs["seed"].astype(int), runs["resample"].astype(int), schemes))
 
 
-def draw_covariances(runs: pd.DataFrame, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def draw_covariances(runs: pd.DataFrame, X: np.ndarray, y: np.ndarray, draw_rule: str = DRAW_RULE) -> np.ndarray:
     """(len(runs), p, p): the classical OLS covariance on each run's own rows.
 
     `runs` needs `resample` and `seed` (and `scheme`, else case resampling); each
-    distinct draw is solved once, however many grid cells share it.
+    distinct draw is solved once, however many grid cells share it. `draw_rule`: the
+    sweep folder's (`SweepMeta.draw_rule`).
     """
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float).reshape(-1)
-    beta = np.linalg.lstsq(X, y, rcond=None)[0]
-    fitted, resid = X @ beta, y - X @ beta
-    schemes = runs["scheme"].fillna(CASE) if "scheme" in runs.columns else pd.Series(CASE, index=runs.index)
-    keys = list(zip(runs["seed"].astype(int), runs["resample"].astype(int), schemes))
+    fit = residual_fit(X, y)
+    keys = draw_keys(runs)
     unique = list(dict.fromkeys(keys))
     covs = np.empty((len(unique), X.shape[1], X.shape[1]))
     for start in range(0, len(unique), _DRAWS_PER_BLOCK):
         block = unique[start : start + _DRAWS_PER_BLOCK]
         # jackknife fits have one row fewer: solve them apart from the full-length draws
-        for length in sorted({len(y) - (k[1] < 0) for k in block}):
-            picked = [i for i, k in enumerate(block) if len(y) - (k[1] < 0) == length]
-            data = [_draw_data(X, y, *block[i], fitted, resid) for i in picked]
+        for length in sorted({resample_size(len(y), k[1]) for k in block}):
+            picked = [i for i, k in enumerate(block) if resample_size(len(y), k[1]) == length]
             covs[[start + i for i in picked]] = ols_covariances(
-                np.stack([d[0] for d in data]), np.stack([d[1] for d in data])
+                *draw_arrays(X, y, [block[i] for i in picked], draw_rule, fit)
             )
     where = {key: i for i, key in enumerate(unique)}
     return covs[[where[key] for key in keys]]

@@ -14,6 +14,7 @@ from pipeline.store.files import atomic_path, read_json, write_frame, write_json
 from pipeline.store.folder import (
     PLAN_KEY_COLUMNS,
     append_launch,
+    folder_draw_rule,
     plan_frame,
     read_config,
     read_design,
@@ -92,6 +93,7 @@ __all__ = [
     "batch_table",
     "failure_path",
     "finish_task",
+    "folder_draw_rule",
     "finished_run_ids",
     "part_files",
     "part_schema",

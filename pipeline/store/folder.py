@@ -69,6 +69,17 @@ def read_plan(out_dir: Path, columns: Optional[Sequence[str]] = None) -> pd.Data
         ) from err
 
 
+def folder_draw_rule(out_dir: Path) -> Optional[str]:
+    """The draw rule of the sweep already in `out_dir` (`SweepMeta.draw_rule`), which a relaunch
+    keeps; None when the folder holds no readable sweep.json (a new sweep: the current rule)."""
+    path = Path(out_dir) / SWEEP_META
+    try:
+        return read_meta(out_dir).draw_rule if path.is_file() else None
+    except (OSError, ValueError, TypeError) as err:
+        log.warning("%s cannot be read (%s): its draw rule is unknown; new draws use the current rule", path, err)
+        return None
+
+
 def write_design(features: Any, response: Any, names: Sequence[str], out_dir: Path) -> None:
     """The closed-form design of the original rows, so aggregation never rebuilds the model."""
     columns = {name: features[:, j] for j, name in enumerate(names)}

@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Any, Optional
 
-from pipeline.core.resampling import resample_rows  # noqa: F401 - re-exported: plan.resample_rows is public
+from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 from pipeline.core.runs import CASE
 from pipeline.core.settings import PARAM_TOL
 
@@ -76,20 +76,37 @@ def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_id(
-    fingerprint: dict[str, Any], lr: float, init: Optional[list[float]], resample: int, seed: int, scheme: str = CASE
+    fingerprint: dict[str, Any],
+    lr: float,
+    init: Optional[list[float]],
+    resample: int,
+    seed: int,
+    scheme: str = CASE,
+    draw_rule: str = DRAW_RULE,
 ) -> str:
-    """Version `ID_VERSION`: seed and scheme change bootstrap draws (k >= 1) only."""
-    return run_id_from_json(json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme)
+    """Version `ID_VERSION`: seed, scheme and draw rule change bootstrap draws (k >= 1) only."""
+    return run_id_from_json(
+        json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme, draw_rule
+    )
 
 
 def run_id_from_json(
-    settings_json: str, lr: float, init: Optional[list[float]], resample: int, seed: int, scheme: str = CASE
+    settings_json: str,
+    lr: float,
+    init: Optional[list[float]],
+    resample: int,
+    seed: int,
+    scheme: str = CASE,
+    draw_rule: str = DRAW_RULE,
 ) -> str:
     """`run_id` with the settings serialised once per sweep, not once per run (10^6 runs: minutes).
 
     The text hashed is json.dumps(..., sort_keys=True) of {"v", "settings", "lr", "init",
-    "resample", "seed", "scheme"}: "settings" and "v" sort after the run's own keys, so the
-    run's part is dumped alone and the settings' text appended (tests/integration/test_house.py pins it).
+    "resample", "seed", "scheme"} and, for a bootstrap draw of any draw rule but the first
+    (`core.resampling.LEGACY_RULE`), "draw": the rule, so the ids of folders made before
+    the rule had a name stay, and no two rules' draws share an id. "settings" and "v" sort
+    after the run's own keys, so the run's part is dumped alone and the settings' text
+    appended (tests/integration/test_house.py pins it).
     """
     draw = resample > 0
     own = {
@@ -99,6 +116,8 @@ def run_id_from_json(
         "seed": int(seed) if draw else None,
         "scheme": scheme if draw else None,
     }
+    if draw and draw_rule != LEGACY_RULE:
+        own["draw"] = draw_rule
     text = json.dumps(own, sort_keys=True, default=str)[:-1] + f', "settings": {settings_json}, "v": {ID_VERSION}}}'
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

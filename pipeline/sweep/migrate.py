@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from pipeline import store
+from pipeline.core.meta import SweepMeta
 from pipeline.sweep.ids import ID_VERSION
 from pipeline.sweep.plan import legacy_ids, plan
 
@@ -38,7 +39,7 @@ def id_mapping(out_dir: Path) -> dict[str, str]:
     meta = store.read_json(out_dir / store.SWEEP_META)
     try:
         cfg: Any = OmegaConf.to_container(OmegaConf.load(out_dir / store.CONFIG), resolve=True)
-        runs = plan(cfg, meta["data_digest"], meta.get("n_rows"))
+        runs = plan(cfg, meta["data_digest"], meta.get("n_rows"), SweepMeta.from_json(meta).draw_rule)
         old = legacy_ids(cfg, meta["data_digest"], runs)
     except Exception as err:  # noqa: BLE001 - an old config we cannot plan: its runs are retrained, not lost
         log.warning(

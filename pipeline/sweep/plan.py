@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import CASE, Run, Task
 from pipeline.sweep.ids import legacy_fingerprint, legacy_run_id, run_id_from_json, settings_fingerprint
 
@@ -50,11 +51,12 @@ def resample_indices(cfg: dict[str, Any], n_rows: Optional[int]) -> list[int]:
     return indices
 
 
-def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) -> list[Run]:
+def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None, draw_rule: str = DRAW_RULE) -> list[Run]:
     """Every run of the sweep: learning rate x initial values x resample.
 
     `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`);
-    `n_rows`, their number, is needed only for jackknife runs (one per row).
+    `n_rows`, their number, is needed only for jackknife runs (one per row); `draw_rule`:
+    the sweep folder's (`SweepMeta.draw_rule`), which enters the ids of bootstrap draws.
     """
     settings_json = json.dumps({**settings_fingerprint(cfg), "data": data_digest}, sort_keys=True, default=str)
     seed, scheme = int(cfg["sweep"]["seed"]), cfg["sweep"].get("scheme", CASE)
@@ -64,7 +66,7 @@ def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None) ->
             for k in resample_indices(cfg, n_rows):
                 runs.append(
                     Run(
-                        run_id_from_json(settings_json, lr, init, k, seed, scheme),
+                        run_id_from_json(settings_json, lr, init, k, seed, scheme, draw_rule),
                         lr,
                         i,
                         None if init is None else tuple(init),

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.resampling import resample_rows
-from pipeline.core.runs import RESIDUAL, Run
+from pipeline.core.resampling import DRAW_RULE, Draws, draw, residual_fit
+from pipeline.core.runs import Run
 from pipeline.data.load import Dataset
-from pipeline.models import is_linear_in_parameters, least_squares, scalar_parameter_names
+from pipeline.models import is_linear_in_parameters, scalar_parameter_names
 
 
 @dataclass(frozen=True)
@@ -57,25 +58,51 @@ class Problem:
     y_test: Optional[torch.Tensor]
     device: torch.device
     dtype: torch.dtype
+    draw_rule: str = DRAW_RULE  # the sweep folder's (`SweepMeta.draw_rule`)
+
+    @property
+    def n_rows(self) -> int:
+        return self.x.shape[0]
 
     @cached_property
-    def ols_fit(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fitted values and residuals of the OLS fit on the original rows (residual resampling)."""
-        features = self.parts.make_model().features(self.x.double())
-        fitted = (features.cpu() @ least_squares(features, self.y)).unsqueeze(-1)
-        residuals = self.y.double().cpu() - fitted
-        on_device = partial(torch.as_tensor, device=self.device, dtype=self.dtype)
-        return on_device(fitted), on_device(residuals)
+    def residual_parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fitted values and residuals of the OLS fit on the original rows, float64 (`residual` draws)."""
+        with torch.no_grad():
+            features = self.parts.make_model().features(self.x.double().cpu())
+        return residual_fit(features.numpy(), self.y.double().cpu().numpy()[:, 0])
+
+
+def run_draws(problem: Problem, runs: list[Run]) -> Draws:
+    """The draws of `runs` (all of one size), by the sweep's draw rule (`core.resampling`)."""
+    return draw(
+        problem.n_rows,
+        [r.seed for r in runs],
+        [r.resample for r in runs],
+        [r.scheme for r in runs],
+        problem.draw_rule,
+    )
+
+
+def training_data(problem: Problem, runs: list[Run]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(runs, rows, x columns) and (runs, rows, y columns): the data each run trains on, on the
+    device. A scheme that rebuilds y (residual) gets it from `Draws.responses` in float64,
+    rounded to the training dtype once; every other run takes y's own rows."""
+    draws = run_draws(problem, runs)
+    rows = torch.as_tensor(draws.rows, device=problem.device)
+    x, y = problem.x[rows], problem.y[rows]
+    if draws.rebuilt.any():
+        at = np.flatnonzero(draws.rebuilt)
+        rebuilt = draws.take(at).responses(problem.y.double().cpu().numpy()[:, 0], *problem.residual_parts)
+        y[torch.as_tensor(at, device=problem.device)] = torch.as_tensor(
+            rebuilt, device=problem.device, dtype=problem.dtype
+        ).unsqueeze(-1)
+    return x, y
 
 
 def resample_data(problem: Problem, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (x, y) a run trains on. Case resampling takes the drawn rows; residual
-    resampling keeps every x and adds the drawn rows' OLS residuals to the fitted values."""
-    rows = torch.as_tensor(resample_rows(problem.x.shape[0], run.seed, run.resample), device=problem.device)
-    if run.scheme == RESIDUAL and run.resample > 0:
-        fitted, residuals = problem.ols_fit
-        return problem.x, fitted + residuals[rows]
-    return problem.x[rows], problem.y[rows]
+    """The (x, y) one run trains on (`training_data` of that run alone)."""
+    x, y = training_data(problem, [run])
+    return x[0], y[0]
 
 
 def _instantiate(spec: Any, key: str, **kwargs: Any) -> Any:
@@ -144,8 +171,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_problem(parts: ProblemParts, dataset: Dataset, *, device: str = "auto", dtype: str = "float32") -> Problem:
-    """The parts and the data as tensors on `device` in `dtype` (`train.device`, `train.dtype`)."""
+def build_problem(
+    parts: ProblemParts,
+    dataset: Dataset,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    draw_rule: str = DRAW_RULE,
+) -> Problem:
+    """The parts and the data as tensors on `device` in `dtype` (`train.device`, `train.dtype`);
+    `draw_rule`: how its bootstrap draws are made (the sweep folder's)."""
     on_device = partial(
         torch.tensor, device=pick_device(device), dtype=getattr(torch, dtype)
     )  # a copy: pandas arrays may be read-only
@@ -158,6 +193,7 @@ def build_problem(parts: ProblemParts, dataset: Dataset, *, device: str = "auto"
         on_device(dataset.y_test) if has_test else None,
         pick_device(device),
         getattr(torch, dtype),
+        draw_rule,
     )
 
 

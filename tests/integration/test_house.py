@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 from pipeline.data import load as data
 from pipeline.launch.prepare import prepare
 from pipeline.launch.submit import launch
 from pipeline.store.parts import read_parts
 from pipeline.sweep.ids import ID_VERSION
-from pipeline.sweep.plan import legacy_ids
+from pipeline.sweep.plan import legacy_ids, plan
 from tests.conftest import make_config
 
 LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy"
@@ -83,12 +84,21 @@ def test_the_legacy_id_function_gives_the_ids_of_plans_made_before_the_restructu
 
 @pytest.mark.parametrize("name", CASES)
 def test_run_ids_are_those_of_plans_stored_with_this_id_version(name, tmp_path):
+    """The stored plans were made under the first draw rule: planned under it, the ids are the
+    same; under today's rule the ids of bootstrap draws (and only theirs) are new."""
     overrides = json.loads((LEGACY / "plans.json").read_text())[name]
     stored = pd.read_parquet(IDS_V1 / f"{name}.plan.parquet")
-    today = pd.DataFrame([r.as_row() for r in prepare(make_config(tmp_path / "unused", *overrides)).runs])
+    prepared = prepare(make_config(tmp_path / "unused", *overrides))
+    assert prepared.meta.draw_rule == DRAW_RULE != LEGACY_RULE  # a new folder: today's rule
+    old_rule = plan(prepared.cfg, prepared.meta.data_digest, prepared.meta.n_rows, LEGACY_RULE)
+    today = pd.DataFrame([r.as_row() for r in old_rule])
     assert ID_VERSION == 1 and len(today) == len(stored) > 0
     pd.testing.assert_frame_equal(today[stored.columns], stored)
     assert set(today["run_id"]).isdisjoint(pd.read_parquet(LEGACY / f"{name}.plan.parquet")["run_id"])
+    new_rule = pd.DataFrame([r.as_row() for r in prepared.runs])
+    draws = new_rule["resample"] > 0
+    assert (new_rule["run_id"] == today["run_id"]).tolist() == (~draws).tolist()
+    assert set(new_rule.loc[draws, "run_id"]).isdisjoint(today["run_id"])
 
 
 def test_a_folder_written_before_the_restructure_relaunches_without_training(tmp_path, caplog):
@@ -104,6 +114,7 @@ def test_a_folder_written_before_the_restructure_relaunches_without_training(tmp
     assert len(migrated) == 1 and migrated[0].startswith("migrated 5 run id(s) in 3 part(s) from id version 0 to 1")
     assert set(read_parts(out)["run_id"]) == {r.run_id for r in prepared.runs}
     assert json.loads((out / "sweep.json").read_text())["id_version"] == ID_VERSION
+    assert json.loads((out / "sweep.json").read_text())["draw_rule"] == LEGACY_RULE  # kept, now by name
     caplog.clear()
     again = launch(prepare(make_config(out, *overrides)))  # migrated once: nothing more to do
     assert again.n_skipped == 5 and not [r for r in caplog.records if r.name == "pipeline.sweep.migrate"]

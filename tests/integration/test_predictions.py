@@ -127,7 +127,7 @@ def test_methods_follow_the_parameter_intervals_rule():
     for frame in (runs, runs[runs["kind"] != "jackknife"], runs.head(1)):
         for closed in (True, False):
             assert methods_for(None, frame, closed) == applicable_methods(None, frame, closed)
-    assert methods_for(None, runs, True) == ["percentile", "basic", "normal", "bca", "t", "hc3"]
+    assert methods_for(None, runs, True) == ["percentile", "basic", "normal", "bca", "t", "hc3", "hac"]
     assert methods_for(["Studentized", "hc3", "percentile"], runs, False) == ["percentile"]
     assert methods_for(["studentized"], runs, True) == []
 
@@ -164,7 +164,7 @@ def test_two_inputs_end_to_end_list_and_csv(tmp_path):
     write_predictions(out, at=points)
     listed = pd.read_parquet(out / "predictions.parquet")
     assert listed[["point", "x1", "x2"]].drop_duplicates().to_numpy().tolist() == [[0, 0.0, -3.0], [1, 2.5, -2.0]]
-    assert {"percentile", "basic", "normal", "t", "hc3"} == set(listed["method"])
+    assert {"percentile", "basic", "normal", "t", "hc3", "hac"} == set(listed["method"])
     design = np.column_stack([np.ones(len(x)), x])
     coef = np.linalg.lstsq(design, y, rcond=None)[0]
     t_rows = listed[listed["method"] == "t"]

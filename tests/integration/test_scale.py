@@ -271,6 +271,7 @@ def test_dry_run_and_log_say_how_the_tasks_were_sized(tmp_path, capsys, caplog):
 def test_run_ids_serialised_once_per_sweep_equal_the_whole_dict_hash():
     import hashlib
 
+    from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
     from pipeline.sweep.ids import ID_VERSION, run_id
 
     fingerprint = {"train": {"epochs": 10, "dtype": "float32"}, "data": "abc", "model": {"_target_": "m", "z": [1]}}
@@ -280,18 +281,20 @@ def test_run_ids_serialised_once_per_sweep_equal_the_whole_dict_hash():
         (3e-4, [1.5], -2, 1, "residual"),
         (2.0, [0.0], 12, 5, "case"),
     ]:
-        draw = resample > 0  # id version 1: seed and scheme count for bootstrap draws only
-        fields = {
-            "v": ID_VERSION,
-            "settings": fingerprint,
-            "lr": lr,
-            "init": init,
-            "resample": resample,
-            "seed": seed if draw else None,
-            "scheme": scheme if draw else None,
-        }
-        old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        assert run_id(fingerprint, lr, init, resample, seed, scheme) == old
+        for rule in (LEGACY_RULE, DRAW_RULE):
+            draw = resample > 0  # id version 1: seed, scheme (and a draw rule but the first) for draws only
+            fields = {
+                "v": ID_VERSION,
+                "settings": fingerprint,
+                "lr": lr,
+                "init": init,
+                "resample": resample,
+                "seed": seed if draw else None,
+                "scheme": scheme if draw else None,
+                **({"draw": rule} if draw and rule != LEGACY_RULE else {}),
+            }
+            old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            assert run_id(fingerprint, lr, init, resample, seed, scheme, rule) == old
 
 
 def test_report_reads_the_curves_of_a_sample_of_runs_past_a_size(tmp_path, monkeypatch):

@@ -74,8 +74,7 @@ def test_a_batch_is_written_as_its_result_rows(family):
     from pipeline.core.runs import RunBatch
     from pipeline.train.engines import train_gram
     from pipeline.train.engines.batched import train_batched
-    from pipeline.train.engines.stacked import chunk_data
-    from pipeline.train.problem import resample_data
+    from pipeline.train.problem import resample_data, training_data
     from tests.integration.test_batched import FAMILIES, chunk_of, family_problem, train_cfg
 
     fam = FAMILIES[family]
@@ -85,7 +84,7 @@ def test_a_batch_is_written_as_its_result_rows(family):
     batch = train(problem, runs, train_cfg(engine="auto"))
     assert isinstance(batch, RunBatch) and len(batch) == len(runs)
     assert {r.status for r in batch} >= {"diverged"}
-    x, y = chunk_data(problem, runs)
+    x, y = training_data(problem, runs)
     for i, run in enumerate(runs):  # one gather for the chunk: each run's own rows
         rx, ry = resample_data(problem, run)
         assert torch.equal(x[i], rx) and torch.equal(y[i], ry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Optional
 
+from pipeline.core.resampling import resample_size
 from pipeline.core.runs import Run, RunBatch, RunResult
 from pipeline.core.settings import TrainSettings
 from pipeline.train.engines.batch_memory import batch_size
@@ -21,7 +22,6 @@ from pipeline.train.engines.gram import bytes_per_run as gram_bytes_per_run
 from pipeline.train.engines.gram import train_gram
 from pipeline.train.engines.reference import train_reference
 from pipeline.train.engines.selection import EngineChoice, choose_engine, engine_problems
-from pipeline.train.engines.stacked import resample_size
 from pipeline.train.problem import Problem
 
 __all__ = ["EngineChoice", "FAST_ENGINES", "choose_engine", "engine_problems", "train_chunk", "train_reference"]
@@ -63,7 +63,7 @@ def _batches(problem: Problem, runs: list[Run], size: int) -> tuple[list[list[in
     one row short, apart), at most `size` at once; and the distinct row counts."""
     by_rows: dict[int, list[int]] = {}
     for i, run in enumerate(runs):
-        by_rows.setdefault(resample_size(problem, run), []).append(i)
+        by_rows.setdefault(resample_size(problem.n_rows, run.resample), []).append(i)
     batches = [members[b : b + size] for members in by_rows.values() for b in range(0, len(members), size)]
     return batches, sorted(by_rows)
 

@@ -20,9 +20,9 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from pipeline.core.runs import Run, RunBatch
 from pipeline.core.settings import TrainSettings
 from pipeline.train.engines.divergence import LiveRuns
-from pipeline.train.engines.stacked import ChunkOutcome, LossLog, batch_from, chunk_data, closed_forms, initial_vectors
+from pipeline.train.engines.stacked import ChunkOutcome, LossLog, batch_from, closed_forms, initial_vectors
 from pipeline.train.engines.stacked_optim import optimizer_name, optimizer_settings, stacked_optimizer
-from pipeline.train.problem import Problem
+from pipeline.train.problem import Problem, training_data
 
 ENGINE = "batched"
 
@@ -94,7 +94,7 @@ def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) ->
         raise ValueError(f"the batched engine cannot step {optimizer_name(problem.parts.make_optim)}")
     models, params = initial_vectors(problem, runs)
     _, buffers = stack_module_state(models)  # constant buffers (stateful modules are refused)
-    x_all, y_all = chunk_data(problem, runs)
+    x_all, y_all = training_data(problem, runs)
     run_loss = _run_loss(models[0], problem.parts.loss_fn)
     loss_and_grads = vmap(grad_and_value(run_loss))
     lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)

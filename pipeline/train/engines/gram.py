@@ -1,7 +1,7 @@
 """The Gram engine: full-batch SGD on a model linear in its parameters, fitted by MSE,
 at a cost per epoch that does not depend on the number of rows.
 
-For prediction F theta (F: the features of a run's rows, as `problem.resample_data` gives
+For prediction F theta (F: the features of a run's rows, as `problem.training_data` gives
 them: drawn rows, or every row with drawn residuals) the MSE gradient
 is s (G theta - c), with G = F^T F, c = F^T y and s = 2/n (2 for a summed loss). So
 one epoch of SGD, momentum and weight decay included, is an affine map of the state
@@ -46,13 +46,12 @@ from pipeline.train.engines.stacked import (
     ChunkOutcome,
     LossLog,
     batch_from,
-    chunk_data,
     closed_forms,
     features_of,
     initial_vectors,
 )
 from pipeline.train.engines.stacked_optim import SGDSettings, optimizer_name, optimizer_settings
-from pipeline.train.problem import Problem
+from pipeline.train.problem import Problem, training_data
 
 ENGINE = "gram"
 
@@ -84,7 +83,7 @@ def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings)
         raise ValueError(f"the gram engine trains with SGD only; got {optimizer_name(problem.parts.make_optim)}")
     models, theta0 = initial_vectors(problem, runs)
     model = models[0]  # for its features only (they do not depend on the parameters): no second build
-    x, y = chunk_data(problem, runs)
+    x, y = training_data(problem, runs)
     p, n_values = len(problem.parts.param_names), y.shape[1] * y.shape[2]
     scale = loss_scale(problem.parts.loss_fn, n_values)
     features64, y64 = features_of(model, x.double()), y.double()[..., 0]

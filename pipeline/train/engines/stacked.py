@@ -18,38 +18,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from pipeline.core.resampling import resample_rows
-from pipeline.core.runs import DIVERGED, RESIDUAL, Run, RunBatch
+from pipeline.core.runs import DIVERGED, Run, RunBatch
 from pipeline.core.settings import TrainSettings
 from pipeline.train.engines.divergence import run_statuses
 from pipeline.train.problem import Problem, new_model
-
-
-def chunk_data(problem: Problem, runs: list[Run]) -> tuple[Tensor, Tensor]:
-    """(runs, rows, x columns) and (runs, rows, y columns): each run's training data,
-    exactly as `problem.resample_data` hands it to the reference loop (the same rows,
-    gathered in one indexing for the whole chunk; a resample shared by several runs,
-    as at several learning rates, drawn once). The runs must have resamples of one
-    size (`resample_size`)."""
-    n = problem.x.shape[0]
-    drawn: dict[tuple[int, int], np.ndarray] = {}
-    for run in runs:
-        if (run.seed, run.resample) not in drawn:
-            drawn[(run.seed, run.resample)] = resample_rows(n, run.seed, run.resample)
-    rows = torch.as_tensor(np.stack([drawn[(run.seed, run.resample)] for run in runs]), device=problem.device)
-    residual = [run.scheme == RESIDUAL and run.resample > 0 for run in runs]
-    if not any(residual):
-        return problem.x[rows], problem.y[rows]
-    fitted, residuals = problem.ols_fit  # residual resampling: every x, fitted + the drawn rows' residuals
-    on = torch.tensor(residual, device=problem.device)
-    x_rows = torch.where(on.unsqueeze(1), torch.arange(n, device=problem.device), rows)
-    y = torch.where(on.view(-1, 1, 1), fitted + residuals[rows], problem.y[rows])
-    return problem.x[x_rows], y
-
-
-def resample_size(problem: Problem, run: Run) -> int:
-    """Rows a run trains on (a jackknife resample has one fewer)."""
-    return len(resample_rows(problem.x.shape[0], run.seed, run.resample))
 
 
 def features_of(model: nn.Module, x: Tensor) -> Tensor:
