@@ -65,10 +65,10 @@ class AggregateReport:
             text += f"; {len(self.missing_run_ids)} missing, e.g. {', '.join(self.missing_run_ids[:3])}"
         if set(self.status_counts) == {"not_converged"} and "not_converged" not in self.statuses_used:
             text += (
-                "\n  hint: no run reached train.grad_tol; bootstrap intervals of such fits would"
-                " describe the optimiser, not the data, so none were formed (closed-form t/hc3 rows"
-                " still are, where the model allows). Raise train.epochs or optim.lr"
-                " (see gap_to_ols and grad_norm in estimates.parquet)."
+                "\n  hint: no run converged (train.param_tol of the closed form, else train.grad_tol);"
+                " bootstrap intervals of such fits would describe the optimiser, not the data, so none"
+                " were formed (closed-form t/hc3 rows still are, where the model allows). Raise"
+                " train.epochs or optim.lr (each run's status_note in estimates.parquet says how far it is)."
             )
         return text
 
