@@ -99,14 +99,6 @@ class TaskRunner(submitit.helpers.Checkpointable):
         store.finish_task(out, task.part_name)
         return {"part": str(path), "runs": table.num_rows, **status_counts(table)}
 
-    def checkpoint(self, task: Task) -> Any:
-        """What submitit requeues on USR2 (a timeout or preemption): the same task again. Its
-        finished runs are in progress/, so the new attempt trains only the rest. Without this
-        method submitit does not requeue a timed-out task at all ("not checkpointable")."""
-        from submitit.helpers import DelayedSubmission  # the task process has submitit loaded already
-
-        return DelayedSubmission(self, task)
-
     @staticmethod
     def _record_failure(task: Task, out: Path, err: Exception) -> None:
         try:

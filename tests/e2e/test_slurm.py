@@ -219,19 +219,24 @@ def restarts(slurm_id: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def task_logs(out_dir: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in (out_dir / "logs").rglob("*_log.err"))
+
+
 def resumes_after(out_dir: Path, act, *overrides: str) -> str:
     """One task of 8 runs saves two and waits; `act(task)` stops it (the queue then restarts it);
     once restarted it is let go, and it trains only the six runs left. Returns the task's logs."""
     submit(out_dir, *held(out_dir, "sweep.resamples=7", "launcher.runs_per_task=8", *overrides))
     (task,) = submitted_tasks(out_dir)
     wait_until(lambda: saved_runs(out_dir, task["part"]) >= 2, timeout=240, what="two runs saved, the task waiting")
-    before = restarts(task["slurm_id"])  # (on a slow machine a timeout may have restarted it already)
     act(task)
-    wait_until(lambda: restarts(task["slurm_id"]) > before, timeout=240, what="the task to be requeued")
+    # the next attempt has started (the stopped one is gone: it cannot finish the runs itself)
+    resumed = re.compile(r"resuming task 0: [2-7] of 8 runs already done")
+    wait_until(lambda: resumed.search(task_logs(out_dir)), timeout=240, what="the task to resume")
     (out_dir.parent / "hold").unlink()
     wait_until(lambda: queue_empty(out_dir) and (out_dir / "parts" / f"{task['part']}.parquet").is_file(), timeout=240)
-    logs = "".join(p.read_text() for p in (out_dir / "logs").rglob("*_log.err"))
-    assert re.search(r"resuming task 0: [2-7] of 8 runs already done", logs)
+    logs = task_logs(out_dir)
+    assert restarts(task["slurm_id"]) >= 1 and "Job completed successfully" in logs
     part = pq.read_table(out_dir / "parts" / f"{task['part']}.parquet").to_pandas()
     assert len(part) == 8 and part["run_id"].is_unique
     assert not (out_dir / "progress" / f"{task['part']}.parquet").exists()
