@@ -136,7 +136,7 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
     it); a dry run only reads. Ctrl-C / SIGTERM of a local sweep raises `Interrupted`.
     """
     backend, out_dir = backend_for(prepared.launcher), prepared.out_dir
-    executor = backend.executor(out_dir / "logs")
+    executor = backend.executor(out_dir / store.LOGS)
     if backend.conf.dry_run:
         fresh = backend.conf.new_sweep or not out_dir.exists()
         done = set() if fresh else store.finished_run_ids(out_dir)

@@ -17,6 +17,9 @@ Layout of a sweep folder (`out_dir`):
     estimates.parquet, curves.parquet, intervals.parquet, predictions.parquet   built by aggregation
     report.html, *.png   built from the tables
 
+A coverage study's folder (`pipeline-coverage`): coverage.parquet, coverage_reps.parquet,
+coverage_predictions.parquet, coverage_predictions_reps.parquet, coverage.json.
+
 Reading a folder imports neither torch nor Hydra: these are plain files.
 """
 
@@ -36,6 +39,9 @@ LOCK = ".lock"
 SAVED_PART_PREFIX = "part-saved-"  # parts made of the progress an ended task left behind
 REPLACED = "replaced"  # earlier sweeps of the folder, moved aside by `--new-sweep`
 FIGURES = "*.png"  # the PNGs beside the tables (bootstrap_<parameter>.png, grid_final_loss.png)
+TABLE = ".parquet"  # a part's or progress file's suffix after its part name (core.runs.Task.part_name)
+PART_FILES = "part-*" + TABLE  # what parts/ and progress/ hold, as a glob
+FAILURE = ".json"  # a failure record's suffix after its part name
 
 ESTIMATES = "estimates.parquet"
 CURVES = "curves.parquet"
@@ -60,3 +66,8 @@ SWEEP_FILES = (
     PREDICTIONS,
     REPORT,
 )
+COVERAGE = "coverage.parquet"
+COVERAGE_REPS = "coverage_reps.parquet"
+COVERAGE_PREDICTIONS = "coverage_predictions.parquet"
+COVERAGE_PREDICTIONS_REPS = "coverage_predictions_reps.parquet"
+COVERAGE_META = "coverage.json"
