@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 
@@ -31,6 +31,10 @@ class SweepMeta:
     standardize: bool = False
     # how bootstrap draws are made (`core.resampling`): kept for the folder's life, so its runs stay valid
     draw_rule: str = DRAW_RULE
+    # whether the model's output is linear in its parameters (checked at launch); None: not
+    # recorded (a folder from before). Not linear (an MLP): single parameters need not be
+    # identifiable, so the answer is what the model predicts (`store.DATA_POINTS`).
+    linear_in_params: Optional[bool] = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

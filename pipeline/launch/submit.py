@@ -21,6 +21,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from pipeline import store
+from pipeline.config.points import data_points
 from pipeline.core.errors import FolderError
 from pipeline.core.runs import Task
 from pipeline.launch.backends import Backend, backend_for
@@ -99,6 +100,8 @@ def write_sweep_files(prepared: PreparedSweep) -> None:
     store.write_frame(store.plan_frame(prepared.runs), out_dir / store.PLAN)
     if prepared.design is not None:
         store.write_design(*prepared.design, prepared.meta.param_names, out_dir)
+    if prepared.meta.linear_in_params is False:  # its answer: predictions at the data's own x
+        store.write_data_points(data_points(prepared.dataset.x_raw), prepared.meta.x_names, out_dir)
     with store.atomic_path(out_dir / store.CONFIG) as tmp:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(prepared.cfg)))
 
@@ -136,8 +139,7 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
     it); a dry run only reads. Ctrl-C / SIGTERM of a local sweep raises `Interrupted`.
     """
     backend, out_dir = backend_for(prepared.launcher), prepared.out_dir
-    executor = backend.executor(out_dir / store.LOGS)
-    if backend.conf.dry_run:
+    if backend.conf.dry_run:  # creates nothing (submitit's local executor would make logs/)
         fresh = backend.conf.new_sweep or not out_dir.exists()
         done = set() if fresh else store.finished_run_ids(out_dir)
         todo, queued = (list(prepared.runs), StillQueued()) if fresh else runs_to_train(prepared, backend, done)
@@ -145,8 +147,10 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
         skipped = len(prepared.runs) - len(todo) - len(queued.run_ids)
         if queued.run_ids:
             print(queued.text())
+        executor = None if backend.runs_here else backend.executor(out_dir / store.LOGS)  # the sbatch preview
         print(dry_run_text(backend, executor, tasks, len(prepared.runs), skipped, sizing))
         return LaunchReport(out_dir, len(prepared.runs), skipped, len(tasks), waited=False, queued=queued)
+    executor = backend.executor(out_dir / store.LOGS)
     out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, wait=backend.conf.wait_lock):
         return _launch_holding_lock(prepared, backend, executor)

@@ -156,12 +156,19 @@ class RowsCurvature:
 
     @classmethod
     def of(cls, features: np.ndarray, y: np.ndarray, reduction: str, rule: SGDSettings) -> "RowsCurvature":
-        factor, gram = loss_factor(reduction, len(y)), features.T @ features
+        # x too large for float64 (near 1e200) overflows F^T F: the bound is then NaN, not a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            factor, gram, moment = loss_factor(reduction, len(y)), features.T @ features, features.T @ y
+        if not np.isfinite(gram).all():
+            nan = np.full(len(gram), np.nan)
+            return cls(factor, gram, moment, nan, math.nan, math.nan)
         lams = curvatures(gram, factor, rule)
-        return cls(factor, gram, features.T @ y, lams, max_stable_lr(float(lams[-1]), rule), fastest_lr(lams, rule))
+        return cls(factor, gram, moment, lams, max_stable_lr(float(lams[-1]), rule), fastest_lr(lams, rule))
 
     def bounds(self, lr: float, theta0: np.ndarray, rule: SGDSettings, tol: float) -> dict[str, float]:
-        """The four `COLUMNS` of a run at `lr` from `theta0` on these rows."""
+        """The four `COLUMNS` of a run at `lr` from `theta0` on these rows (NaN where F^T F overflowed)."""
+        if not np.isfinite(self.gram).all():
+            return dict.fromkeys(COLUMNS, math.nan)
         rate = contraction(lr, self.lams, rule)
         g0 = float(np.linalg.norm(self.factor * (self.gram @ theta0 - self.moment)))
         return {

@@ -18,7 +18,17 @@ from pipeline.core.errors import FolderError
 from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import Run
 from pipeline.store.files import read_json, write_json, write_table
-from pipeline.store.layout import CONFIG, DESIGN, FIGURES, LAUNCHES, PLAN, REPLACED, SWEEP_FILES, SWEEP_META
+from pipeline.store.layout import (
+    CONFIG,
+    DATA_POINTS,
+    DESIGN,
+    FIGURES,
+    LAUNCHES,
+    PLAN,
+    REPLACED,
+    SWEEP_FILES,
+    SWEEP_META,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +110,19 @@ def read_design(out_dir: Path, names: Sequence[str]) -> Optional[tuple[Any, Any]
             "%s cannot be read (%s: %s): skipped; relaunching the sweep rewrites it", path, type(err).__name__, err
         )
         return None
+
+
+def write_data_points(points: Any, x_names: Sequence[str], out_dir: Path) -> None:
+    """x of the original rows (data units) where a non-linear model's predictions go by default."""
+    write_table(pa.table({name: points[:, j] for j, name in enumerate(x_names)}), Path(out_dir) / DATA_POINTS)
+
+
+def read_data_points(out_dir: Path, x_names: Sequence[str]) -> Optional[Any]:
+    """(points, x columns) saved at launch, or None (a linear model's sweep, or an older folder)."""
+    path = Path(out_dir) / DATA_POINTS
+    if not path.is_file():
+        return None
+    return pq.read_table(path).to_pandas()[list(x_names)].to_numpy(dtype=float)
 
 
 def append_launch(out_dir: Path, line: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from pipeline.core.settings import TrainSettings
-from pipeline.report.summary import OPTIMISER_MARK, sweep_summary
+from pipeline.report.answer import OPTIMISER_MARK
+from pipeline.report.summary import sweep_summary
 from pipeline.train.engines.divergence import parameter_gap, run_statuses
 from tests.conftest import run_sweep
 
