@@ -110,6 +110,8 @@ def open_sweep(out_dir: PathLike) -> SweepFolder:
         raise FolderError(f"`out_dir`: {path} {what}: give the folder a sweep wrote (results/<experiment>-...)")
     if not (path / store.SWEEP_META).is_file() or not (path / store.PLAN).is_file():
         raise FolderError(f"`out_dir`: {path} is not a sweep folder (no {store.SWEEP_META} / {store.PLAN})")
+    store.read_meta(path)  # the sweep's own records must read: else one message naming the file
+    store.read_plan(path, columns=store.PLAN_KEY_COLUMNS)
     return SweepFolder(path)
 
 
@@ -250,12 +252,14 @@ def sweep_from_config(cfg: dict[str, Any], *, echo: bool = True) -> SweepFolder:
 
 def submitted_text(out_dir: Path, launched: Any) -> str:
     """What a launch that did not wait says: the arrays submitted and how to follow them."""
+    queued = [f"  {launched.queued.text()}"] if launched.n_queued else []
     return "\n".join(
         [
             f"sweep folder: {out_dir}",
             f"  submitted job array(s) {', '.join(launched.job_ids) or '(none: nothing left to train)'}: "
-            f"{launched.n_tasks} task(s), {launched.n_planned - launched.n_skipped} runs "
+            f"{launched.n_tasks} task(s), {launched.n_planned - launched.n_skipped - launched.n_queued} runs "
             f"({launched.n_skipped} skipped, already done)",
+            *queued,
             f"  watch:     pipeline-status out_dir={out_dir}",
             f"  when done: pipeline-aggregate out_dir={out_dir}",
         ]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from pipeline.config.compose import compose_config
 from pipeline.config.compose import resolved as to_container
 from pipeline.config.shipped import CONF_DIR, PACKAGE_DIR
-from pipeline.core.errors import ConfigError, Interrupted
+from pipeline.core.errors import ConfigError, FolderError, Interrupted
 from pipeline.store.hydra_files import HydraFiles
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
@@ -29,6 +29,8 @@ FLAG_OVERRIDES = {
     "--dry-run": "launcher.dry_run=true",
     "--wait": "launcher.wait=true",
     "--wait-lock": "launcher.wait_lock=true",
+    "--force": "launcher.force=true",
+    "--new-sweep": "launcher.new_sweep=true",
 }
 
 
@@ -80,10 +82,14 @@ def _precheck(config_name: str) -> Optional[dict[str, Any]]:
     try:
         cfg = compose_config(args, config_name)
         if config_name == "config":
+            from pipeline.launch.identity import other_sweep_problems
             from pipeline.launch.prepare import out_dir_problems, validate
 
             if out_dir_problems(cfg["out_dir"]):
                 validate(cfg)  # Hydra would fail creating out_dir: list every problem now
+            other = other_sweep_problems(cfg, data_digest=None)
+            if other:  # before Hydra writes its .hydra/ there: the folder is left as it was
+                raise ConfigError(other)
     except ConfigError as err:
         _fail(err)
     return cfg
@@ -148,29 +154,21 @@ def _report_app(cfg: DictConfig) -> None:
         _fail(err)
     print(f"sweep folder: {out_dir}")
     path = write_report_safely(out_dir)
-    if path is not None:
-        print(f"  report: {path} (open it in a browser)")
+    if path is None:
+        _fail(FolderError(f"report.html not written in {out_dir} (the warning above says why)"))
+    print(f"  report: {path} (open it in a browser)")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="status")
 def _status_app(cfg: DictConfig) -> None:
     """Runs done (per status) / pending / running / failed per task of a sweep folder."""
     from pipeline.api import open_sweep
-    from pipeline.launch.status import failure_messages, summary, task_table
+    from pipeline.launch.status import status_text
 
     try:
-        out_dir = open_sweep(to_container(cfg)["out_dir"]).out_dir
+        print(status_text(open_sweep(to_container(cfg)["out_dir"]).out_dir))
     except ConfigError as err:
         _fail(err)
-    table = task_table(out_dir)
-    print(f"sweep folder: {out_dir}")
-    print(summary(out_dir, table))
-    if len(table):
-        print(table.to_string(index=False))
-    else:
-        print("(no SLURM tasks recorded: a debug or local sweep; `pipeline-aggregate` reports its runs)")
-    for message in failure_messages(out_dir, table):
-        print(f"  {message}")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="coverage")

@@ -17,7 +17,13 @@ if [[ "${1:-}" == "--fast" ]]; then
 fi
 # Debian's chromium and chromedriver for the report's browser test (tests/e2e/test_report.py)
 bash tests/install_browser.sh
-# MaxArraySize 5, the value tests/e2e/test_slurm.py expects, so sweeps there split into several arrays
-SLURM_LOCAL_MAX_ARRAY_SIZE=5 bash slurm/local-cluster.sh start
+# The SLURM tests get a one-node cluster of their own: a fresh state folder, free ports, its own
+# cluster name, /etc/slurm left alone, stopped (and its folder removed) when the tests end. A
+# cluster someone else runs on this machine (slurm/local-cluster.sh's default /tmp/pipeline-slurm,
+# say) is never touched. MaxArraySize 5, what tests/e2e/test_slurm.py expects, so sweeps there
+# split into several arrays.
+eval "$(python tests/slurm_cluster.py env)"
+trap 'bash slurm/local-cluster.sh stop >/dev/null 2>&1 || true; rm -rf "$SLURM_LOCAL_STATE"' EXIT
+bash slurm/local-cluster.sh start
 eval "$(bash slurm/local-cluster.sh env)"
-exec python -m pytest "$@"
+python -m pytest "$@"

@@ -34,6 +34,8 @@ class BaseLauncherConf:
     progress: bool = True  # a progress bar of runs done / total
     dry_run: bool = False  # print the plan (and for slurm the arrays and sbatch script); run nothing
     wait_lock: bool = False  # another launch holds the sweep folder: wait for it (false: stop, exit 2)
+    force: bool = False  # --force: also train runs whose earlier SLURM tasks are still queued or running
+    new_sweep: bool = False  # --new-sweep: move the sweep out_dir holds to out_dir/replaced/<time>/ first
 
 
 @dataclass

@@ -103,6 +103,7 @@ class RunResult:
     wall_time: float = 0.0
     device: str = "cpu"
     engine: str = "reference"
+    status_note: str = ""  # why the run is not ok, with the numbers (`engines.divergence.run_statuses`)
 
 
 @dataclass(eq=False)
@@ -131,6 +132,7 @@ class RunBatch(Sequence):  # type: ignore[type-arg]
     wall_time: float = 0.0  # per run
     device: str = "cpu"
     engine: str = "reference"
+    status_note: Optional[np.ndarray] = None  # (runs,) str (object): why a run is not ok; None: ""
 
     def __post_init__(self) -> None:
         self._results: Optional[list[RunResult]] = None
@@ -171,6 +173,7 @@ class RunBatch(Sequence):  # type: ignore[type-arg]
             wall_time=self.wall_time,
             device=self.device,
             engine=self.engine,
+            status_note="" if self.status_note is None else str(self.status_note[i]),
         )
         if self.ols is not None and self.ols_loss is not None:
             result.ols, result.ols_loss = self.ols[i].tolist(), float(self.ols_loss[i])

@@ -35,9 +35,10 @@ from pipeline.core.runs import (
     WILD_WEIGHTS,
     Run,
 )
-from pipeline.core.settings import TaskSpec, TrainSettings
+from pipeline.core.settings import PARAM_TOL, TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
 from pipeline.launch.backends import Backend, backend_for
+from pipeline.launch.identity import other_sweep_problems
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
 from pipeline.stats.lr_bound import resolve_auto_lr
 from pipeline.stats.ols import closed_form_problem
@@ -199,6 +200,7 @@ def _check_numbers(cfg: dict[str, Any]) -> list[str]:
         ("train.epochs", t["epochs"], ">= 1"),
         ("train.log_every", t["log_every"], ">= 1"),
         ("train.grad_tol", t["grad_tol"], "> 0"),
+        ("train.param_tol", t.get("param_tol", PARAM_TOL), "> 0"),  # an old config.yaml has none
         ("sweep.resamples", sw["resamples"], ">= 0"),
         ("sweep.seed", sw["seed"], ">= 0"),
         ("intervals.level", cfg["intervals"]["level"], "between 0 and 1"),
@@ -445,6 +447,9 @@ def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     if problems or dataset is None or parts is None:
         raise ConfigError(list(dict.fromkeys(problems)))
     meta = sweep_meta(cfg, dataset, parts)
+    other_sweep = other_sweep_problems(cfg, meta.data_digest)
+    if other_sweep:
+        raise ConfigError(other_sweep)
     runs = plan(cfg, meta.data_digest, meta.n_rows, meta.draw_rule)
     design = design_matrix(parts, dataset)
     warn_unformable_intervals(cfg, design)

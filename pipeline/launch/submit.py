@@ -16,17 +16,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
 from pipeline import store
 from pipeline.config.points import data_points
+from pipeline.core.errors import FolderError
 from pipeline.core.runs import Task
 from pipeline.launch.backends import Backend, backend_for
 from pipeline.launch.chunking import Work
 from pipeline.launch.lock import folder_lock
 from pipeline.launch.prepare import PreparedSweep
+from pipeline.launch.slurm import QueueError
+from pipeline.launch.status import StillQueued, job_list, still_queued
 from pipeline.launch.task import TaskRunner
 from pipeline.sweep.ids import ID_VERSION
 from pipeline.sweep.migrate import migrate_run_ids
@@ -41,28 +44,54 @@ log = logging.getLogger(__name__)
 class LaunchReport:
     out_dir: Path
     n_planned: int
-    n_skipped: int
+    n_skipped: int  # runs that already have results
     n_tasks: int
     job_ids: list[str] = field(default_factory=list)
     failed_tasks: list[str] = field(default_factory=list)
     waited: bool = True
+    queued: StillQueued = field(default_factory=StillQueued)  # runs left to tasks still in the queue
+    replaced: Optional[Path] = None  # where `--new-sweep` moved the folder's earlier sweep
+
+    @property
+    def n_queued(self) -> int:
+        return len(self.queued.run_ids)
 
 
-def warn_if_data_changed(prepared: PreparedSweep, done: set[str]) -> None:
-    """A relaunch on data whose values changed plans new runs: say that the results of the old
-    data stay in the folder but are not reused (nor shown in the tables of this plan)."""
-    path = prepared.out_dir / store.SWEEP_META
-    if not path.is_file():
-        return
-    before = store.read_meta(prepared.out_dir).data_digest
-    kept = len(done - {r.run_id for r in prepared.runs})
-    if before != prepared.meta.data_digest and kept:
-        log.warning(
-            "the data of %s changed since this folder's last launch: %d result(s) of the old data stay "
-            "in parts/ but are not reused; every run of the new data is trained",
-            prepared.meta.data_source,
-            kept,
+def runs_to_train(prepared: PreparedSweep, backend: Backend, done: set[str]) -> tuple[list, StillQueued]:
+    """The planned runs without a result, less those of tasks still queued or running (one
+    `squeue` call), unless `--force` (`launcher.force`) resubmits them. A queue that cannot be
+    asked is a FolderError: a relaunch never trains a run twice on a guess."""
+    todo = [r for r in prepared.runs if r.run_id not in done]
+    if backend.conf.force:
+        return todo, StillQueued()
+    try:
+        queued = still_queued(prepared.out_dir, {r.run_id for r in todo})
+    except QueueError as err:
+        raise FolderError(
+            f"{prepared.out_dir}: tasks submitted to SLURM earlier hold runs of this plan, and whether they are "
+            f"still queued cannot be told: {err}. Retry, or relaunch with --force to train those runs anyway"
+        ) from err
+    if queued.run_ids:
+        todo = [r for r in todo if r.run_id not in queued.run_ids]
+    return todo, queued
+
+
+def new_sweep_in(out_dir: Path) -> Optional[Path]:
+    """`--new-sweep`: move the sweep the folder holds aside (never deleted), unless tasks of it are
+    still queued or running: they would write into the new sweep's folder."""
+    submitted = {r for t in store.submitted_tasks(out_dir) for r in t["runs"]}
+    pending = submitted - store.finished_run_ids(out_dir) if submitted else set()
+    try:
+        active = still_queued(out_dir, pending) if pending else StillQueued()
+    except QueueError as err:
+        raise FolderError(f"{out_dir}: --new-sweep cannot tell whether the old sweep's tasks still run: {err}") from err
+    if active.tasks:
+        raise FolderError(
+            f"{out_dir}: --new-sweep refused: {len(active.tasks)} task(s) of the sweep it holds are still queued or "
+            f"running (job {job_list(t['slurm_id'] for t in active.tasks)}) and would write into the new one; "
+            "scancel them first, or give another out_dir"
         )
+    return store.set_sweep_aside(out_dir)
 
 
 def write_sweep_files(prepared: PreparedSweep) -> None:
@@ -111,13 +140,16 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
     """
     backend, out_dir = backend_for(prepared.launcher), prepared.out_dir
     if backend.conf.dry_run:  # creates nothing (submitit's local executor would make logs/)
-        done = store.finished_run_ids(out_dir) if out_dir.exists() else set()
-        todo = [r for r in prepared.runs if r.run_id not in done]
+        fresh = backend.conf.new_sweep or not out_dir.exists()
+        done = set() if fresh else store.finished_run_ids(out_dir)
+        todo, queued = (list(prepared.runs), StillQueued()) if fresh else runs_to_train(prepared, backend, done)
         tasks, sizing = plan_tasks(prepared, backend, todo)
-        skipped = len(prepared.runs) - len(todo)
+        skipped = len(prepared.runs) - len(todo) - len(queued.run_ids)
+        if queued.run_ids:
+            print(queued.text())
         executor = None if backend.runs_here else backend.executor(out_dir / store.LOGS)  # the sbatch preview
         print(dry_run_text(backend, executor, tasks, len(prepared.runs), skipped, sizing))
-        return LaunchReport(out_dir, len(prepared.runs), skipped, len(tasks), waited=False)
+        return LaunchReport(out_dir, len(prepared.runs), skipped, len(tasks), waited=False, queued=queued)
     executor = backend.executor(out_dir / store.LOGS)
     out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, wait=backend.conf.wait_lock):
@@ -126,20 +158,22 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
 
 def _launch_holding_lock(prepared: PreparedSweep, backend: Backend, executor: Any) -> LaunchReport:
     out_dir, runs = prepared.out_dir, prepared.runs
+    replaced = new_sweep_in(out_dir) if backend.conf.new_sweep else None
     adopted = store.adopt_progress(out_dir)
     if adopted:
         log.info("kept %d finished run(s) that earlier tasks had saved in progress/", adopted)
     migrate_run_ids(out_dir)
     done = store.finished_run_ids(out_dir)
-    todo = [r for r in runs if r.run_id not in done]
-    warn_if_data_changed(prepared, done)
+    todo, queued = runs_to_train(prepared, backend, done)
     tasks, sizing = plan_tasks(prepared, backend, todo)
-    report = LaunchReport(out_dir, len(runs), len(runs) - len(todo), len(tasks))
+    skipped = len(runs) - len(todo) - len(queued.run_ids)
+    report = LaunchReport(out_dir, len(runs), skipped, len(tasks), queued=queued, replaced=replaced)
     write_sweep_files(prepared)
     log.info(
-        "%d runs planned; skipped %d that already have results; %d to train in %d task(s) (%s)",
+        "%d runs planned; skipped %d that already have results;%s %d to train in %d task(s) (%s)",
         len(runs),
         report.n_skipped,
+        f" {queued.text()};" if queued.run_ids else "",
         len(todo),
         len(tasks),
         sizing,

@@ -24,13 +24,14 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from pipeline.core.runs import DIVERGED, NOT_CONVERGED, OK
-from pipeline.stats.cells import NO_DRAWS, CellRuns, why_no_interval
+from pipeline.stats.cells import NO_DRAWS, CellRuns, optimiser_sets_width, why_no_interval
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, GRADIENT_DESCENT
 
 STATUSES = (OK, NOT_CONVERGED, DIVERGED)
 SHOWN_METHODS = ("percentile", "t")  # the bootstrap's and the classical interval, side by side
 FALLBACK_METHODS = ("percentile", "normal", "basic", "bca", "hc3")
 PARAMETERS, PREDICTIONS = "parameters", "predictions"  # what the lines of the answer are
+OPTIMISER_MARK = "optimiser sets the width"  # a cell's mark where opt_to_sampling is above GAP_SHARE_OF_SE
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,21 @@ def _dropped_mark(runs: CellRuns, max_dropped_share: float) -> Optional[str]:
     )
 
 
+def optimiser_marks(rows: pd.DataFrame) -> list[str]:
+    """A mark for a cell whose intervals the optimiser's error sets (`opt_to_sampling` of its rows)."""
+    if "opt_to_sampling" not in rows.columns:
+        return []
+    share = pd.to_numeric(rows["opt_to_sampling"], errors="coerce")
+    flagged = rows[[optimiser_sets_width(v) for v in share]]
+    if flagged.empty:
+        return []
+    names = ", ".join(dict.fromkeys(str(n) for n in flagged["parameter"])) if "parameter" in flagged else "some lines"
+    return [
+        f"{OPTIMISER_MARK}: the draws of {names} lie up to {share.max():.2g} bootstrap SEs from their own "
+        "closed-form optima (opt_to_sampling): the optimiser, not only the data, sets those widths"
+    ]
+
+
 def cell_answer(
     lr: float, init_index: int, runs_frame: pd.DataFrame, lines: list[Line], settings: dict[str, Any]
 ) -> CellAnswer:
@@ -234,7 +250,9 @@ def build_answer(
     for (lr, init_index), runs in estimates.groupby(["lr", "init_index"], sort=True):
         rows = table[(table["lr"] == lr) & (table["init_index"] == init_index)]
         lines = prediction_lines(rows, methods, x_names) if by_predictions else parameter_lines(rows, methods)
-        cells.append(cell_answer(float(lr), int(init_index), runs, lines, settings))
+        cell = cell_answer(float(lr), int(init_index), runs, lines, settings)
+        cell.marks += optimiser_marks(rows) if cell.lines else []
+        cells.append(cell)
     preface = predictions_preface(meta, predictions, settings["at"]) if by_predictions else ""
     if meta.get("linear_in_params") is False and not by_predictions:
         preface = (

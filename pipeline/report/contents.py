@@ -10,6 +10,7 @@ is optional: its absence is said in its own section only.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,8 @@ OPTIONAL_TABLES = {"predictions": store.PREDICTIONS}
 # Past this many rows (about 20,000 runs of 101 logged epochs) the curves figure reads the
 # curves of a sample of runs: those of 10^6 runs are 10^8 rows, gigabytes in pandas.
 CURVE_ROWS_READ_WHOLE = 2_000_000
+log = logging.getLogger(__name__)
+
 CURVE_RUNS_PER_CELL = 1_000  # the first runs of each (lr, init) cell, in plan order: plenty for quantiles
 
 
@@ -67,6 +70,12 @@ class Sweep:
 # --- reading the folder -------------------------------------------------------------------------
 
 
+def _unreadable(sweep: Sweep, what: str, path: Path, err: BaseException) -> None:
+    """An input that exists but does not read: said on the page and, naming it, in the log."""
+    sweep.missing.append(f"{what} (unreadable: {err})")
+    log.warning("%s cannot be read (%s): report.html is drawn without it", path, type(err).__name__)
+
+
 def _read_yaml(path: Path, sweep: Sweep, what: str, required: bool = True):
     if not path.is_file():
         if required:
@@ -78,7 +87,7 @@ def _read_yaml(path: Path, sweep: Sweep, what: str, required: bool = True):
         text = path.read_text()
         return text, yaml.safe_load(text)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not raised
-        sweep.missing.append(f"{what} (unreadable: {err})")
+        _unreadable(sweep, what, path, err)
         return None, None
 
 
@@ -89,7 +98,7 @@ def _read_table(path: Path, sweep: Sweep) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path)
     except Exception as err:  # noqa: BLE001
-        sweep.missing.append(f"{path.name} (unreadable: {err})")
+        _unreadable(sweep, path.name, path, err)
         return pd.DataFrame()
     if frame.empty:
         sweep.missing.append(f"{path.name} (empty)")
@@ -109,7 +118,7 @@ def _read_curves(path: Path, estimates: pd.DataFrame, sweep: Sweep) -> pd.DataFr
     try:
         frame = pq.read_table(path, filters=[("run_id", "in", keep.tolist())]).to_pandas()
     except Exception as err:  # noqa: BLE001
-        sweep.missing.append(f"{path.name} (unreadable: {err})")
+        _unreadable(sweep, path.name, path, err)
         return pd.DataFrame()
     sweep.curve_sample = (CURVE_RUNS_PER_CELL, len(keep), int(estimates["run_id"].nunique()))
     return frame
@@ -129,6 +138,10 @@ def load_sweep_folder(out_dir: Path) -> Sweep:
         sweep.meta = meta if isinstance(meta, dict) else {}
     except (OSError, ValueError) as err:
         sweep.missing.append(f"{store.SWEEP_META} ({'not found' if isinstance(err, FileNotFoundError) else err})")
+        if not isinstance(err, FileNotFoundError):
+            log.warning(
+                "%s cannot be read (%s): report.html is drawn without it", sweep.out_dir / store.SWEEP_META, err
+            )
     sweep.config_text, config = _read_yaml(sweep.out_dir / store.CONFIG, sweep, store.CONFIG)
     sweep.config = config if isinstance(config, dict) else {}
     overrides_path = sweep.out_dir / store.HYDRA_OVERRIDES

@@ -82,6 +82,7 @@ th { background: #eef1f4; position: sticky; top: 0; }
 .num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 tr.warn td { background: #fff4c2; }
 tr.empty td { color: #888; }
+tr.opt td { background: #fde0dc; }
 tr.total td { font-weight: 600; border-top: 2px solid #bbb; }
 figure { margin: .6em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }

@@ -155,7 +155,17 @@ def _grid(sweep: Sweep) -> str:
     )
     cols = [
         c
-        for c in ("lr", "init_index", "status", "final_loss", "test_loss", "grad_norm", "epochs", "gap_to_ols")
+        for c in (
+            "lr",
+            "init_index",
+            "status",
+            "final_loss",
+            "test_loss",
+            "grad_norm",
+            "epochs",
+            "gap_to_ols",
+            "status_note",
+        )
         if c in original.columns
     ]
     table = original[cols].sort_values(["lr", "init_index"]).copy()
@@ -508,7 +518,8 @@ def _section(sweep: Sweep, key: str, title: str, build: Callable[[Sweep], str]) 
     try:
         content = build(sweep)
     except Exception as err:  # noqa: BLE001 - one section that cannot be drawn must not cost the others
-        log.exception("report section %s could not be drawn", key)
+        log.warning("report section %s could not be drawn: %s: %s", key, type(err).__name__, err)
+        log.debug("report section %s", key, exc_info=True)  # the traceback, for a bug report
         content = missing(f"This section could not be drawn: {type(err).__name__}: {err}")
     return f'<section id="{key}">\n<h2>{esc(title)}</h2>\n{content}\n</section>\n'
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import store
-from pipeline.core.errors import ConfigError, DegenerateCellWarning, DroppedRunsWarning
+from pipeline.core.errors import ConfigError, DegenerateCellWarning, DroppedRunsWarning, FolderError
 from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import BOOTSTRAP, ORIGINAL
 from pipeline.results.lr_columns import lr_bounds_adder
@@ -65,10 +65,10 @@ class AggregateReport:
             text += f"; {len(self.missing_run_ids)} missing, e.g. {', '.join(self.missing_run_ids[:3])}"
         if set(self.status_counts) == {"not_converged"} and "not_converged" not in self.statuses_used:
             text += (
-                "\n  hint: no run reached train.grad_tol; bootstrap intervals of such fits would"
-                " describe the optimiser, not the data, so none were formed (closed-form t/hc3 rows"
-                " still are, where the model allows). Raise train.epochs or optim.lr"
-                " (see gap_to_ols and grad_norm in estimates.parquet)."
+                "\n  hint: no run converged (train.param_tol of the closed form, else train.grad_tol);"
+                " bootstrap intervals of such fits would describe the optimiser, not the data, so none"
+                " were formed (closed-form t/hc3 rows still are, where the model allows). Raise"
+                " train.epochs or optim.lr (each run's status_note in estimates.parquet says how far it is)."
             )
         return text
 
@@ -95,7 +95,10 @@ def load_sweep(out_dir: Path, columns: Optional[list[str]] = None) -> tuple[Swee
     `out_dir` is not a sweep folder."""
     if not (out_dir / store.SWEEP_META).is_file() or not (out_dir / store.PLAN).is_file():
         raise ConfigError([f"`out_dir`: {out_dir} is not a sweep folder (no sweep.json / plan.parquet)"])
-    return store.read_meta(out_dir), pd.read_parquet(out_dir / store.PLAN, columns=columns)
+    plan = store.read_plan(out_dir, columns)
+    if "run_id" not in plan.columns:
+        raise FolderError(f"{out_dir / store.PLAN} has no run_id column: it is not a sweep's plan")
+    return store.read_meta(out_dir), plan
 
 
 def sweep_design(out_dir: Path, meta: SweepMeta) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -382,6 +385,35 @@ def aggregate(
     """
     out_dir = Path(out_dir)
     meta, plan = load_sweep(out_dir, columns=["run_id"])
+    while True:  # once more for each part found damaged while streaming (it is set aside)
+        try:
+            return _aggregate(
+                out_dir,
+                meta,
+                plan,
+                level,
+                statuses,
+                methods=methods,
+                max_dropped_share=max_dropped_share,
+                plot_cells=plot_cells,
+                hac_lags=hac_lags,
+            )
+        except partscan.DamagedPart as err:
+            log.warning("building the tables again without %s", err)
+
+
+def _aggregate(
+    out_dir: Path,
+    meta: SweepMeta,
+    plan: pd.DataFrame,
+    level: float,
+    statuses: Sequence[str],
+    *,
+    methods: Optional[Sequence[str]],
+    max_dropped_share: float,
+    plot_cells: int,
+    hac_lags: Optional[int],
+) -> AggregateReport:
     plan_ids = pd.Index(plan["run_id"])
     index = partscan.index_parts(store.part_files(out_dir), plan_ids)
     report = AggregateReport(

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from pipeline import store
 from pipeline.core.meta import SweepMeta
+from pipeline.core.runs import NOT_CONVERGED
+from pipeline.core.settings import PARAM_TOL
 from pipeline.stats.lr_bound import COLUMNS, bounds_frame, sgd_rule, why_no_bound
 from pipeline.store.folder import read_config
 
@@ -33,7 +36,8 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
         log.info("no learning-rate bounds in estimates.parquet: %s", reason or f"no {store.DESIGN}")
         return lambda estimates: estimates
     reduction = str((config.get("loss") or {}).get("reduction", "mean"))
-    tol = float((config.get("train") or {}).get("grad_tol", 1e-3))
+    train = config.get("train") or {}
+    tol, param_tol = float(train.get("grad_tol", 1e-3)), float(train.get("param_tol", PARAM_TOL))
     rule = sgd_rule(config["optim"])
     seen: dict = {}
 
@@ -41,6 +45,40 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
         if estimates.empty:
             return estimates
         frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule)
-        return pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
+        added = pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
+        return with_epochs_left(added, meta.param_names, param_tol)
 
     return add
+
+
+def epochs_left(estimates: pd.DataFrame, names: Sequence[str], param_tol: float) -> np.ndarray:
+    """(runs,) epochs more at each run's own contraction `rate` for its parameters to come within
+    `param_tol` of the closed-form optimum: log(param_tol scale / gap) / log(rate), the slowest
+    mode's count (late in a run the gap lies along it); NaN where the run is within it already,
+    or the rate is unknown or not below 1."""
+    ols = estimates[[f"ols_{n}" for n in names]].to_numpy(dtype=float)
+    scale = np.abs(ols).max(axis=1)
+    target = param_tol * np.where(scale > 0, scale, 1.0)
+    gap, rate = estimates["gap_to_ols"].to_numpy(dtype=float), estimates["rate"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.log(target / gap) / np.log(rate)
+    return np.where((gap > target) & (rate > 0) & (rate < 1), left, np.nan)
+
+
+def with_epochs_left(estimates: pd.DataFrame, names: Sequence[str], param_tol: float) -> pd.DataFrame:
+    """`status_note` of each not_converged run, with the epochs it would still need where its
+    learning-rate bound knows its contraction rate (what the task that judged it did not know)."""
+    needed = {"status", "status_note", "gap_to_ols", "rate", *(f"ols_{n}" for n in names)}
+    if not needed <= set(estimates.columns):
+        return estimates
+    left = epochs_left(estimates, names, param_tol)
+    todo = np.flatnonzero((estimates["status"] == NOT_CONVERGED).to_numpy() & np.isfinite(left))
+    if not len(todo):
+        return estimates
+    notes = estimates["status_note"].astype(object).to_numpy(copy=True)
+    for i in todo:
+        epochs = int(estimates["epochs"].iloc[i]) if "epochs" in estimates.columns else None
+        trained = f" (trained {epochs:.3g})" if epochs is not None else ""
+        more = f"about {left[i]:.2g} more epochs at this lr to reach train.param_tol{trained}"
+        notes[i] = f"{notes[i]}; {more}" if notes[i] else more
+    return estimates.assign(status_note=notes)

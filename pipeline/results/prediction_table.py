@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline import store
 from pipeline.config.points import read_points, to_fitted
+from pipeline.core.errors import ConfigError
 from pipeline.results.raw_columns import feature_spec
 from pipeline.stats.ols import fit_design
 from pipeline.stats.prediction import (
@@ -99,6 +100,10 @@ def write_predictions(
         if saved is not None:
             design = fit_design(*saved, hac_lags)
     else:
+        if not isinstance(config.get("model"), dict):
+            raise ConfigError(
+                [f"predictions.parquet not written: {out_dir / store.CONFIG} holds no model spec to predict with"]
+            )
         values = model_predictions(config["model"], estimates, params, x_fitted)
         keep = [c for c in RUN_COLUMNS if c in estimates.columns]
         columns = {

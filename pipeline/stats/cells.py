@@ -21,7 +21,9 @@ from pipeline.stats.draws import kinds_of
 from pipeline.stats.ols import ClosedFormDesign
 
 # A point estimate further than this share of a bootstrap SE from the closed-form optimum
-# is called unconverged in the note: the interval then describes the optimiser.
+# is called unconverged in the note: the interval then describes the optimiser. The same
+# share flags a cell whose draws lie, in the median, this far from their own optima
+# (`opt_to_sampling`): the optimisation error is then a visible part of the width.
 GAP_SHARE_OF_SE = 0.1
 NO_DRAWS = "no bootstrap draws: set sweep.resamples (e.g. sweep.resamples=1000)"
 
@@ -203,6 +205,22 @@ def cell_notes(cell: Cell, statuses: Sequence[str], max_dropped_share: float) ->
             "as much as the data"
         )
     return fatal, caveats
+
+
+def optimisation_share(draws: pd.DataFrame, name: str, se: float) -> float:
+    """`opt_to_sampling`: the median over the draws used of |parameter - its closed-form value|
+    (each draw's own optimum, `ols_<name>`), over the bootstrap standard error; NaN without a
+    closed form or a standard error. Large: the optimiser, not the data, sets the width."""
+    ols = f"ols_{name}"
+    if ols not in draws.columns or not len(draws) or not (np.isfinite(se) and se > 0):
+        return np.nan
+    gaps = np.abs(draws[name].to_numpy(dtype=float) - draws[ols].to_numpy(dtype=float))
+    return float(np.median(gaps) / se) if np.isfinite(gaps).all() else np.nan
+
+
+def optimiser_sets_width(opt_to_sampling: float) -> bool:
+    """Whether an interval row's `opt_to_sampling` is flagged (summary, report, note)."""
+    return bool(np.isfinite(opt_to_sampling) and opt_to_sampling > GAP_SHARE_OF_SE)
 
 
 def as_float(value: object) -> float:

@@ -59,6 +59,8 @@ from pipeline.stats.cells import (
     estimate_notes,
     grid_cells,
     note_dependence,
+    optimisation_share,
+    optimiser_sets_width,
     split_cell,
     why_no_interval,
 )
@@ -91,6 +93,7 @@ COLUMNS = (
     "mc_se_lower",
     "mc_se_upper",
     "gap_to_ols",
+    "opt_to_sampling",
     "z0",
     "acceleration",
     "estimate_status",
@@ -110,6 +113,7 @@ class ValueIntervals:
     se: float  # the sd of the usable draws
     gap_to_ols: float  # |estimate - closed-form optimum| where the runs carry it, else NaN
     bounds: dict[str, Bounds]  # per method; NaN bounds where it cannot be formed, `note` saying why
+    opt_to_sampling: float = np.nan  # the draws' median distance to their own optima / se (cells.optimisation_share)
 
 
 def value_intervals(
@@ -131,6 +135,12 @@ def value_intervals(
     boot = cell.boot[column].to_numpy(dtype=float)
     se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
     est_fatal, est_caveats, gap = estimate_notes(cell, column, statuses, se)
+    opt = optimisation_share(cell.boot, column, se)
+    if optimiser_sets_width(opt):
+        est_caveats.append(
+            f"the draws lie a median {opt:.2g} bootstrap SEs from their own closed-form optima "
+            "(opt_to_sampling): the optimiser, not only the data, sets this width"
+        )
     if est_fatal and not cell_fatal:  # usable draws, an unusable estimate: the rule's reason leads too
         est_fatal = [why_no_interval(cell.runs(statuses)) or "", *est_fatal]
     theta_hat = np.nan if cell.original is None else as_float(cell.original[column])
@@ -145,7 +155,7 @@ def value_intervals(
         )
         notes = cell_fatal + est_fatal + [why_bca, found.note] + cell_caveats + est_caveats
         bounds[method] = replace(found, note="; ".join(dict.fromkeys(n for n in notes if n)))
-    return ValueIntervals(theta_hat, se, gap, bounds)
+    return ValueIntervals(theta_hat, se, gap, bounds, opt)
 
 
 def _bootstrap_rows(
@@ -191,6 +201,7 @@ def _bootstrap_rows(
                     "mc_se_lower": bounds.mc_se_lower,
                     "mc_se_upper": bounds.mc_se_upper,
                     "gap_to_ols": value.gap_to_ols,
+                    "opt_to_sampling": value.opt_to_sampling,
                     "z0": bounds.z0,
                     "acceleration": bounds.acceleration,
                     "note": bounds.note,
@@ -240,6 +251,7 @@ def _closed_form_rows(
                     "mc_se_lower": 0.0,
                     "mc_se_upper": 0.0,
                     "gap_to_ols": gap,
+                    "opt_to_sampling": np.nan,  # no draws: the closed form has no optimisation error
                     "z0": np.nan,
                     "acceleration": np.nan,
                 }

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.errors import DiskFullError
+from pipeline.core.errors import DiskFullError, FolderError
 from pipeline.store.layout import FAILURES, PARTS, PROGRESS
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as err:
         if is_disk_full(err):
             raise disk_full_error(path, err) from err
+        if path.is_dir():  # a folder in the file's place: say so, the OS error alone is cryptic
+            raise FolderError(f"cannot write {path}: a folder of that name is in its place; move it away") from err
         raise
     finally:
         if tmp is not None and os.path.exists(tmp):

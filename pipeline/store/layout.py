@@ -14,6 +14,7 @@ Layout of a sweep folder (`out_dir`):
     data_points.parquet  x of (up to 50 of) the original rows in the data's own units: where the
                          prediction intervals of a model not linear in its parameters go by default
     logs/                submitit's per-task logs
+    replaced/<time>/     the files of a sweep this folder held before a `--new-sweep` launch
     .hydra/, sweep.log   Hydra's copy of the config and the overrides, and the launch's log
     .lock                held by the launch training into the folder (pipeline/launch/lock.py)
     estimates.parquet, curves.parquet, intervals.parquet, predictions.parquet   built by aggregation
@@ -43,6 +44,8 @@ CORRUPT = "corrupt"  # beside parts/ and progress/: files that could not be read
 LOGS = "logs"
 LOCK = ".lock"
 SAVED_PART_PREFIX = "part-saved-"  # parts made of the progress an ended task left behind
+REPLACED = "replaced"  # earlier sweeps of the folder, moved aside by `--new-sweep`
+FIGURES = "*.png"  # the PNGs beside the tables (bootstrap_<parameter>.png, grid_final_loss.png)
 TABLE = ".parquet"  # a part's or progress file's suffix after its part name (core.runs.Task.part_name)
 PART_FILES = "part-*" + TABLE  # what parts/ and progress/ hold, as a glob
 FAILURE = ".json"  # a failure record's suffix after its part name
@@ -54,6 +57,23 @@ PREDICTIONS = "predictions.parquet"
 REPORT = "report.html"
 GRID_PNG = "grid_final_loss.png"
 
+# Everything a sweep writes into its folder (Hydra's own .hydra/ and log are the launch's, not the sweep's)
+SWEEP_FILES = (
+    CONFIG,
+    SWEEP_META,
+    PLAN,
+    DESIGN,
+    LAUNCHES,
+    PARTS,
+    PROGRESS,
+    FAILURES,
+    LOGS,
+    ESTIMATES,
+    CURVES,
+    INTERVALS,
+    PREDICTIONS,
+    REPORT,
+)
 COVERAGE = "coverage.parquet"
 COVERAGE_REPS = "coverage_reps.parquet"
 COVERAGE_PREDICTIONS = "coverage_predictions.parquet"

@@ -40,7 +40,14 @@ def part_schema(param_names: Sequence[str], closed_form: bool) -> pa.Schema:
         ("kind", s),
     ]
     fields += [(name, f64) for name in param_names]
-    fields += [("final_loss", f64), ("test_loss", f64), ("grad_norm", f64), ("epochs", i64), ("status", s)]
+    fields += [
+        ("final_loss", f64),
+        ("test_loss", f64),
+        ("grad_norm", f64),
+        ("epochs", i64),
+        ("status", s),
+        ("status_note", s),
+    ]
     if closed_form:
         fields += [(f"ols_{name}", f64) for name in param_names]
         fields += [("ols_loss", f64), ("gap_to_ols", f64)]
@@ -66,6 +73,7 @@ def result_row(result: RunResult, experiment: str, param_names: Sequence[str], t
         grad_norm=result.grad_norm,
         epochs=result.epochs,
         status=result.status,
+        status_note=result.status_note,
         engine=result.engine,
         device=result.device,
         host=socket.gethostname(),
@@ -115,6 +123,7 @@ def batch_table(batch: RunBatch, meta: SweepMeta, task: int) -> pa.Table:
         grad_norm=batch.grad_norm,
         epochs=batch.epochs,
         status=batch.status.tolist(),
+        status_note=[""] * n if batch.status_note is None else batch.status_note.tolist(),
     )
     if meta.closed_form:
         if batch.ols is not None and batch.ols_loss is not None:
@@ -187,16 +196,32 @@ def set_aside(path: Path, why: BaseException) -> None:
     )
 
 
+# The columns every part has had, with their types: a Parquet file without them is no part
+# (another table copied into parts/, say) and is set aside like an unreadable one.
+PART_KEY_TYPES = {"run_id": pa.string(), "lr": pa.float64(), "resample": pa.int64(), "status": pa.string()}
+
+
+def _not_a_part(schema: pa.Schema) -> Optional[str]:
+    wrong = [
+        name for name, kind in PART_KEY_TYPES.items() if name not in schema.names or schema.field(name).type != kind
+    ]
+    return f"not a part: column(s) {', '.join(wrong)} missing or of another type" if wrong else None
+
+
 def _readable(path: Path) -> bool:
-    """True when the Parquet footer reads (a truncated file fails here); else set it aside."""
+    """True when the Parquet footer reads (a truncated file fails here) and holds a part's
+    key columns; else set it aside."""
     try:
-        pq.read_metadata(path)
-        return True
+        why = _not_a_part(pq.read_schema(path))
     except FileNotFoundError:
         return False  # replaced or moved since it was listed
     except (pa.ArrowException, OSError) as err:
         set_aside(path, err)
         return False
+    if why:
+        set_aside(path, ValueError(why))
+        return False
+    return True
 
 
 def read_or_set_aside(path: Path, columns: Optional[list[str]] = None) -> Optional[pa.Table]:
@@ -237,5 +262,7 @@ def finished_run_ids(out_dir: Path) -> set[str]:
     """Run ids with a result, from the run_id column alone (no pandas frame per part)."""
     ids: set[str] = set()
     for path in part_files(out_dir):
-        ids.update(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+        table = read_or_set_aside(path, columns=["run_id"])
+        if table is not None:
+            ids.update(table.column("run_id").to_pylist())
     return ids

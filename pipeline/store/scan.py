@@ -26,6 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.store.parts import set_aside
+
 KEY_COLUMNS = ("run_id", "lr", "init_index", "resample", "kind", "status")
 SPILL_BUDGET_BYTES = 128 * 2**20  # rows parked in memory before they move to disk
 
@@ -55,13 +57,37 @@ def _part_keys(parquet: pq.ParquetFile) -> pd.DataFrame:
     return frame[list(KEY_COLUMNS)]
 
 
-def index_parts(files: Sequence[Path], plan_ids: pd.Index) -> PartIndex:
-    """Which row of which part holds each planned run id (the last part listing it wins)."""
-    files, frames, schemas = list(files), [], []
-    for i, path in enumerate(files):  # each part opened once: its footer, then its key columns
+class DamagedPart(Exception):
+    """A part that read at indexing failed while it was streamed: it has been set aside, and
+    the tables are to be built again without it."""
+
+
+def _keys_or_set_aside(path: Path) -> Optional[tuple[pa.Schema, pd.DataFrame]]:
+    """A part's schema and key columns; None (the part set aside) when they do not read."""
+    try:
         parquet = pq.ParquetFile(path)
-        schemas.append(parquet.schema_arrow.remove_metadata())
-        frames.append(_part_keys(parquet).assign(_part=i, _row=np.arange(parquet.metadata.num_rows)))
+        return parquet.schema_arrow.remove_metadata(), _part_keys(parquet).assign(
+            _row=np.arange(parquet.metadata.num_rows)
+        )
+    except FileNotFoundError:
+        return None  # moved by another reader since it was listed
+    except (pa.ArrowException, OSError, ValueError) as err:
+        set_aside(path, err)
+        return None
+
+
+def index_parts(files: Sequence[Path], plan_ids: pd.Index) -> PartIndex:
+    """Which row of which part holds each planned run id (the last part listing it wins); a part
+    whose key columns do not read is set aside, its runs missing."""
+    found, frames, schemas = [], [], []
+    for path in files:  # each part opened once: its footer, then its key columns
+        read = _keys_or_set_aside(path)
+        if read is None:
+            continue
+        schemas.append(read[0])
+        frames.append(read[1].assign(_part=len(found)))
+        found.append(path)
+    files = found
     # one schema for every part: the union of their columns, in first-seen order
     schema = pa.unify_schemas(schemas) if schemas else pa.schema([])
     keys = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY_COLUMNS, "_part", "_row"])
@@ -144,16 +170,20 @@ def scan_parts(index: PartIndex, on_rows: Callable[[pa.Table], None], spill: Cel
     for path, rows, cells in zip(index.files, index.rows, index.cells):
         if not len(rows):
             continue
-        parquet = pq.ParquetFile(path)
-        start = 0
-        for group in range(parquet.num_row_groups):
-            n = parquet.metadata.row_group(group).num_rows
-            lo, hi = np.searchsorted(rows, [start, start + n])
-            if hi > lo:
-                table = conform(parquet.read_row_group(group), index.schema).take(rows[lo:hi] - start)
-                on_rows(table)
-                _park_by_cell(table.select(spill.schema.names), cells[lo:hi], spill)
-            start += n
+        try:
+            parquet = pq.ParquetFile(path)
+            start = 0
+            for group in range(parquet.num_row_groups):
+                n = parquet.metadata.row_group(group).num_rows
+                lo, hi = np.searchsorted(rows, [start, start + n])
+                if hi > lo:
+                    table = conform(parquet.read_row_group(group), index.schema).take(rows[lo:hi] - start)
+                    on_rows(table)
+                    _park_by_cell(table.select(spill.schema.names), cells[lo:hi], spill)
+                start += n
+        except (pa.ArrowException, OSError, ValueError) as err:  # damaged past its key columns
+            set_aside(path, err)
+            raise DamagedPart(str(path)) from err
 
 
 def _park_by_cell(table: pa.Table, cells: np.ndarray, spill: CellSpill) -> None:

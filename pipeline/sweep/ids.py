@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 from pipeline.core.runs import CASE
+from pipeline.core.settings import PARAM_TOL
 
 # The run-id scheme. Bump ID_VERSION only when a change makes the same settings give other
 # numbers (or a new setting changes them); a folder of an older version is migrated at its
@@ -35,10 +36,15 @@ ID_VERSION = 1
 # tests/integration/test_batched.py), the launcher, intervals, report, out_dir, the experiment's name.
 ID_SETTINGS = {"model": None, "loss": None, "optim": None, "train": ("epochs", "log_every", "grad_tol", "dtype")}
 
+# Settings added since: each enters the id only when set to another value than its default,
+# so that an upgrade changes no id (a folder's runs are still found). param_tol sets the
+# status of runs with a closed-form optimum, as grad_tol does for the others.
+ADDED_SETTINGS = {("train", "param_tol"): PARAM_TOL}
+
 
 # Version 0 (legacy_run_id): the whole resolved config but these; kept to migrate old folders.
 _NOT_IN_ID = {
-    "train": ("engine", "device"),
+    "train": ("engine", "device", "param_tol"),
     "launcher": None,
     "intervals": None,
     "out_dir": None,
@@ -60,6 +66,10 @@ def settings_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
         out[section] = value
     if isinstance(out["optim"], dict):
         out["optim"].pop("lr", None)  # each run carries its own learning rate
+    for (section, key), default in ADDED_SETTINGS.items():
+        value = (cfg.get(section) or {}).get(key, default)
+        if value != default and isinstance(out.get(section), dict):
+            out[section][key] = value
     return out
 
 

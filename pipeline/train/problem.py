@@ -37,6 +37,15 @@ class ProblemParts:
     def n_params(self) -> int:
         return len(self.param_names)
 
+    @cached_property
+    def optimum_known(self) -> bool:
+        """Whether the closed-form least-squares fit is the optimum the optimiser approaches:
+        a closed form, and no weight decay (whose optimum is the ridge fit) nor maximize."""
+        if not self.closed_form:
+            return False
+        _, defaults = probe_optimizer(self.make_optim, lr=1e-3)
+        return not defaults.get("weight_decay") and not defaults.get("maximize", False)
+
 
 @dataclass
 class Problem:

@@ -2,16 +2,19 @@
 
 Each test starts `pipeline-sweep launcher=local` with `subprocess.Popen`, as a user's
 terminal would, mid-training (the reference engine saves progress after every run):
-- SIGINT (Ctrl-C) or SIGKILL of the launching process: within seconds no process of the
-  sweep is alive (found by scanning /proc for command lines naming the sweep folder);
-  SIGINT says what was saved and how to resume and exits 130, with no traceback;
-- a second launch into the folder exits 2 naming the first; with --wait-lock it waits;
+- SIGINT (Ctrl-C), SIGTERM or SIGKILL of the launching process: within seconds no process of
+  the sweep is alive (found by scanning /proc for command lines naming the sweep folder);
+  SIGINT and SIGTERM say what was saved and how to resume and exit 130, with no traceback;
+- while a process holds the folder's lock (as a launch does) a second launch exits 2 naming
+  it, one with --wait-lock waits until it lets go, and pipeline-aggregate and pipeline-status
+  read the folder all the same;
 - a relaunch then finishes every planned run exactly once.
+The tests wait on events (a run saved in progress/, a line in a log, a file deleted by the
+test), never on how fast the machine trains.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -26,7 +29,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import store
-from pipeline.store import LOCK
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -117,11 +119,12 @@ def relaunch_finishes(out_dir: Path, saved: int) -> None:
     assert sweep_processes(out_dir) == []
 
 
-def test_ctrl_c_stops_the_tasks_says_what_was_saved_and_the_relaunch_finishes(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_tasks_says_what_was_saved_and_the_relaunch_finishes(tmp_path, stop):
     out_dir = tmp_path / "sweep"
     proc, log = start_sweep(out_dir)
     wait_until(lambda: mid_training(out_dir), 300, "a task to save a run")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     assert proc.wait(timeout=60) == 130
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
@@ -149,20 +152,29 @@ def test_sigkill_of_the_launch_stops_its_tasks_and_the_relaunch_finishes(tmp_pat
     relaunch_finishes(out_dir, saved)
 
 
+def hold_lock(out_dir: Path) -> tuple[subprocess.Popen, Path]:
+    """A process that holds the folder's lock (as a launch does) until the returned file is deleted."""
+    release = out_dir.parent / "release"
+    release.touch()
+    code = (
+        "import sys, time; from pathlib import Path; from pipeline.launch.lock import folder_lock\n"
+        "with folder_lock(Path(sys.argv[1])):\n"
+        "    print('HELD', flush=True)\n"
+        "    while Path(sys.argv[2]).exists(): time.sleep(0.05)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out_dir), str(release)], cwd=REPO, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"HELD"
+    return proc, release
+
+
 def test_a_second_launch_names_the_holder_and_with_wait_lock_trains_nothing_new(tmp_path):
     out_dir = tmp_path / "sweep"
-    first, _ = start_sweep(out_dir)
-
-    def held_by_first() -> bool:
-        try:
-            return json.loads((out_dir / LOCK).read_text() or "{}").get("pid") == first.pid
-        except (OSError, ValueError):
-            return False
-
-    wait_until(held_by_first, 300, "the first launch to hold the folder")
+    first = run_cli("sweep", *ARGS, f"out_dir={out_dir}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    holder, release = hold_lock(out_dir)  # a launch holding the folder, until the test lets go
     second = run_cli("sweep", *ARGS, f"out_dir={out_dir}")
     assert second.returncode == 2, second.stderr[-2000:]
-    assert f"is in use by another launch (pid {first.pid} on host " in second.stderr
+    assert f"is in use by another launch (pid {holder.pid} on host " in second.stderr
     assert "Traceback" not in second.stderr and "--wait-lock" in second.stderr
     third, third_log = start_sweep(out_dir, "--wait-lock")
     wait_until(
@@ -170,8 +182,24 @@ def test_a_second_launch_names_the_holder_and_with_wait_lock_trains_nothing_new(
         120,
         "the third launch to wait",
     )
-    assert third.poll() is None, third_log.read_text()[-2000:]  # waiting while the first trains
-    assert first.wait(timeout=600) == 0
+    assert third.poll() is None, third_log.read_text()[-2000:]  # it waits for the holder
+    release.unlink()
+    assert holder.wait(timeout=60) == 0
     assert third.wait(timeout=300) == 0
     assert "skipped 6 that already have results; 0 to train" in third_log.read_text()
     assert_every_run_once(out_dir)
+
+
+def test_aggregate_and_status_read_the_folder_while_a_launch_holds_it(tmp_path):
+    out_dir = tmp_path / "sweep"
+    assert run_cli("sweep", *ARGS, f"out_dir={out_dir}").returncode == 0
+    holder, release = hold_lock(out_dir)
+    try:
+        aggregate = run_cli("aggregate", f"out_dir={out_dir}")
+        status = run_cli("status", f"out_dir={out_dir}")
+    finally:
+        release.unlink()
+        holder.wait(timeout=60)
+    assert aggregate.returncode == 0, aggregate.stderr[-2000:]
+    assert "6 of 6 runs have results" in aggregate.stdout
+    assert status.returncode == 0 and "6 of 6" in status.stdout, status.stderr[-2000:]

@@ -90,3 +90,37 @@ def test_a_sweep_imports_neither_dynamo_nor_scipy_stats(tmp_path):
     assert (tmp_path / "sweep" / "estimates.parquet").exists()
     assert (tmp_path / "sweep" / "predictions.parquet").exists()
     assert "LOADED []" in proc.stdout, proc.stdout[-2000:]
+
+
+READERS = {
+    "aggregate": ("aggregate_main", ["out_dir={out}"]),
+    "status": ("status_main", ["out_dir={out}"]),
+    "report": ("report_main", ["out_dir={out}"]),
+    "--help": ("sweep_main", ["--help"]),
+    "--cfg": ("sweep_main", ["--cfg", "job", "experiment=gistemp_line"]),
+}
+
+
+@pytest.mark.parametrize("command", READERS)
+def test_reading_a_folder_help_and_cfg_import_no_torch_at_run_time(tmp_path, command):
+    """README: answering --help, --cfg, pipeline-status or pipeline-aggregate imports no torch."""
+    from tests.conftest import run_sweep
+
+    out = tmp_path / "sweep"
+    if command in ("aggregate", "status", "report"):
+        run_sweep(out, "experiment=gistemp_line", "sweep=bootstrap", "sweep.resamples=3", "launcher=debug")
+    entry, args = READERS[command]
+    code = (
+        f"import sys; from pipeline.cli import {entry}\n"
+        f"try:\n    {entry}()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
+        "print('TORCH', 'torch' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *(a.format(out=out) for a in args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TORCH False" in proc.stdout, proc.stdout[-2000:]

@@ -42,9 +42,40 @@ def test_mlp_predictions(tmp_path):
         "launcher=debug",
         "intervals.statuses=[ok,not_converged]",
     )
-    write_predictions(tmp_path, at=[[0, 0, 0], [1, 1, 1]], statuses=["ok", "not_converged"])
+    at = np.array([[0.0, 0.0, 0.0], [1.0, 0.5, -1.0]])
+    write_predictions(tmp_path, at=at.tolist(), statuses=["ok", "not_converged"])
     table = pd.read_parquet(tmp_path / "predictions.parquet")
     assert set(table["output"]) == {"y1", "y2"} and table["estimate"].notna().all()
+    # the values: each run's own network, rebuilt from config.yaml and its estimates row, at `at`
+    est = pd.read_parquet(tmp_path / "estimates.parquet")
+    direct = direct_forward(tmp_path, est, at)  # (runs, points, outputs)
+    original = int(np.flatnonzero(est["resample"].to_numpy() == 0)[0])
+    draws = direct[(est["kind"] == "bootstrap").to_numpy()]
+    for row in table[table["method"] == "percentile"].itertuples():
+        j = ["y1", "y2"].index(row.output)
+        assert row.estimate == pytest.approx(direct[original, row.point, j], rel=1e-9, abs=1e-12)
+        lower, upper = np.quantile(draws[:, row.point, j], [0.025, 0.975])
+        assert (row.lower, row.upper) == pytest.approx((lower, upper), rel=1e-9, abs=1e-12)
+
+
+def direct_forward(out_dir, est: pd.DataFrame, at: np.ndarray) -> np.ndarray:
+    """A forward pass of every run's model at raw x `at`, as a user would write it."""
+    import json
+
+    import torch
+    import yaml
+    from hydra.utils import instantiate
+
+    meta = json.loads((out_dir / "sweep.json").read_text())
+    model = instantiate(yaml.safe_load((out_dir / "config.yaml").read_text())["model"]).double()
+    shift, scale = np.asarray(meta["x_shift"] or 0.0), np.asarray(meta["x_scale"] or 1.0)
+    x = torch.tensor((at - shift) / scale)
+    out = []
+    with torch.no_grad():
+        for vector in est[meta["param_names"]].to_numpy(dtype=float):
+            torch.nn.utils.vector_to_parameters(torch.tensor(vector), model.parameters())
+            out.append(model(x).numpy())
+    return np.stack(out)
 
 
 def test_a_model_not_linear_in_its_parameters_answers_with_its_predictions_at_the_data(tmp_path):

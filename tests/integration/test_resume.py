@@ -201,20 +201,6 @@ def test_a_second_launch_into_a_held_folder_names_the_holder(out_dir):
     assert report.n_tasks == 3
 
 
-def test_a_relaunch_on_changed_data_says_it_does_not_reuse_the_old_results(tmp_path, caplog):
-    csv = tmp_path / "rows.csv"
-    csv.write_text("x,y\n0,1\n1,3\n2,5.1\n3,7\n")
-    args = ("experiment=user_data", f"data.path={csv}", "sweep=single", "launcher=debug", "train.epochs=20")
-    first, _ = run_sweep(tmp_path / "s", *args)
-    csv.write_text("x,y\n0,1\n1,3\n2,5.2\n3,7\n")  # one value edited
-    with caplog.at_level("WARNING", logger="pipeline.launch.submit"):
-        again, _ = run_sweep(tmp_path / "s", *args)
-    assert again.n_skipped == 0 and again.n_tasks == 1
-    assert any(
-        "changed since this folder's last launch: 1 result(s) of the old data" in r.getMessage() for r in caplog.records
-    )
-
-
 def test_the_report_has_the_umask_permissions_too(tmp_path):
     from pipeline.report.page import write_report
 

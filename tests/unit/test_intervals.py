@@ -190,6 +190,7 @@ def test_gap_to_ols_is_reported_and_unconverged_estimates_are_flagged():
             "ols_w": 1.0,
         }
     )
+    est.loc[1:, "ols_w"] = est.loc[1:, "w"]  # each draw at its own optimum: the spread is the data's
     est.loc[0, ["w", "status"]] = [1.2, "not_converged"]
     with pytest.warns(DegenerateCellWarning, match="original rows is not_converged"):
         table = bootstrap_intervals(est, params=["w"], method=["percentile", "basic"])

@@ -4,7 +4,7 @@
 - `batched`: any `nn.Module` with SGD or Adam, a batch of runs as one torch.func computation;
 - `gram`: models linear in their parameters fitted by MSE with SGD, through matrix powers;
 - `choice`: which engine applies (`auto`: the fastest); `memory`: how many runs fit a batch;
-- `fate`: the rules for divergence and status every engine follows.
+- `divergence`: the rules for divergence and status every engine follows (`run_statuses`).
 """
 
 from __future__ import annotations

@@ -126,5 +126,5 @@ def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) ->
         )
     outcome = ChunkOutcome(live.final, final_loss, grads.norm(dim=1), test_loss, live.stopped_at, log)
     if problem.parts.closed_form:
-        outcome.ols, outcome.ols_loss = closed_forms(problem, x_all, y_all)
+        outcome.ols, outcome.ols_loss, outcome.ols_rank = closed_forms(problem, x_all, y_all)
     return batch_from(outcome, problem, runs, settings, ENGINE, time.perf_counter() - start)

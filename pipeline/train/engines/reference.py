@@ -2,7 +2,7 @@
 
 Forward, loss module, `backward()`, `torch.optim` step, `zero_grad()`. Any faster
 engine must give the same numbers (tests/integration/test_batched.py). Divergence is checked where
-the loss is logged (`fate`), so a NaN run is stopped and marked, and never raises.
+the loss is logged (`divergence`), so a NaN run is stopped and marked, and never raises.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from pipeline.core.runs import Run, RunResult
 from pipeline.core.settings import TrainSettings
 from pipeline.models import least_squares
-from pipeline.train.engines.divergence import closed_curve, finite_runs, run_status
+from pipeline.train.engines.divergence import closed_curve, finite_runs, run_statuses
 from pipeline.train.problem import Problem, new_model, resample_data
 
 ENGINE = "reference"
@@ -48,7 +49,18 @@ def train_reference(problem: Problem, run: Run, settings: TrainSettings) -> RunR
         epoch = settings.epochs
     final_loss, grad_norm = _loss_and_grad_norm(model, loss_fn, x, y)
     params = _flat(model).double().cpu().tolist()
-    status = run_status(stopped, final_loss, params, grad_norm, settings.grad_tol)
+    ols, ols_loss, rank = _closed_form(model, loss_fn, x, y) if problem.parts.closed_form else (None, None, None)
+    known = problem.parts.optimum_known
+    (status,), (note,) = run_statuses(
+        np.array([stopped]),
+        np.array([epoch]),
+        np.array([final_loss]),
+        np.array([params]),
+        np.array([grad_norm]),
+        settings,
+        np.array([ols]) if known else None,
+        np.array([rank]) if known else None,
+    )
     curve_epoch, curve_loss = closed_curve(curve_epoch, curve_loss, epoch, final_loss, status)
     result = RunResult(
         run,
@@ -60,11 +72,12 @@ def train_reference(problem: Problem, run: Run, settings: TrainSettings) -> RunR
         status,
         curve_epoch,
         curve_loss,
+        ols,
+        ols_loss,
         device=str(problem.device),
         engine=ENGINE,
+        status_note=note,
     )
-    if problem.parts.closed_form:
-        result.ols, result.ols_loss = _closed_form(model, loss_fn, x, y)
     result.wall_time = time.perf_counter() - start
     return result
 
@@ -84,9 +97,12 @@ def _test_loss(problem: Problem, model: nn.Module) -> Optional[float]:
         return float(problem.parts.loss_fn(model(problem.x_test), problem.y_test).item())
 
 
-def _closed_form(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], float]:
+def _closed_form(
+    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[float], float, int]:
+    """The least-squares fit of the run's rows, its loss, and the rank of their design."""
     features = model.features(x.double())
     coef = least_squares(features, y)
     with torch.no_grad():
         loss = loss_fn((features.cpu() @ coef).unsqueeze(-1), y.double().cpu())
-    return coef.tolist(), float(loss)
+    return coef.tolist(), float(loss), int(torch.linalg.matrix_rank(features.cpu()))

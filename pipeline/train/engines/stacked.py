@@ -2,7 +2,7 @@
 the turning of stacked outcomes into one `RunResult` per run.
 
 The rules for a run's status, epochs and loss curve are the reference loop's
-(`fate`): divergence is checked at logged epochs only, a diverged run stops there
+(`divergence`): divergence is checked at logged epochs only, a diverged run stops there
 with the parameters it had, and the final loss and gradient norm are taken at the
 final parameters.
 """
@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from pipeline.core.runs import DIVERGED, NOT_CONVERGED, OK, Run, RunBatch
+from pipeline.core.runs import DIVERGED, Run, RunBatch
 from pipeline.core.settings import TrainSettings
+from pipeline.train.engines.divergence import run_statuses
 from pipeline.train.problem import Problem, new_model
 
 
@@ -55,17 +56,22 @@ def initial_vectors(problem: Problem, runs: list[Run]) -> tuple[list[nn.Module],
     return models, vectors[index]
 
 
-def closed_forms(problem: Problem, x: Tensor, y: Tensor, features64: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """(runs, n_params) least-squares fits and (runs,) their losses, float64 on the CPU.
+def closed_forms(
+    problem: Problem, x: Tensor, y: Tensor, features64: Optional[Tensor] = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(runs, n_params) least-squares fits, (runs,) their losses and (runs,) the ranks of
+    the runs' designs (below n_params: the optimum is not unique), float64 on the CPU.
 
     The reference loop's computation (`torch.linalg.lstsq` of the features of each run's
     data, then the experiment's loss), batched over runs. LAPACK's least squares is not
-    reproducible to the last bit even call to call, so nothing else is computed from it.
+    reproducible to the last bit even call to call, so nothing else is computed from it
+    (the status compares the parameters with it to `train.param_tol`, far above its noise).
     """
     a = (features_of(problem.parts.make_model(), x.double()) if features64 is None else features64).cpu()
     b = y.double().cpu()
-    coef = torch.linalg.lstsq(a, b).solution[..., 0]
-    return coef, vmap(problem.parts.loss_fn)((a * coef.unsqueeze(1)).sum(dim=-1, keepdim=True), b)
+    solved = torch.linalg.lstsq(a, b, driver="gelsy")  # gelsy: also the rank of each design
+    coef = solved.solution[..., 0]
+    return coef, vmap(problem.parts.loss_fn)((a * coef.unsqueeze(1)).sum(dim=-1, keepdim=True), b), solved.rank
 
 
 class LossLog:
@@ -101,6 +107,7 @@ class ChunkOutcome:
     log: LossLog
     ols: Optional[Tensor] = None  # (runs, n_params) closed-form fit, where there is one
     ols_loss: Optional[Tensor] = None
+    ols_rank: Optional[Tensor] = None  # (runs,) rank of each run's design: below n_params, ols is not unique
 
 
 def _numpy(t: Optional[Tensor]) -> Optional[np.ndarray]:
@@ -111,12 +118,22 @@ def batch_from(
     outcome: ChunkOutcome, problem: Problem, runs: list[Run], settings: TrainSettings, engine: str, wall_time: float
 ) -> RunBatch:
     """The chunk's results as columns, with the reference loop's rules for status, epochs
-    and curve (`fate.run_status`, `fate.closed_curve`), computed for all runs at once."""
+    and curve (`divergence.run_statuses`, `divergence.closed_curve`), for all runs at once."""
     params, final, grad = _numpy(outcome.params), _numpy(outcome.final_loss), _numpy(outcome.grad_norm)
     stopped = np.array([s is not None for s in outcome.stopped_at], dtype=bool)
     ends = np.array([settings.epochs if s is None else s for s in outcome.stopped_at], dtype=np.int64)
-    diverged = stopped | ~np.isfinite(final) | ~np.isfinite(params).all(axis=1)
-    status = np.where(diverged, DIVERGED, np.where(grad <= settings.grad_tol, OK, NOT_CONVERGED)).astype(object)
+    known = problem.parts.optimum_known and outcome.ols is not None
+    status, note = run_statuses(
+        stopped,
+        ends,
+        final,
+        params,
+        grad,
+        settings,
+        _numpy(outcome.ols) if known else None,
+        _numpy(outcome.ols_rank) if known else None,
+    )
+    diverged = status == DIVERGED
     logged_epochs = np.asarray(outcome.log.epochs, dtype=np.int64)
     logged = outcome.log.matrix().numpy().T  # (runs, logged epochs)
     valid = logged_epochs[None, :] <= ends[:, None]
@@ -144,4 +161,5 @@ def batch_from(
         wall_time / len(runs),
         str(problem.device),
         engine,
+        note,
     )
