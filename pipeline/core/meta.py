@@ -31,6 +31,8 @@ class SweepMeta:
     standardize: bool = False
     # how bootstrap draws are made (`core.resampling`): kept for the folder's life, so its runs stay valid
     draw_rule: str = DRAW_RULE
+    # SGD on a least-squares fit: each task stores its runs' learning-rate bounds (stats.lr_bound.COLUMNS)
+    lr_bounds: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

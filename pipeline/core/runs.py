@@ -27,6 +27,10 @@ CASE, RESIDUAL = "case", "residual"  # resampling schemes of the bootstrap draws
 ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample
 
 
+# a run's learning-rate bounds (SGD on a least-squares fit: stats.lr_bound), stored with it
+STABILITY_COLUMNS = ("lr_max_stable", "lr_fastest", "rate", "epochs_to_tol")
+
+
 def resample_kind(resample: int) -> str:
     """0: the original rows; k >= 1: bootstrap draw k; -(j+1): the jackknife fit without row j."""
     return ORIGINAL if resample == 0 else (BOOTSTRAP if resample > 0 else JACKKNIFE)
@@ -94,6 +98,7 @@ class RunResult:
     wall_time: float = 0.0
     device: str = "cpu"
     engine: str = "reference"
+    stability: Optional[list[float]] = None  # lr_max_stable, lr_fastest, rate, epochs_to_tol (SGD on least squares)
 
 
 @dataclass(eq=False)
@@ -122,6 +127,7 @@ class RunBatch(Sequence):  # type: ignore[type-arg]
     wall_time: float = 0.0  # per run
     device: str = "cpu"
     engine: str = "reference"
+    stability: Optional[np.ndarray] = None  # (runs, 4) learning-rate bounds (`RunResult.stability`)
 
     def __post_init__(self) -> None:
         self._results: Optional[list[RunResult]] = None
@@ -165,4 +171,6 @@ class RunBatch(Sequence):  # type: ignore[type-arg]
         )
         if self.ols is not None and self.ols_loss is not None:
             result.ols, result.ols_loss = self.ols[i].tolist(), float(self.ols_loss[i])
+        if self.stability is not None:
+            result.stability = self.stability[i].tolist()
         return result

@@ -1,24 +1,6 @@
-"""The learning rate at which full-batch SGD on a least-squares fit stays stable, per run.
-
-For a model linear in its parameters fitted by MSELoss, the loss is quadratic with the
-Hessian H = s F^T F (F: the features of the run's rows; s = 2/n for the mean, 2 for the
-sum), so one epoch of `torch.optim.SGD` is a linear map of the error theta - theta*,
-mode by mode along the eigenvectors of H' = H + weight_decay I (eigenvalues lambda):
-    plain       e <- (1 - lr lambda) e                      stable iff 0 < lr < 2 / lambda_max
-    heavy ball  v <- m v + c lambda e, e <- e - lr v          stable iff 0 < lr < 2 (1 + m) / (c lambda_max)
-    Nesterov    v <- m v + c lambda e, e <- e - lr (lambda e + m v)
-                                                    stable iff 0 < lr < 2 (1 + m) / ((1 + m (1 + c)) lambda_max)
-(m momentum, c = 1 - dampening; the last two follow from the Jury conditions on each
-mode's 2 x 2 map, |trace| < 1 + det < 2; torch starts the buffer at the first gradient,
-which changes the first step, not the stability). Without momentum the fastest
-learning rate is 2 / (lambda_min + lambda_max); with momentum it is found numerically,
-minimising the spectral radius of the modes' maps. The predicted epochs to
-`train.grad_tol` are log(tol / g0) / log(rate), g0 the gradient norm at the run's start
-and rate that spectral radius at the run's learning rate (directions with lambda = 0
-carry no gradient and are left out). With weight decay the fit tends to the ridge
-solution, whose loss gradient is not 0: the epochs are then NaN. numpy and scipy only;
-computed at aggregation from design.parquet and each run's resample.
-"""
+"""The learning-rate bound columns of estimates.parquet (`stats.lr_bound.COLUMNS`): stored with
+each run by its task since tasks compute them from the run's moments; computed here, from
+design.parquet and each run's draw, for runs of older parts."""
 
 from __future__ import annotations
 
@@ -37,9 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """A function adding `COLUMNS` to estimates, where the sweep's model, loss and optimiser
-    allow; the folder's config and design are read once, and each draw's curvature computed
-    once, however many grid cells aggregation hands it."""
+    """A function giving estimates the `COLUMNS`, where the sweep's model, loss and optimiser
+    allow. Tasks store them with each run (`train.engines.stability`); for runs of parts
+    written before that, they are computed here from each run's rows: the folder's config and
+    design read once, and each draw's curvature computed once, however many grid cells
+    aggregation hands it."""
     if not meta.closed_form:
         return lambda estimates: estimates
     config = read_config(out_dir)
@@ -56,7 +40,16 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
     def add(estimates: pd.DataFrame) -> pd.DataFrame:
         if estimates.empty:
             return estimates
-        frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule)
-        return pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
+        if not all(c in estimates.columns for c in COLUMNS):  # a folder whose parts carry none
+            frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule)
+            return pd.concat([estimates, frame], axis=1)
+        missing = estimates[list(COLUMNS)].isna().all(axis=1)  # runs of parts written before tasks stored them
+        if not missing.any():
+            return estimates
+        out = estimates.copy()
+        out.loc[missing, list(COLUMNS)] = bounds_frame(
+            estimates[missing], *design, reduction, rule, tol, seen, meta.draw_rule
+        ).to_numpy()
+        return out
 
     return add

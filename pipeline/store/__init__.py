@@ -50,6 +50,7 @@ from pipeline.store.parts import (
     result_row,
     results_table,
     rows_table,
+    schema_of,
     write_part,
 )
 from pipeline.store.progress import (
@@ -104,6 +105,7 @@ __all__ = [
     "result_row",
     "results_table",
     "rows_table",
+    "schema_of",
     "submitted_tasks",
     "write_design",
     "write_frame",

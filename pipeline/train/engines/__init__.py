@@ -22,6 +22,7 @@ from pipeline.train.engines.gram import bytes_per_run as gram_bytes_per_run
 from pipeline.train.engines.gram import train_gram
 from pipeline.train.engines.reference import train_reference
 from pipeline.train.engines.selection import EngineChoice, choose_engine, engine_problems
+from pipeline.train.engines.stability import bound_rule, run_stability
 from pipeline.train.problem import Problem
 
 __all__ = ["EngineChoice", "FAST_ENGINES", "choose_engine", "engine_problems", "train_chunk", "train_reference"]
@@ -51,11 +52,27 @@ def train_chunk(
     done = on_batch_done or (lambda results: None)
     if choice.name != "reference":
         return train_fast(choice.name, problem, runs, settings, done)
+    bounds = reference_stability(problem, runs, settings)
     results = []
-    for run in runs:
+    for run, stability in zip(runs, bounds):
         results.append(train_reference(problem, run, settings))
+        results[-1].stability = stability
         done(results[-1:])
     return results
+
+
+def reference_stability(problem: Problem, runs: list[Run], settings: TrainSettings) -> list[Optional[list[float]]]:
+    """Each run's learning-rate bounds (None where they do not apply), from its moments, as the
+    fast engines store them: computed for all runs at once, a batch per resample size."""
+    out: list[Optional[list[float]]] = [None] * len(runs)
+    if bound_rule(problem) is None:
+        return out
+    batches, _ = _batches(problem, runs, max(len(runs), 1))
+    for batch in batches:
+        bounds = run_stability(problem, [runs[i] for i in batch], settings)
+        for i, row in zip(batch, bounds if bounds is not None else []):
+            out[i] = row.tolist()
+    return out
 
 
 def _batches(problem: Problem, runs: list[Run], size: int) -> tuple[list[list[int]], list[int]]:

@@ -20,7 +20,8 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from pipeline.core.runs import Run, RunBatch
 from pipeline.core.settings import TrainSettings
 from pipeline.train.engines.divergence import LiveRuns
-from pipeline.train.engines.stacked import ChunkOutcome, LossLog, batch_from, closed_forms, initial_vectors
+from pipeline.train.engines.stability import moment_losses, run_stability
+from pipeline.train.engines.stacked import ChunkOutcome, LossLog, batch_from, initial_vectors
 from pipeline.train.engines.stacked_optim import optimizer_name, optimizer_settings, stacked_optimizer
 from pipeline.train.problem import Problem, training_data
 
@@ -125,6 +126,8 @@ def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings) ->
             else vmap(run_loss, in_dims=(0, 0, None, None))(live.final, buffers, problem.x_test, problem.y_test)
         )
     outcome = ChunkOutcome(live.final, final_loss, grads.norm(dim=1), test_loss, live.stopped_at, log)
-    if problem.parts.closed_form:
-        outcome.ols, outcome.ols_loss = closed_forms(problem, x_all, y_all)
+    if problem.parts.closed_form:  # the closed form and bounds from the runs' moments, as the Gram engine's
+        losses = moment_losses(problem, runs)
+        outcome.ols, outcome.ols_loss = losses.closed_form()
+        outcome.stability = run_stability(problem, runs, settings, losses)
     return batch_from(outcome, problem, runs, settings, ENGINE, time.perf_counter() - start)

@@ -16,7 +16,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import vmap
 
 from pipeline.core.runs import DIVERGED, NOT_CONVERGED, OK, Run, RunBatch
 from pipeline.core.settings import TrainSettings
@@ -55,19 +54,6 @@ def initial_vectors(problem: Problem, runs: list[Run]) -> tuple[list[nn.Module],
     return models, vectors[index]
 
 
-def closed_forms(problem: Problem, x: Tensor, y: Tensor, features64: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """(runs, n_params) least-squares fits and (runs,) their losses, float64 on the CPU.
-
-    The reference loop's computation (`torch.linalg.lstsq` of the features of each run's
-    data, then the experiment's loss), batched over runs. LAPACK's least squares is not
-    reproducible to the last bit even call to call, so nothing else is computed from it.
-    """
-    a = (features_of(problem.parts.make_model(), x.double()) if features64 is None else features64).cpu()
-    b = y.double().cpu()
-    coef = torch.linalg.lstsq(a, b).solution[..., 0]
-    return coef, vmap(problem.parts.loss_fn)((a * coef.unsqueeze(1)).sum(dim=-1, keepdim=True), b)
-
-
 class LossLog:
     """The losses logged at logged epochs, for the runs still training at each."""
 
@@ -101,6 +87,7 @@ class ChunkOutcome:
     log: LossLog
     ols: Optional[Tensor] = None  # (runs, n_params) closed-form fit, where there is one
     ols_loss: Optional[Tensor] = None
+    stability: Optional[np.ndarray] = None  # (runs, 4) learning-rate bounds, where they apply
 
 
 def _numpy(t: Optional[Tensor]) -> Optional[np.ndarray]:
@@ -144,4 +131,5 @@ def batch_from(
         wall_time / len(runs),
         str(problem.device),
         engine,
+        outcome.stability,
     )
