@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Callable, Optional
+
+import numpy as np
 
 from pipeline.core.resampling import resample_size
 from pipeline.core.runs import Run, RunBatch, RunResult
@@ -107,10 +110,34 @@ def train_fast(
         size,
         apart,
     )
-    results: list[Optional[RunResult]] = [None] * len(runs)
+    done = []
     for batch in batches:
-        done = train(problem, [runs[i] for i in batch], settings)
-        for i, result in zip(batch, done):
-            results[i] = result
-        on_batch_done(done)
-    return results  # type: ignore[return-value]
+        done.append(train(problem, [runs[i] for i in batch], settings))
+        on_batch_done(done[-1])
+    return InRunOrder(done, batches)
+
+
+class InRunOrder(Sequence):  # type: ignore[type-arg]
+    """The results of a chunk's batches, read in the order of its runs: a `RunResult` is built
+    only when asked for (a task writes the batches' columns, never one object per run)."""
+
+    def __init__(self, batches: list[RunBatch], positions: list[list[int]]):
+        n = sum(len(members) for members in positions)
+        self.batch_of, self.index_in = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        for b, members in enumerate(positions):
+            self.batch_of[members], self.index_in[members] = b, np.arange(len(members))
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batch_of)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.batches[int(self.batch_of[i])][int(self.index_in[i])]
+
+    def __add__(self, other: Sequence) -> list[RunResult]:  # type: ignore[type-arg]
+        return list(self) + list(other)
+
+    def __radd__(self, other: Sequence) -> list[RunResult]:  # type: ignore[type-arg]
+        return list(other) + list(self)

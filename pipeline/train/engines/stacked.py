@@ -63,8 +63,11 @@ class LossLog:
         self._rows: list[Tensor] = []
 
     def add(self, epoch: int, live: Tensor, loss: Tensor) -> None:
-        row = torch.full((self.n_runs,), math.nan, device=self.device, dtype=self.dtype)
-        row[live] = loss.detach()
+        if len(live) == self.n_runs:  # none stopped yet
+            row = loss.detach().to(self.dtype, copy=True)
+        else:
+            row = torch.full((self.n_runs,), math.nan, device=self.device, dtype=self.dtype)
+            row[live] = loss.detach()
         self.epochs.append(epoch)
         self._rows.append(row)
 
