@@ -194,9 +194,7 @@ def epochs_to_tol(rate: float, g0: float, tol: float) -> float:
     return float(epochs_to_tols(np.array([rate]), np.array([g0]), tol)[0])
 
 
-def stability_columns(
-    lams: np.ndarray, lrs: np.ndarray, g0: np.ndarray, rule: SGDSettings, tol: float
-) -> np.ndarray:
+def stability_columns(lams: np.ndarray, lrs: np.ndarray, g0: np.ndarray, rule: SGDSettings, tol: float) -> np.ndarray:
     """(runs, 4): the `COLUMNS` of runs at `lrs` whose curvatures (eigenvalues of H + weight_decay
     I, ascending) are `lams` (runs, modes) and whose gradient norm at the start is `g0`."""
     lams = np.asarray(lams, dtype=float)

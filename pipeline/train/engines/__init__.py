@@ -19,6 +19,7 @@ from pipeline.core.resampling import resample_size
 from pipeline.core.runs import Run, RunBatch, RunResult
 from pipeline.core.settings import TrainSettings
 from pipeline.train.engines.batch_memory import batch_size
+from pipeline.train.engines.batched import BLOCK as BATCHED_BLOCK
 from pipeline.train.engines.batched import bytes_per_run as batched_bytes_per_run
 from pipeline.train.engines.batched import train_batched
 from pipeline.train.engines.gram import bytes_per_run as gram_bytes_per_run
@@ -32,9 +33,11 @@ __all__ = ["EngineChoice", "FAST_ENGINES", "choose_engine", "engine_problems", "
 
 log = logging.getLogger(__name__)
 
-FAST_ENGINES: dict[str, tuple[Callable[..., RunBatch], Callable[[Problem], int]]] = {
-    "gram": (train_gram, gram_bytes_per_run),
-    "batched": (train_batched, batched_bytes_per_run),
+# engine -> (train, bytes per run, block): an engine with a block trains batches of exactly
+# that many runs (padded), so that no run's numbers depend on how many share its batch
+FAST_ENGINES: dict[str, tuple[Callable[..., RunBatch], Callable[[Problem], int], Optional[int]]] = {
+    "gram": (train_gram, gram_bytes_per_run, None),
+    "batched": (train_batched, batched_bytes_per_run, BATCHED_BLOCK),
 }
 
 
@@ -96,8 +99,8 @@ def train_fast(
     on_batch_done: Callable[[list[RunResult]], None],
 ) -> list[RunResult]:
     """Train `runs` with a fast engine, batch by batch; report each batch when done."""
-    train, run_bytes = FAST_ENGINES[engine]
-    size, why = batch_size(len(runs), run_bytes(problem), problem.device)
+    train, run_bytes, block = FAST_ENGINES[engine]
+    size, why = batch_size(len(runs) if block is None else block, run_bytes(problem), problem.device)
     batches, sizes = _batches(problem, runs, size)
     apart = f" (runs of {len(sizes)} data sizes, rows {sizes}, apart)" if len(sizes) > 1 else ""
     log.debug(
@@ -112,7 +115,7 @@ def train_fast(
     )
     done = []
     for batch in batches:
-        done.append(train(problem, [runs[i] for i in batch], settings))
+        done.append(train(problem, [runs[i] for i in batch], settings, **({} if block is None else {"block": size})))
         on_batch_done(done[-1])
     return InRunOrder(done, batches)
 

@@ -71,6 +71,12 @@ class LossLog:
         self.epochs.append(epoch)
         self._rows.append(row)
 
+    def head(self, k: int) -> "LossLog":
+        """The log of the first k runs."""
+        out = LossLog(k, self.device, self.dtype)
+        out.epochs, out._rows = list(self.epochs), [row[:k] for row in self._rows]
+        return out
+
     def matrix(self) -> Tensor:
         """(logged epochs, runs) on the CPU; entries after a run stopped are NaN."""
         if not self._rows:
@@ -91,6 +97,26 @@ class ChunkOutcome:
     ols: Optional[Tensor] = None  # (runs, n_params) closed-form fit, where there is one
     ols_loss: Optional[Tensor] = None
     stability: Optional[np.ndarray] = None  # (runs, 4) learning-rate bounds, where they apply
+
+    def head(self, k: int) -> "ChunkOutcome":
+        """The outcome of the first k runs (a padded batch's real ones)."""
+        if k == len(self.stopped_at):
+            return self
+
+        def cut(value: Any) -> Any:
+            return None if value is None else value[:k]
+
+        return ChunkOutcome(
+            self.params[:k],
+            self.final_loss[:k],
+            self.grad_norm[:k],
+            cut(self.test_loss),
+            self.stopped_at[:k],
+            self.log.head(k),
+            cut(self.ols),
+            cut(self.ols_loss),
+            cut(self.stability),
+        )
 
 
 def _numpy(t: Optional[Tensor]) -> Optional[np.ndarray]:
