@@ -123,6 +123,7 @@ def aggregate_sweep(
     plots: bool = True,
     at: Any = None,
     report: bool = True,
+    hac_lags: Optional[int] = None,
 ) -> Any:
     """(Re)build a sweep folder's tables from the parts complete now, as `pipeline-aggregate` does:
     estimates, curves and intervals (and predictions at `at`), the PNGs (`plots`) and report.html
@@ -140,6 +141,7 @@ def aggregate_sweep(
         plots=plots,
         at=at,
         report=report,
+        hac_lags=hac_lags,
     )
     if result.predictions_problem is not None:
         raise result.predictions_problem
@@ -156,13 +158,20 @@ def build_tables(
     plots: bool,
     at: Any,
     report: bool,
+    hac_lags: Optional[int] = None,
 ) -> Any:
     """`aggregate_sweep`'s work; a bad `at` is kept in `predictions_problem` instead of raised,
     so that the entry points print the answer before they stop with it."""
     from pipeline.report.figures import MAX_PANELS
     from pipeline.results.aggregate import aggregate
 
-    settings = {"level": level, "statuses": tuple(statuses), "methods": methods, "max_dropped_share": max_dropped_share}
+    settings = {
+        "level": level,
+        "statuses": tuple(statuses),
+        "methods": methods,
+        "max_dropped_share": max_dropped_share,
+        "hac_lags": hac_lags,
+    }
     result = aggregate(out_dir, **settings, plot_cells=MAX_PANELS if plots else 0)
     if result.plot_sample is not None and result.intervals is not None:
         from pipeline.report.pngs import write_plots  # matplotlib only when plots are wanted
@@ -226,6 +235,7 @@ def sweep_from_config(cfg: dict[str, Any], *, echo: bool = True) -> SweepFolder:
         plots=intervals["plots"],
         at=intervals.get("at"),
         report=False,
+        hac_lags=intervals.get("hac_lags"),
     )
     if echo:
         print(answer_text(folder.out_dir, result, intervals["level"]))

@@ -36,7 +36,9 @@ def _fail(err: ConfigError) -> None:
 
 def _interval_settings(intervals: dict[str, Any]) -> dict[str, Any]:
     """The `intervals` keys every table takes, passed by name (no catch-all keywords)."""
-    return {key: intervals[key] for key in ("level", "statuses", "methods", "max_dropped_share", "plots", "at")}
+    return {
+        key: intervals[key] for key in ("level", "statuses", "methods", "max_dropped_share", "plots", "at", "hac_lags")
+    }
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

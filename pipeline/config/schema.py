@@ -7,14 +7,15 @@ the launcher) is checked by `pipeline.prepare`, which loads the data once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from pipeline.config.launcher import LAUNCHER_CONFS, BaseLauncherConf
 from pipeline.config.shipped import SHIPPED_ROOT
+from pipeline.core.settings import TrainSettings
 
 ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines/choice.py)
 DTYPES = ("float32", "float64")
@@ -34,16 +35,19 @@ class DataConf:
     standardize: bool = False  # x used = (x - mean) / sd of the training rows instead
     test_share: Optional[float] = None  # hold out this share of rows when there is no test file
     split_seed: int = 0  # fixes which rows test_share holds out
+    order: Optional[str] = None  # a column to sort the rows by (time); None: the file's order
 
 
-@dataclass
-class TrainConf:
-    epochs: int = 1000
-    log_every: int = 100  # epochs between logged losses (the loss curve)
-    grad_tol: float = 1e-3  # final gradient norm above this: status not_converged
-    device: str = "auto"  # auto: CUDA when present, else CPU
-    dtype: str = "float32"
-    engine: str = "auto"
+def _settable_copy(frozen: type, name: str) -> type:
+    """A dataclass with `frozen`'s fields, types and defaults that Hydra can override: OmegaConf
+    makes a frozen dataclass a read-only node, so `train.epochs=5` would be refused."""
+    hints = get_type_hints(frozen)
+    return make_dataclass(name, [(f.name, hints[f.name], field(default=f.default)) for f in fields(frozen)])
+
+
+# The `train` section: the fields of `TrainSettings` (pipeline/core/settings.py), the one
+# definition that the training loops read, frozen there.
+TrainConf = _settable_copy(TrainSettings, "TrainConf")
 
 
 @dataclass
@@ -55,7 +59,11 @@ class SweepConf:
     init: Any = None  # list of initial vectors; None: the experiment's init
     resamples: int = 0  # bootstrap draws besides resample 0, the original rows
     seed: int = 0  # with the resample index, fixes each draw's rows
-    scheme: str = "case"  # case: resample (x, y) rows | residual: resample OLS residuals (linear models)
+    # case: resample (x, y) rows | residual: resample OLS residuals (linear models) | moving_block,
+    # circular_block, stationary: rows in their order, in blocks | wild: fitted + residual * v (linear models)
+    scheme: str = "case"
+    block_length: Any = "auto"  # block schemes: a (mean) block length, or auto (Politis-White on the residuals)
+    wild_weights: str = "rademacher"  # wild: rademacher | mammen
     jackknife: bool = False  # one leave-one-row-out run per data row (BCa's acceleration)
 
 
@@ -71,6 +79,7 @@ class IntervalsConf:
     # x values for prediction intervals (predictions.parquet): a list (a number per point for
     # one x column, a list per point for several) or a CSV path with the x columns; raw units
     at: Any = None
+    hac_lags: Optional[int] = None  # Newey-West lags of the hac interval; None: floor(4 (n/100)^(2/9))
 
 
 @dataclass
@@ -81,7 +90,7 @@ class PipelineConf:
     init: Optional[list[float]] = None  # flat initial parameter vector
     loss: Any = MISSING  # `_target_` of a loss module
     optim: Any = MISSING  # `_target_` of a torch.optim class, `_partial_: true`
-    train: TrainConf = field(default_factory=TrainConf)
+    train: TrainConf = field(default_factory=TrainConf)  # type: ignore[valid-type]
     sweep: SweepConf = field(default_factory=SweepConf)
     launcher: BaseLauncherConf = field(default_factory=BaseLauncherConf)  # conf/launcher/: DebugConf, LocalConf, ...
     intervals: IntervalsConf = field(default_factory=IntervalsConf)
@@ -112,6 +121,11 @@ class CoverageConf(PipelineConf):
     rows: Optional[int] = None  # rows per simulated data set; None: as many as the experiment's data
     truth: Optional[list[float]] = None  # true parameters; None: the OLS fit of the experiment's data
     noise_sd: Optional[float] = None  # sd of the Gaussian noise; None: residual sd of that fit
+    noise_ar: float = 0.0  # AR(1) coefficient of the noise, rows in their order (-1 < noise_ar < 1)
+    # heteroscedastic noise: its sd grows linearly with the first x column, from noise_sd at the
+    # smallest x of the design to (1 + noise_growth) noise_sd at the largest
+    noise_growth: float = 0.0
+    fixed_x: bool = False  # every data set has the experiment's own x rows, in their order (a time series)
     fits: str = "train"  # train: gradient descent (train_chunk) | closed_form: OLS on each resample
     seed: int = 0  # with the replicate index, fixes each simulated data set
 

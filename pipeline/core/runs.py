@@ -22,6 +22,15 @@ STATUSES = (OK, NOT_CONVERGED, DIVERGED)
 
 
 CASE, RESIDUAL = "case", "residual"  # resampling schemes of the bootstrap draws (core.resampling.SCHEMES)
+# block bootstraps: rows in their order, taken in blocks (fixed length; wrapping; geometric lengths)
+MOVING_BLOCK, CIRCULAR_BLOCK, STATIONARY = "moving_block", "circular_block", "stationary"
+WILD = "wild"  # every x, y* = fitted + residual * v, v drawn per row (Rademacher or Mammen)
+
+
+BLOCK_SCHEMES = (MOVING_BLOCK, CIRCULAR_BLOCK, STATIONARY)
+SCHEMES = (CASE, RESIDUAL, *BLOCK_SCHEMES, WILD)
+RADEMACHER, MAMMEN = "rademacher", "mammen"  # the wild bootstrap's weights
+WILD_WEIGHTS = (RADEMACHER, MAMMEN)
 
 
 ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample

@@ -1,11 +1,12 @@
 """Load an experiment's rows: from a CSV or Parquet file, or from a generator in code.
 
 The steps, in order: read the file(s) or call `data.generate`; keep the rows that
-`data.rows` selects; check and convert the `data.x` / `data.y` columns; hold out
-`data.test_share` of the rows when there is no test file; shift and scale x (fixed
-values, or standardisation from the training rows). Every check names the config key,
-the file, the column and the offending row, so a bad data set is refused before a
-single task is launched.
+`data.rows` selects; sort them by `data.order` when set (a time column: the block
+bootstraps and the hac interval read the rows as a series, in this order); check and
+convert the `data.x` / `data.y` columns; hold out `data.test_share` of the rows when
+there is no test file; shift and scale x (fixed values, or standardisation from the
+training rows). Every check names the config key, the file, the column and the
+offending row, so a bad data set is refused before a single task is launched.
 """
 
 from __future__ import annotations
@@ -193,6 +194,28 @@ def select_rows(frame: pd.DataFrame, condition: Optional[str], source: str) -> p
     return frame[mask]
 
 
+def order_rows(frame: pd.DataFrame, order: Any, source: str) -> pd.DataFrame:
+    """The rows sorted by the `data.order` column (stable: ties keep the file's order); as read when unset."""
+    if order is None:
+        return frame
+    if not isinstance(order, str) or not order:
+        raise ConfigError([f"`data.order` must be one column name (the rows' time order); got {order!r}"])
+    if order not in frame.columns:
+        raise ConfigError(
+            [f"`data.order`: column {order!r} not in {source} (columns: {', '.join(map(str, frame.columns))})"]
+        )
+    missing = frame[order].isna()
+    if missing.any():
+        row = int(np.flatnonzero(missing.to_numpy())[0])
+        raise ConfigError(
+            [f"`data.order`: column {order!r} of {source} has a missing value (row {_row_number(frame, row)})"]
+        )
+    try:
+        return frame.sort_values(order, kind="stable")
+    except TypeError as err:
+        raise ConfigError([f"`data.order`: column {order!r} of {source} cannot be sorted: {err}"]) from err
+
+
 def _frame_to_arrays(frame: pd.DataFrame, data_cfg: dict[str, Any], source: str) -> tuple[np.ndarray, np.ndarray]:
     x_names, problems = column_names(data_cfg["x"], "data.x")
     y_names, more = column_names(data_cfg["y"], "data.y")
@@ -320,7 +343,9 @@ def x_transform(data_cfg: dict[str, Any], x: np.ndarray, x_names: tuple[str, ...
 def load_dataset(data_cfg: dict[str, Any]) -> Dataset:
     """Build the Dataset that `data.*` describes (a file, or `data.generate`)."""
     train, test, source, test_source = _read_frames(data_cfg)
-    x, y = _frame_to_arrays(select_rows(train, data_cfg.get("rows"), source), data_cfg, source)
+    x, y = _frame_to_arrays(
+        order_rows(select_rows(train, data_cfg.get("rows"), source), data_cfg.get("order"), source), data_cfg, source
+    )
     x_test = y_test = None
     if test is not None:
         x_test, y_test = _frame_to_arrays(select_rows(test, data_cfg.get("rows"), test_source), data_cfg, test_source)

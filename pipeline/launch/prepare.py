@@ -22,8 +22,19 @@ from pipeline import store
 from pipeline.config.schema import DEVICES, DTYPES, ENGINES
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
-from pipeline.core.resampling import DRAW_RULE, SCHEMES
-from pipeline.core.runs import RESIDUAL, STATUSES, Run
+from pipeline.core.resampling import DRAW_RULE
+from pipeline.core.runs import (
+    BLOCK_SCHEMES,
+    CASE,
+    CIRCULAR_BLOCK,
+    MOVING_BLOCK,
+    RESIDUAL,
+    SCHEMES,
+    STATUSES,
+    WILD,
+    WILD_WEIGHTS,
+    Run,
+)
 from pipeline.core.settings import TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
 from pipeline.launch.backends import Backend, backend_for
@@ -252,18 +263,16 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
             "`intervals.methods` includes bca, whose acceleration needs jackknife runs; "
             "got sweep.jackknife=false (set it true, or drop bca)"
         )
-    if sweep["scheme"] not in SCHEMES:
-        problems.append(f"`sweep.scheme` must be one of {', '.join(SCHEMES)}; got {sweep['scheme']!r}")
-    no_closed_form = "a model linear in its parameters fitted by MSE (e.g. pipeline.models.Polynomial)"
-    if closed_form is False and sweep["scheme"] == RESIDUAL:
+    hac_lags = ic.get("hac_lags")
+    if hac_lags is not None and (isinstance(hac_lags, bool) or not isinstance(hac_lags, int) or hac_lags < 0):
         problems.append(
-            f"`sweep.scheme` residual needs {no_closed_form}; got model "
-            f"{(cfg.get('model') or {}).get('_target_')!r} with loss {(cfg.get('loss') or {}).get('_target_')!r}"
+            f"`intervals.hac_lags` must be a whole number >= 0 (Newey-West lags), or null for "
+            f"floor(4 (n/100)^(2/9)); got {hac_lags!r}"
         )
     wanted = [m for m in methods if m in DESIGN_METHODS]
     if closed_form is False and wanted:
         problems.append(
-            f"`intervals.methods` {', '.join(wanted)} need {no_closed_form}; got model "
+            f"`intervals.methods` {', '.join(wanted)} need {NO_CLOSED_FORM}; got model "
             f"{(cfg.get('model') or {}).get('_target_')!r}"
         )
     if ic.get("at") is not None:
@@ -276,6 +285,44 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
                 check(*args)
             except ConfigError as err:
                 problems += err.problems
+    return problems
+
+
+NO_CLOSED_FORM = "a model linear in its parameters fitted by MSE (e.g. pipeline.models.Polynomial)"
+TRAINED_SCHEMES = (CASE, RESIDUAL)  # the schemes the engines train (issue 23 adds the block and wild ones)
+
+
+def _check_scheme(cfg: dict[str, Any], closed_form: Optional[bool], n_rows: Optional[int]) -> list[str]:
+    """`sweep.scheme` and the settings of its draws: block length, wild weights."""
+    sweep = cfg["sweep"]
+    scheme, length = sweep["scheme"], sweep.get("block_length", "auto")
+    if scheme not in SCHEMES:
+        return [f"`sweep.scheme` must be one of {', '.join(SCHEMES)}; got {scheme!r}"]
+    problems = []
+    if scheme not in TRAINED_SCHEMES:
+        problems.append(f"`sweep.scheme` {scheme}: not trained yet (issue 23); use one of {', '.join(TRAINED_SCHEMES)}")
+    if sweep.get("wild_weights", WILD_WEIGHTS[0]) not in WILD_WEIGHTS:
+        problems.append(f"`sweep.wild_weights` must be one of {', '.join(WILD_WEIGHTS)}; got {sweep['wild_weights']!r}")
+    number = None if length == "auto" else _as_number(length)
+    if length != "auto" and (number is None or not 1 <= number < math.inf):
+        problems.append(
+            f"`sweep.block_length` must be auto (Politis-White on the original fit's residuals) or a number "
+            f">= 1; got {length!r}"
+        )
+    elif number is not None and scheme in (MOVING_BLOCK, CIRCULAR_BLOCK) and number != int(number):
+        problems.append(f"`sweep.block_length` of the {scheme} scheme is a whole number of rows; got {length!r}")
+    elif number is not None and scheme in BLOCK_SCHEMES and n_rows is not None and number > n_rows:
+        problems.append(f"`sweep.block_length` {length!r} is longer than the data ({n_rows} rows)")
+    model = (
+        f"got model {(cfg.get('model') or {}).get('_target_')!r} with loss {(cfg.get('loss') or {}).get('_target_')!r}"
+    )
+    if closed_form is False and scheme in (RESIDUAL, WILD):
+        problems.append(f"`sweep.scheme` {scheme} needs {NO_CLOSED_FORM}; {model}")
+    if closed_form is False and scheme in BLOCK_SCHEMES and length == "auto":
+        problems.append(
+            f"`sweep.block_length` auto reads the residuals of the closed-form fit, which needs {NO_CLOSED_FORM}; "
+            f"{model}: give a number (e.g. sweep.block_length=5)"
+        )
     return problems
 
 
@@ -365,6 +412,7 @@ def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     problems += found
     problems += _check_init(cfg, parts.n_params if parts else None)
     problems += _check_intervals(cfg, parts.closed_form if parts else None)
+    problems += _check_scheme(cfg, parts.closed_form if parts else None, dataset.n_rows if dataset else None)
     if problems or dataset is None or parts is None:
         raise ConfigError(list(dict.fromkeys(problems)))
     meta = sweep_meta(cfg, dataset, parts)

@@ -28,6 +28,7 @@ METHOD_COLOURS = {
     "normal": "tab:purple",
     "t": "tab:red",
     "hc3": "tab:brown",
+    "hac": "tab:pink",
 }
 STATUS_COLOURS = {"ok": "tab:green", "not_converged": "tab:orange", "diverged": "tab:red"}
 STATUS_MARKS = {"ok": "ok", "not_converged": "not conv.", "diverged": "diverged"}

@@ -26,7 +26,7 @@ from pipeline.report.html import CSS, esc, figure, fmt, html_table, missing
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
-METHOD_ORDER = ("percentile", "basic", "bca", "normal", "t", "hc3")
+METHOD_ORDER = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac")
 MAX_TABLE_ROWS = 600  # interval rows shown; the Parquet file has them all
 MAX_PARAM_FIGURES = 12  # bootstrap figures; the first few are open, the rest folded
 MC_WARN_SHARE = 0.1  # an endpoint's Monte-Carlo error above this share of the width is flagged

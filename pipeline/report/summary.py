@@ -23,7 +23,7 @@ SHOWN_METHODS = ("percentile", "t")  # the bootstrap's and the classical interva
 FALLBACK_METHODS = ("percentile", "normal", "basic", "bca", "hc3")
 MAX_CELLS_WITH_INTERVALS = 4  # more cells than this: the rest say "see report.html"
 MAX_PARAMETERS = 6  # a model with more (the MLP's 26 weights) shows the first few per cell
-CLOSED_FORM = ("t", "hc3")  # not bootstrap intervals: present even when no draw is usable
+CLOSED_FORM = ("t", "hc3", "hac")  # not bootstrap intervals: present even when no draw is usable
 TABLES = ("estimates.parquet", "curves.parquet", "intervals.parquet")
 
 

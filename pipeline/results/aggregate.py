@@ -122,16 +122,52 @@ def sorted_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns=["_jack", "_index"]).reset_index(drop=True)
 
 
-def interval_settings(
+@dataclass(frozen=True)
+class IntervalInputs:
+    """What every cell's intervals take besides its runs: chosen once from the kinds of all
+    runs found, so a cell-by-cell table takes the same methods as one call over the sweep."""
+
+    methods: list[str]
+    X: Optional[np.ndarray]  # the design of the original rows (t / hc3 / hac), where there is one
+    y: Optional[np.ndarray]
+    units: SweepUnits  # raw-unit rows beside the fitted ones (results/raw_columns.py)
+
+
+def interval_inputs(
     out_dir: Path, meta: SweepMeta, methods: Optional[Sequence[str]], kinds: pd.DataFrame
-) -> tuple[list[str], Optional[np.ndarray], Optional[np.ndarray]]:
-    """(methods, X, y) for every cell: chosen once from the kinds of all runs found, so a
-    cell-by-cell table takes the same methods as one call over the whole sweep."""
+) -> IntervalInputs:
     design = sweep_design(out_dir, meta)
     if design is None and methods is not None:
         methods = [m for m in methods if m.lower() not in DESIGN_METHODS] or ["percentile"]
     X, y = design if design is not None else (None, None)
-    return applicable_methods(methods, kinds, design is not None), X, y
+    return IntervalInputs(applicable_methods(methods, kinds, design is not None), X, y, folder_units(out_dir, meta))
+
+
+def intervals_of(
+    runs: pd.DataFrame,
+    meta: SweepMeta,
+    inputs: IntervalInputs,
+    *,
+    level: float,
+    statuses: Sequence[str],
+    max_dropped_share: float,
+    hac_lags: Optional[int],
+) -> pd.DataFrame:
+    """`bootstrap_intervals` of these runs (the whole sweep, or cells of it), units labelled."""
+    table = bootstrap_intervals(
+        runs,
+        params=list(meta.param_names),
+        method=inputs.methods,
+        level=level,
+        statuses=statuses,
+        max_dropped_share=max_dropped_share,
+        X=inputs.X,
+        y=inputs.y,
+        raw_units=inputs.units.matrix,
+        hac_lags=hac_lags,
+        draw_rule=meta.draw_rule,
+    )
+    return inputs.units.label(table)
 
 
 def _logged_warnings(fn, *args, **kwargs):
@@ -153,25 +189,12 @@ def interval_table(
     statuses: Sequence[str],
     methods: Optional[Sequence[str]],
     max_dropped_share: float,
+    hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
-    """`bootstrap_intervals` of the estimates, with the design for t / hc3 where there is one."""
-    chosen, X, y = interval_settings(out_dir, meta, methods, estimates)
-    units = folder_units(out_dir, meta)  # raw-unit rows beside the fitted ones (pipeline/units.py)
-    return units.label(
-        _logged_warnings(
-            bootstrap_intervals,
-            estimates,
-            params=list(meta.param_names),
-            method=chosen,
-            level=level,
-            statuses=statuses,
-            max_dropped_share=max_dropped_share,
-            X=X,
-            y=y,
-            raw_units=units.matrix,
-            draw_rule=meta.draw_rule,
-        )
-    )
+    """`bootstrap_intervals` of the estimates, with the design for t / hc3 / hac where there is one."""
+    inputs = interval_inputs(out_dir, meta, methods, estimates)
+    settings = {"level": level, "statuses": statuses, "max_dropped_share": max_dropped_share, "hac_lags": hac_lags}
+    return _logged_warnings(intervals_of, estimates, meta, inputs, **settings)
 
 
 def in_memory_tables(out_dir: Path, plan_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -189,8 +212,8 @@ def in_memory_tables(out_dir: Path, plan_ids: pd.Series) -> tuple[pd.DataFrame, 
 
 
 def cell_finisher(out_dir: Path, meta: SweepMeta, units: SweepUnits):
-    """A cell's estimates as the table gives them: raw-unit columns (pipeline/units.py) and each
-    run's learning-rate bound (pipeline/lr_bound.py) added to the parts' columns."""
+    """A cell's estimates as the table gives them: raw-unit columns (results/raw_columns.py) and each
+    run's learning-rate bound (stats/lr_bound.py) added to the parts' columns."""
     add_bounds = lr_bounds_adder(out_dir, meta)
     return lambda cell: add_bounds(with_raw_columns(cell.to_pandas(), meta.param_names, units))
 
@@ -306,11 +329,12 @@ def stream_tables(
     methods: Optional[Sequence[str]],
     max_dropped_share: float,
     sample: Optional[PlotSample],
+    hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
     """Write curves and estimates from the parts, cell by cell; return the intervals table."""
-    chosen, X, y = interval_settings(out_dir, meta, methods, index.keys)
-    units = folder_units(out_dir, meta)
-    finish = cell_finisher(out_dir, meta, units)
+    inputs = interval_inputs(out_dir, meta, methods, index.keys)
+    settings = {"level": level, "statuses": statuses, "max_dropped_share": max_dropped_share, "hac_lags": hac_lags}
+    finish = cell_finisher(out_dir, meta, inputs.units)
     estimate_schema = pa.schema([f for f in index.schema if f.name not in store.CURVE_COLUMNS])
     spill = partscan.CellSpill(estimate_schema, budget_bytes=partscan.SPILL_BUDGET_BYTES)
     try:
@@ -328,22 +352,7 @@ def stream_tables(
                 with warnings.catch_warnings():  # said once for the whole table, below
                     warnings.simplefilter("ignore", DegenerateCellWarning)
                     warnings.simplefilter("ignore", DroppedRunsWarning)
-                    tables.append(
-                        units.label(
-                            bootstrap_intervals(
-                                frame,
-                                params=list(meta.param_names),
-                                method=chosen,
-                                level=level,
-                                statuses=statuses,
-                                max_dropped_share=max_dropped_share,
-                                X=X,
-                                y=y,
-                                raw_units=units.matrix,
-                                draw_rule=meta.draw_rule,
-                            )
-                        )
-                    )
+                    tables.append(intervals_of(frame, meta, inputs, **settings))
                 if sample is not None:
                     sample.add(frame)
     finally:
@@ -361,10 +370,12 @@ def aggregate(
     methods: Optional[Sequence[str]] = None,
     max_dropped_share: float = 0.1,
     plot_cells: int = 0,
+    hac_lags: Optional[int] = None,
 ) -> AggregateReport:
     """(Re)build the tables of a sweep folder from whatever parts are complete now.
 
-    `methods` None: every interval method that applies (see `bootstrap_intervals`).
+    `methods` None: every interval method that applies (see `bootstrap_intervals`);
+    `hac_lags` None: Newey-West's lag rule for `hac`.
     `plot_cells` > 0: also keep the rows the figures need (`AggregateReport.plot_sample`),
     every draw of that many cells; the figures themselves are drawn by the report layer.
     """
@@ -398,6 +409,7 @@ def aggregate(
         methods=methods,
         max_dropped_share=max_dropped_share,
         sample=sample,
+        hac_lags=hac_lags,
     )
     store.write_frame(intervals, out_dir / store.INTERVALS)
     if sample is not None:

@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 COLUMNS = STABILITY_COLUMNS
 
 
-MSE_TARGET = "torch.nn.MSELoss"
-
-
 AUTO = "auto"
 
 

@@ -1,9 +1,14 @@
 """Do the intervals cover the truth as often as they claim? `pipeline-coverage` simulates it.
 
 Each of `reps` replicates draws a data set from a known truth with the experiment's
-design: `rows` x rows drawn with replacement from the experiment's own x, and
-y = features(x) @ truth + N(0, noise_sd^2). The truth defaults to the OLS fit of the
-experiment's data and its residual sd. On that data set the whole bootstrap runs, as
+design: `rows` x rows drawn with replacement from the experiment's own x (or, with
+`fixed_x`, the experiment's x rows themselves, in their order: a time series), and
+y = features(x) @ truth + noise. The noise is Gaussian with sd `noise_sd`; with
+`noise_ar` = phi an AR(1) series in row order (e_t = phi e_{t-1} + sqrt(1 - phi^2) z_t,
+stationary, so its sd stays noise_sd); with `noise_growth` = g heteroscedastic, its sd
+growing linearly with the first x column from noise_sd at the design's smallest x to
+(1 + g) noise_sd at its largest. The truth defaults to the OLS fit of the experiment's
+data and its residual sd. On that data set the whole bootstrap runs, as
 `pipeline-sweep` would plan it (resample 0, `sweep.resamples` draws by `sweep.scheme`,
 and the jackknife fits when bca is wanted), trained by `engines.train_chunk` (gradient descent,
 the engine the sweep uses) or, with `fits=closed_form`, solved by least squares on each
@@ -92,6 +97,18 @@ class Truth:
     y_names: tuple[str, ...]
     x_shift: tuple[float, ...] = ()  # the experiment's x transform (raw -> fitted), for `intervals.at`
     x_scale: tuple[float, ...] = ()
+    noise_ar: float = 0.0  # AR(1) coefficient of the noise, rows in their order
+    noise_growth: float = 0.0  # the noise sd at the design's largest first x is (1 + this) times noise_sd
+    fixed_x: bool = False  # the design's x rows themselves, in order, instead of drawn rows
+
+    def noise_text(self) -> str:
+        """The noise model in words, for the study's header line."""
+        words = f"noise sd {self.noise_sd:.4g}"
+        if self.noise_growth:
+            words += f" growing to {(1 + self.noise_growth) * self.noise_sd:.4g} with x"
+        if self.noise_ar:
+            words += f", AR(1) {self.noise_ar:g} in row order"
+        return words + ("; x fixed, in order" if self.fixed_x else "")
 
 
 @dataclass(frozen=True)
@@ -120,7 +137,7 @@ class CoverageReport:
         lines = [
             f"coverage folder: {self.out_dir}",
             f"  {self.replicates['rep'].nunique()} simulated data sets of {self.truth.rows} rows; truth "
-            f"{', '.join(f'{v:.6g}' for v in self.truth.params)}; noise sd {self.truth.noise_sd:.4g}",
+            f"{', '.join(f'{v:.6g}' for v in self.truth.params)}; {self.truth.noise_text()}",
             table.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
         ]
         short = self.summary[self.summary["n_intervals"] < self.summary["reps"]]
@@ -129,11 +146,11 @@ class CoverageReport:
             lines.append(
                 f"  note: {len(short)} row(s) formed fewer intervals than replicates, e.g. {row['method']} "
                 f"of {row['parameter']}: {row['n_intervals']} of {row['reps']} (see `note` in "
-                "coverage_reps.parquet; unconverged fits are left out)"
+                f"{store.COVERAGE_REPS}; unconverged fits are left out)"
             )
         if self.runs:
             lines.append(f"  runs: {_counts_text(self.runs['engine'])} (engine); {_counts_text(self.runs['status'])}")
-        tables = "coverage.parquet, coverage_reps.parquet"
+        tables = f"{store.COVERAGE}, {store.COVERAGE_REPS}"
         if self.predictions is not None:
             x_cols = [c for c in self.truth.x_names if c in self.predictions.columns]
             pcols = ["point", *x_cols, "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
@@ -143,7 +160,7 @@ class CoverageReport:
                     index=False, float_format=lambda v: f"{v:.4g}"
                 ),
             ]
-            tables += ", coverage_predictions.parquet, coverage_predictions_reps.parquet"
+            tables += f", {store.COVERAGE_PREDICTIONS}, {store.COVERAGE_PREDICTIONS_REPS}"
         lines.append(f"  tables: {tables} (pandas.read_parquet)")
         return "\n".join(lines)
 
@@ -168,8 +185,15 @@ def prepare_coverage(cfg: dict[str, Any]) -> PreparedSweep:
         ("reps", cfg["reps"], cfg["reps"] >= 1, ">= 1"),
         ("rows", cfg["rows"], cfg["rows"] is None or cfg["rows"] >= 3, ">= 3 or null"),
         ("noise_sd", cfg["noise_sd"], cfg["noise_sd"] is None or cfg["noise_sd"] > 0, "> 0 or null"),
+        ("noise_ar", cfg["noise_ar"], -1 < cfg["noise_ar"] < 1, "between -1 and 1 (an AR(1) coefficient)"),
+        ("noise_growth", cfg["noise_growth"], cfg["noise_growth"] >= 0, ">= 0"),
     ]
     problems += [f"`{key}` must be {rule}; got {value}" for key, value, ok, rule in rules if not ok]
+    if cfg["fixed_x"] and cfg["rows"] is not None and prepared is not None and cfg["rows"] != prepared.dataset.n_rows:
+        problems.append(
+            f"`rows` ({cfg['rows']}) and `fixed_x`: fixed x are the experiment's {prepared.dataset.n_rows} rows; "
+            "leave rows null"
+        )
     if cfg["fits"] not in FITS:
         problems.append(f"`fits` must be one of {', '.join(FITS)}; got {cfg['fits']!r}")
     if prepared is not None and not prepared.parts.closed_form:
@@ -200,6 +224,9 @@ def make_truth(cfg: dict[str, Any], dataset: Dataset, parts: Any) -> Truth:
         dataset.y_names,
         tuple(dataset.x_shift),
         tuple(dataset.x_scale),
+        float(cfg["noise_ar"]),
+        float(cfg["noise_growth"]),
+        bool(cfg["fixed_x"]),
     )
 
 
@@ -214,10 +241,36 @@ def prediction_points(at: Any, truth: Truth, parts: Any) -> Optional[PredictionP
 
 
 def simulate(truth: Truth, parts: Any, rng: np.random.Generator) -> Dataset:
-    """One data set: x rows drawn from the design, y from the truth plus Gaussian noise."""
-    x = truth.design_x[rng.integers(0, len(truth.design_x), size=truth.rows)]
-    y = _features(parts, x) @ np.asarray(truth.params) + rng.normal(0.0, truth.noise_sd, size=truth.rows)
+    """One data set: x rows drawn from the design (or the design's own, with `fixed_x`), y from
+    the truth plus the noise model's noise."""
+    x = truth.design_x if truth.fixed_x else truth.design_x[rng.integers(0, len(truth.design_x), size=truth.rows)]
+    mean = _features(parts, x) @ np.asarray(truth.params)
+    if not truth.noise_ar and not truth.noise_growth:  # the i.i.d. study as it always drew
+        return _dataset(truth, x, mean + rng.normal(0.0, truth.noise_sd, size=len(x)))
+    return _dataset(truth, x, mean + noise_sds(truth, x) * ar1_series(rng.normal(size=len(x)), truth.noise_ar))
+
+
+def _dataset(truth: Truth, x: np.ndarray, y: np.ndarray) -> Dataset:
     return Dataset(x, y[:, None], None, None, truth.x_names, truth.y_names, "simulated from the truth")
+
+
+def ar1_series(shocks: np.ndarray, phi: float) -> np.ndarray:
+    """e_0 = z_0, e_t = phi e_{t-1} + sqrt(1 - phi^2) z_t: a stationary AR(1) with unit variance."""
+    e = np.empty_like(shocks)
+    e[0] = shocks[0]
+    innovation = np.sqrt(1 - phi**2)
+    for t in range(1, len(shocks)):
+        e[t] = phi * e[t - 1] + innovation * shocks[t]
+    return e
+
+
+def noise_sds(truth: Truth, x: np.ndarray) -> np.ndarray:
+    """Each row's noise sd: noise_sd (1 + noise_growth (x - min) / (max - min)), x the first
+    column, min and max over the design (constant when the design's x is)."""
+    first = truth.design_x[:, 0]
+    span = first.max() - first.min()
+    share = (x[:, 0] - first.min()) / span if span > 0 else np.zeros(len(x))
+    return truth.noise_sd * (1 + truth.noise_growth * share)
 
 
 def replicate_seed(sweep_seed: int, rep: int) -> int:
@@ -316,6 +369,7 @@ def replicate_intervals(
             max_dropped_share=ic["max_dropped_share"],
             X=X,
             y=dataset.y[:, 0],
+            hac_lags=ic.get("hac_lags"),
         )
     return table.assign(rep=rep)
 
@@ -333,7 +387,7 @@ def replicate_predictions(
     (t and hc3 from the OLS fit of the replicate's own rows), with the true mean and whether it is covered."""
     ic = cfg["intervals"]
     per_run = linear_predictions(estimates, parts.param_names, points.features)
-    design = fit_design(X, dataset.y[:, 0])
+    design = fit_design(X, dataset.y[:, 0], ic.get("hac_lags"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = prediction_intervals(
@@ -404,19 +458,22 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
     summary = summarise(replicates)
     runs = {"engine": dict(engines), "status": dict(statuses)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    store.write_frame(summary, out_dir / "coverage.parquet")
-    store.write_frame(replicates, out_dir / "coverage_reps.parquet")
+    store.write_frame(summary, out_dir / store.COVERAGE)
+    store.write_frame(replicates, out_dir / store.COVERAGE_REPS)
     predictions = pred_replicates = None
     if points is not None:
         pred_replicates = pd.concat(pred_frames, ignore_index=True)
         predictions = summarise(pred_replicates, prediction_keys(truth.x_names))
-        store.write_frame(predictions, out_dir / "coverage_predictions.parquet")
-        store.write_frame(pred_replicates, out_dir / "coverage_predictions_reps.parquet")
+        store.write_frame(predictions, out_dir / store.COVERAGE_PREDICTIONS)
+        store.write_frame(pred_replicates, out_dir / store.COVERAGE_PREDICTIONS_REPS)
     store.write_json(
         {
             "experiment": cfg["experiment"],
             "truth": truth_of,
             "noise_sd": truth.noise_sd,
+            "noise_ar": truth.noise_ar,
+            "noise_growth": truth.noise_growth,
+            "fixed_x": truth.fixed_x,
             "rows": truth.rows,
             "reps": cfg["reps"],
             "resamples": cfg["sweep"]["resamples"],
@@ -427,6 +484,6 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
             "at": None if points is None else points.raw.tolist(),
             "true_mean_at": None if points is None else points.true_mean.tolist(),
         },
-        out_dir / "coverage.json",
+        out_dir / store.COVERAGE_META,
     )
     return CoverageReport(out_dir, summary, replicates, truth, predictions, pred_replicates, runs)

@@ -42,6 +42,41 @@ def test_simulated_data_follow_the_truth_and_the_design(tmp_path):
     assert default.rows == source.n_rows and default.noise_sd == pytest.approx(1.0, abs=0.1)
 
 
+def test_ar1_noise_on_fixed_x_is_a_stationary_series_in_row_order(tmp_path):
+    """GISTEMP's 143 years in their order, AR(1) 0.6 noise of sd 0.1: the series' lag-1
+    autocorrelation and sd are the model's (pooled over data sets), x is the design's own."""
+    cfg = coverage_config(tmp_path, "experiment=gistemp_line", "fixed_x=true", "noise_ar=0.6", "noise_sd=0.1")
+    prepared = prepare_coverage(cfg)
+    truth = make_truth(cfg, prepared.dataset, prepared.parts)
+    assert truth.rows == 143 and truth.fixed_x and "AR(1) 0.6" in truth.noise_text()
+    lag1, sds = [], []
+    for rep in range(200):
+        data = simulate(truth, prepared.parts, np.random.default_rng([0, rep]))
+        np.testing.assert_array_equal(data.x, prepared.dataset.x)  # the same years, in order
+        noise = data.y[:, 0] - np.column_stack([data.x[:, 0], np.ones(143)]) @ truth.params
+        lag1.append(np.corrcoef(noise[1:], noise[:-1])[0, 1])
+        sds.append(noise.std())
+    assert np.mean(lag1) == pytest.approx(0.6, abs=0.05)  # (biased down by about (1 + 4 phi) / n = 0.02)
+    assert np.sqrt(np.mean(np.square(sds))) == pytest.approx(0.1, rel=0.05)
+
+
+def test_heteroscedastic_noise_grows_with_x(tmp_path):
+    cfg = coverage_config(tmp_path, "experiment=gistemp_line", "fixed_x=true", "noise_sd=0.1", "noise_growth=3")
+    prepared = prepare_coverage(cfg)
+    truth = make_truth(cfg, prepared.dataset, prepared.parts)
+    noise = np.stack(
+        [
+            simulate(truth, prepared.parts, np.random.default_rng([1, rep])).y[:, 0]
+            - np.column_stack([prepared.dataset.x[:, 0], np.ones(143)]) @ truth.params
+            for rep in range(400)
+        ]
+    )
+    sd = noise.std(axis=0)  # per year, over data sets
+    assert sd[:10].mean() == pytest.approx(0.1 * (1 + 3 * 4.5 / 142), rel=0.1)  # the first ten years
+    assert sd[-10:].mean() == pytest.approx(0.1 * (1 + 3 * 137.5 / 142), rel=0.1)  # the last ten: about 4x
+    assert abs(np.corrcoef(noise[:, 1:].ravel(), noise[:, :-1].ravel())[0, 1]) < 0.05  # independent rows
+
+
 @pytest.mark.slow
 def test_percentile_and_bca_cover_the_truth_about_95_percent(tmp_path):
     """tdm_quadratic's design with 250 rows (its data has 1000; fewer for speed), 150
@@ -172,5 +207,13 @@ def test_bad_coverage_settings_are_reported_together(tmp_path):
     text = str(err.value)
     assert "`reps` must be >= 1; got 0" in text and "`fits` must be one of train, closed_form; got 'exact'" in text
     assert "`noise_sd` must be > 0 or null; got -1" in text
+    cfg = coverage_config(
+        tmp_path, "experiment=gistemp_line", "noise_ar=1.0", "noise_growth=-1", "fixed_x=true", "rows=50"
+    )
+    with pytest.raises(ConfigError) as err:
+        prepare_coverage(cfg)
+    text = str(err.value)
+    assert "`noise_ar` must be between -1 and 1 (an AR(1) coefficient); got 1.0" in text
+    assert "`noise_growth` must be >= 0; got -1" in text and "`rows` (50) and `fixed_x`" in text
     with pytest.raises(ConfigError, match="one value per parameter"):
         prepare_coverage(coverage_config(tmp_path, "experiment=tdm_quadratic", "truth=[1.0,2.0]"))

@@ -108,7 +108,7 @@ def test_cli_runs_a_sweep_and_saves_its_config(out_dir):
     agg = run_cli("aggregate", f"out_dir={out_dir}")
     assert agg.returncode == 0, agg.stderr
     ci = pd.read_parquet(out_dir / "intervals.parquet")  # one row per parameter and method that applies
-    assert len(ci) == 2 * 5 and set(ci["method"]) == {"percentile", "basic", "normal", "t", "hc3"}
+    assert len(ci) == 2 * 6 and set(ci["method"]) == {"percentile", "basic", "normal", "t", "hc3", "hac"}
 
 
 def test_cli_hydra_flags_work():

@@ -41,6 +41,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "inf.csv": "x,y\n1,2\ninf,3\n3,4\n",
         "text.csv": "x,y\n1,2\n2,abc\n3,4\n",
         "const.csv": "x,y\n2,1\n2,2\n2,4\n2,3\n",
+        "gaps.csv": "t,x,y\n1,1,2\n,2,3\n3,3,5\n",
         "corrupt.parquet": "PAR1 this is not a parquet file",
     }
     for name, text in texts.items():
@@ -123,7 +124,25 @@ CASES = {
     "resamples negative": (("sweep.resamples=-1",), ["`sweep.resamples`", "-1"]),
     "resamples fraction": (("sweep.resamples=1.5",), ["`sweep.resamples`", "1.5"]),
     "seed negative": (("sweep.seed=-1", "sweep.resamples=2"), ["`sweep.seed`", ">= 0", "-1"]),
-    "scheme unknown": (("sweep.scheme=wild",), ["`sweep.scheme`", "wild", "case, residual"]),
+    "scheme unknown": (("sweep.scheme=jackknife",), ["`sweep.scheme`", "jackknife", "case, residual, moving_block"]),
+    "block_length 0": (("sweep.block_length=0",), ["`sweep.block_length`", "auto", ">= 1", "got 0"]),
+    "block_length text": (("sweep.block_length=long",), ["`sweep.block_length`", "'long'"]),
+    "block_length fraction": (
+        ("sweep.scheme=moving_block", "sweep.block_length=2.5"),
+        ["`sweep.block_length`", "moving_block", "whole number", "2.5"],
+    ),
+    "block_length past the data": (
+        ("sweep.scheme=circular_block", "sweep.block_length=81"),
+        ["`sweep.block_length`", "81", "80 rows"],
+    ),
+    "wild weights unknown": (
+        ("sweep.wild_weights=gaussian",),
+        ["`sweep.wild_weights`", "rademacher, mammen", "gaussian"],
+    ),
+    "order column missing": (("data.order=year",), ["`data.order`", "'year'", "not in"]),
+    "order column empty": ("gaps.csv", ["`data.order`", "'t'", "missing value", "row 2"], "data.order=t"),
+    "hac_lags negative": (("intervals.hac_lags=-1",), ["`intervals.hac_lags`", ">= 0", "-1"]),
+    "hac_lags text": (("intervals.hac_lags=many",), ["`intervals.hac_lags`"]),
     # intervals
     "methods empty": (("intervals.methods=[]",), ["`intervals.methods`", "empty"]),
     "methods unknown": (("intervals.methods=[wild]",), ["`intervals.methods`", "'wild'"]),
@@ -351,14 +370,14 @@ def test_rank_deficient_design_trains_aggregates_and_notes_why(case, tmp_path, c
             "train.log_every=10",
             "intervals.plots=false",
         )
-    assert any("t, hc3 cannot be formed" in r.getMessage() and reason in r.getMessage() for r in caplog.records)
+    assert any("t, hc3, hac cannot be formed" in r.getMessage() and reason in r.getMessage() for r in caplog.records)
     assert len(est) == 5 and (out / "estimates.parquet").is_file()
     ci = pd.read_parquet(out / "intervals.parquet")
-    closed = ci[ci["method"].isin(["t", "hc3"])]
-    # 2 parameters x t, hc3, in each of the units the table gives (raw and fitted when x is transformed)
-    assert len(closed) == 4 * ci["units"].nunique() and closed["lower"].isna().all() and closed["upper"].isna().all()
+    closed = ci[ci["method"].isin(["t", "hc3", "hac"])]
+    # 2 parameters x t, hc3, hac, in each of the units the table gives (raw and fitted when x is transformed)
+    assert len(closed) == 6 * ci["units"].nunique() and closed["lower"].isna().all() and closed["upper"].isna().all()
     assert closed["note"].str.contains(reason, regex=False).all()
-    assert set(ci["method"]) >= {"percentile", "basic", "normal", "t", "hc3"}  # the other methods are there
+    assert set(ci["method"]) >= {"percentile", "basic", "normal", "t", "hc3", "hac"}  # the other methods are there
 
 
 def test_intervals_never_raise_on_data_but_still_on_misuse():

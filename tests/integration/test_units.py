@@ -110,7 +110,7 @@ def test_an_untransformed_sweep_has_raw_rows_only(tmp_path):
         tmp_path / "s", "experiment=linear_synthetic", "sweep=bootstrap", "sweep.resamples=3", "train.epochs=300", *FAST
     )
     ci = pd.read_parquet(tmp_path / "s" / "intervals.parquet")
-    assert set(ci["units"]) == {"raw"} and len(ci) == 2 * 5
+    assert set(ci["units"]) == {"raw"} and len(ci) == 2 * 6
     assert "b_raw" not in est.columns
 
 

@@ -204,9 +204,9 @@ def test_gap_to_ols_is_reported_and_unconverged_estimates_are_flagged():
 def test_methods_are_checked_and_lower_cased():
     est = estimates_table(0.0, np.arange(10.0), np.arange(5.0), "w")
     assert bootstrap_intervals(est, params=["w"], method="BCa", by=())["method"].tolist() == ["bca"]
-    with pytest.raises(ValueError, match="percentile, basic, bca, normal, t, hc3, studentized; got 'wild'"):
+    with pytest.raises(ValueError, match="percentile, basic, bca, normal, t, hc3, hac, studentized; got 'wild'"):
         bootstrap_intervals(est, params=["w"], method="wild", by=())
-    for needs_design in ("t", "studentized"):
+    for needs_design in ("t", "hac", "studentized"):
         with pytest.raises(ValueError, match="pass it as X="):
             bootstrap_intervals(est, params=["w"], method=needs_design, by=())
     auto = bootstrap_intervals(est, params=["w"], by=())
@@ -271,7 +271,10 @@ def test_residual_resampling_adds_drawn_residuals_to_the_fitted_values(tmp_path)
             ],
             "studentized need a model linear",
         ),
-        (["sweep.scheme=wild"], "`sweep.scheme` must be one of case, residual; got 'wild'"),
+        (
+            ["sweep.scheme=bayes"],
+            "`sweep.scheme` must be one of case, residual, moving_block, circular_block, stationary, wild; got 'bayes'",
+        ),
         (["intervals.max_dropped_share=1.5"], "`intervals.max_dropped_share` must be between 0 and 1"),
         (["intervals.statuses=[ok,finished]"], "`intervals.statuses` must hold names from ok, not_converged"),
         (
