@@ -28,12 +28,32 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from pipeline.core.meta import DRAW_RULE, DRAW_RULES, KEYED_RULE, LEGACY_RULE
 from pipeline.core.runs import CASE, RESIDUAL
 
-LEGACY_RULE = "default_rng"  # one numpy Generator per draw: a folder whose sweep.json names no rule
-KEYED_RULE = "splitmix64"  # counter-based, vectorised over draws
-DRAW_RULE = KEYED_RULE  # the rule new sweeps get
-DRAW_RULES = (LEGACY_RULE, KEYED_RULE)
+__all__ = [
+    "DRAW_RULE",
+    "DRAW_RULES",
+    "Draws",
+    "KEYED_RULE",
+    "LEGACY_RULE",
+    "ROW_STREAM",
+    "SCHEMES",
+    "Scheme",
+    "bootstrap_indices",
+    "case_draws",
+    "draw",
+    "draw_arrays",
+    "keyed_bits",
+    "keyed_indices",
+    "keyed_uniforms",
+    "original_fit",
+    "resample_rows",
+    "resample_size",
+    "residual_draws",
+    "residual_fit",
+]
+
 
 # Streams of the keyed generator: one per kind of random number a scheme needs, so that
 # two kinds drawn for the same (seed, k) are independent. Rows use stream 0.
