@@ -177,7 +177,7 @@ def build_tables(
         from pipeline.report.pngs import write_plots  # matplotlib only when plots are wanted
 
         write_plots(out_dir, result.plot_sample, result.intervals, result.param_names, statuses)
-    if at is not None:
+    if at is not None or (out_dir / store.DATA_POINTS).is_file():  # asked for, or a non-linear model's answer
         from pipeline.results.predictions import write_predictions
 
         try:
@@ -238,7 +238,7 @@ def sweep_from_config(cfg: dict[str, Any], *, echo: bool = True) -> SweepFolder:
         hac_lags=intervals.get("hac_lags"),
     )
     if echo:
-        print(answer_text(folder.out_dir, result, intervals["level"]))
+        print(answer_text(folder.out_dir, result, intervals))
     if cfg.get("report", True):
         path = write_report_safely(folder.out_dir)
         if echo and path is not None:
@@ -262,13 +262,14 @@ def submitted_text(out_dir: Path, launched: Any) -> str:
     )
 
 
-def answer_text(out_dir: Path, result: Any, level: float) -> str:
-    """The sweep's answer in the terminal, read back from the tables just written."""
+def answer_text(out_dir: Path, result: Any, intervals: dict[str, Any]) -> str:
+    """The sweep's answer in the terminal, read back from the tables just written with the
+    `intervals` settings (level, statuses, max_dropped_share, at)."""
     from pipeline.report.summary import sweep_summary
 
     lines = [f"sweep folder: {out_dir}", f"  {result.summary()}"]
     try:
-        lines.append(sweep_summary(out_dir, level=level))
+        lines.append(sweep_summary(out_dir, level=intervals["level"], intervals=intervals))
     except Exception as err:  # noqa: BLE001 - the tables are written; the summary is a convenience
         log.warning("no summary: %r; the tables are in %s", err, out_dir)
     if result.predictions_path is not None:

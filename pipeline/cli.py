@@ -9,17 +9,20 @@ end in one message and exit code 2.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pipeline.config.compose import compose_config
 from pipeline.config.compose import resolved as to_container
 from pipeline.config.shipped import CONF_DIR, PACKAGE_DIR
 from pipeline.core.errors import ConfigError, Interrupted
+from pipeline.store.hydra_files import HydraFiles
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
 FLAG_OVERRIDES = {
@@ -41,29 +44,39 @@ def _interval_settings(intervals: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _sweep_app(cfg: DictConfig) -> None:
+def _sweep(cfg: DictConfig, hydra_files: Optional[HydraFiles]) -> None:
+    """Launch the composed sweep; a refused one (exit 2) or a dry run leaves out_dir as it was."""
     from pipeline.api import sweep_from_config
 
+    def put_back() -> None:  # Hydra wrote .hydra/ and sweep.log before we ran: undo that
+        if hydra_files is not None:
+            logging.shutdown()  # sweep.log's handler lets go of the file
+            hydra_files.put_back(HydraConfig.get().runtime.output_dir)
+
     try:
-        folder = sweep_from_config(to_container(cfg))
+        container = to_container(cfg)
+        folder = sweep_from_config(container)
     except ConfigError as err:
+        put_back()
         _fail(err)
     except (Interrupted, KeyboardInterrupt) as err:  # what was saved and how to resume, no traceback
         print(f"{err or 'interrupted'}", file=sys.stderr)
         sys.exit(130)
+    if container["launcher"]["dry_run"]:
+        put_back()
     if folder.failed_tasks:
         print(f"error: {len(folder.failed_tasks)} task(s) failed; relaunch to retry only their runs", file=sys.stderr)
         sys.exit(1)
 
 
-def _precheck(config_name: str) -> None:
+def _precheck(config_name: str) -> Optional[dict[str, Any]]:
     """Compose the command line's config before Hydra does, so that a bad override (or, for
     sweeps, an `out_dir` Hydra could not create) ends in one message and exit code 2 instead
-    of Hydra's text and code 1. Runs with Hydra's own flags (-m, --cfg, --help) are left to it."""
+    of Hydra's text and code 1. Runs with Hydra's own flags (-m, --cfg, --help) are left to it
+    (None); otherwise the composed config."""
     args = sys.argv[1:]
     if any(arg.startswith("-") for arg in args):
-        return
+        return None
     try:
         cfg = compose_config(args, config_name)
         if config_name == "config":
@@ -73,6 +86,7 @@ def _precheck(config_name: str) -> None:
                 validate(cfg)  # Hydra would fail creating out_dir: list every problem now
     except ConfigError as err:
         _fail(err)
+    return cfg
 
 
 def _find_our_sweeper() -> None:
@@ -93,14 +107,20 @@ def sweep_main() -> None:
     """Plan, validate, launch and aggregate one sweep (`--dry-run`, `--wait` accepted)."""
     sys.argv = [FLAG_OVERRIDES.get(arg, arg) for arg in sys.argv]
     _find_our_sweeper()
-    _precheck("config")
-    _sweep_app()
+    cfg = _precheck("config")
+    hydra_files = HydraFiles.before(cfg["out_dir"]) if cfg is not None else None
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def sweep_app(cfg: DictConfig) -> None:
+        _sweep(cfg, hydra_files)
+
+    sweep_app()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="aggregate")
 def _aggregate_app(cfg: DictConfig) -> None:
     """(Re)build estimates, curves and intervals of a sweep folder."""
-    from pipeline.api import build_tables, open_sweep
+    from pipeline.api import answer_text, build_tables, open_sweep
 
     container = to_container(cfg)
     try:
@@ -110,11 +130,7 @@ def _aggregate_app(cfg: DictConfig) -> None:
         _fail(err)
     except ValueError as err:  # the interval settings given here (level, methods, ...) are refused
         _fail(ConfigError([f"`intervals`: {err}"]))
-    print(f"sweep folder: {out_dir}")
-    print(f"  {result.summary()}")
-    print("  tables: estimates.parquet, curves.parquet, intervals.parquet (pandas.read_parquet)")
-    if result.predictions_path is not None:
-        print(f"  predictions: {result.predictions_path}")
+    print(answer_text(out_dir, result, container["intervals"]))  # what the sweep itself printed
     if result.report_path is not None:
         print(f"  report: {result.report_path} (open it in a browser)")
     if result.predictions_problem is not None:  # a bad `intervals.at` costs predictions.parquet only
@@ -138,7 +154,7 @@ def _report_app(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="status")
 def _status_app(cfg: DictConfig) -> None:
-    """Runs done / pending / running / failed / diverged per task of a sweep folder."""
+    """Runs done (per status) / pending / running / failed per task of a sweep folder."""
     from pipeline.api import open_sweep
     from pipeline.launch.status import failure_messages, summary, task_table
 

@@ -68,11 +68,12 @@ def run_sweep(out_dir: Path, *overrides: str):
     return report, pd.read_parquet(out_dir / "estimates.parquet")
 
 
-def run_cli(app: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `pipeline-<app>` as a user would, from the repository root."""
+def run_cli(app: str, *args: str, timeout: float = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run `pipeline-<app>` as a user would, from the repository root (or `cwd`)."""
     code = f"from pipeline.cli import {app}_main; {app}_main()"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 

@@ -9,6 +9,7 @@ one message naming the key, the value and the rule, exit code 2, before anything
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir
@@ -66,6 +67,40 @@ def _culprit(err: Exception, overrides: list[str]) -> Optional[str]:
     return None
 
 
+def is_unknown_key(err: Exception, override: Optional[str]) -> bool:
+    """Whether Hydra refused `override` because its key is not in the config (a misspelling)."""
+    cause = err.__cause__
+    return cause is not None and "not in" in str(cause) and bool(override) and not str(override).startswith("+")
+
+
+def config_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a composed config (values left unresolved)."""
+    keys = []
+    for name, value in node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        if isinstance(value, (DictConfig, dict)):
+            keys += config_keys(value, key + ".")
+    return keys
+
+
+def nearest_keys(key: str, keys: list[str], n: int = 2) -> list[str]:
+    """The valid keys closest to a misspelt one: a sibling with a like name (`optim.lrr`:
+    `optim.lr`), else any key like the whole path (`trian.epochs`: `train.epochs`)."""
+    parent, _, name = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == parent}
+    found = difflib.get_close_matches(name, list(siblings), n=n, cutoff=0.6)
+    return [siblings[f] for f in found] or difflib.get_close_matches(key, keys, n=n, cutoff=0.8)
+
+
+def unknown_key_problem(override: str, keys: list[str]) -> str:
+    """`optim.lrr=0.1`: "did you mean `optim.lr`?" before the hint that `+key` adds a new key."""
+    key = _override_key(override)
+    near = nearest_keys(key, keys)
+    guess = f"did you mean {' or '.join(f'`{k}`' for k in near)}? " if near else "misspelt? "
+    return f"`{key}` is not a config key: {guess}(`+{override}` adds a new key)"
+
+
 def explain_composition_error(err: Exception, override: Optional[str]) -> str:
     """One line naming the key, the value and the rule, for an error Hydra raised while composing."""
     if isinstance(err, MissingConfigException):
@@ -77,7 +112,7 @@ def explain_composition_error(err: Exception, override: Optional[str]) -> str:
     cause = err.__cause__
     key = getattr(cause, "full_key", None) or (_override_key(override) if override else None)
     where = f" (override {override})" if override else ""
-    if cause is not None and "not in" in str(cause) and override and not override.startswith("+"):
+    if is_unknown_key(err, override):
         return f"`{key}` is not a config key ({_first_line(cause)}): misspelt? `+{override}` adds a new key{where}"
     reason = _first_line(cause) if cause is not None else _first_line(err)
     return f"`{key}`: {reason}{where}" if key else f"{reason}{where}"
@@ -103,12 +138,15 @@ def compose_config(overrides: list[str], config_name: str = "config") -> dict[st
     """The resolved config `conf/<config_name>.yaml` with `overrides` gives, as the entry points
     see it; a ConfigError listing every bad override Hydra would refuse (one at a time)."""
     problems, remaining = _syntax_problems(list(overrides))
+    unknown: dict[int, str] = {}  # problems about a misspelt key: given nearest keys once the rest composes
     while True:
         try:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
                 cfg = compose(config_name, overrides=remaining)
         except (ConfigCompositionException, MissingConfigException) as err:
             culprit = _culprit(err, remaining)
+            if culprit is not None and is_unknown_key(err, culprit):
+                unknown[len(problems)] = culprit
             problems.append(explain_composition_error(err, culprit))
             # a value override can be left out to look for more; a group choice cannot (what
             # follows would be about the wrong experiment), nor an error we cannot place
@@ -119,5 +157,7 @@ def compose_config(overrides: list[str], config_name: str = "config") -> dict[st
         except Exception as err:  # noqa: BLE001 - any other composition failure is the user's config too
             raise ConfigError(problems + [f"the config cannot be composed: {_first_line(err)}"]) from err
         if problems:
+            keys = config_keys(cfg) if unknown else []
+            problems = [unknown_key_problem(unknown[i], keys) if i in unknown else p for i, p in enumerate(problems)]
             raise ConfigError(problems)
         return resolved(cfg)

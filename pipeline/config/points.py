@@ -90,6 +90,16 @@ def read_points(at: Any, x_names: Sequence[str]) -> np.ndarray:
     return points
 
 
+MAX_DATA_POINTS = 50  # default prediction points: the data's own x, every k-th row past this many
+
+
+def data_points(x_raw: np.ndarray, max_points: int = MAX_DATA_POINTS) -> np.ndarray:
+    """The data's own x rows where a non-linear model's predictions go when `intervals.at` is
+    not set: every row, or every k-th row (in file order) when there are more than `max_points`."""
+    step = max(1, -(-len(x_raw) // max_points))
+    return np.asarray(x_raw, dtype=float)[::step]
+
+
 def to_fitted(points: np.ndarray, shift: Sequence[float], scale: Sequence[float]) -> np.ndarray:
     """Raw x as the model was fitted on it: (x - shift) / scale, per column (no transform: as is)."""
     k = points.shape[1]

@@ -130,9 +130,14 @@ class CoverageConf(PipelineConf):
     seed: int = 0  # with the replicate index, fixes each simulated data set
 
 
+def scaled_values(base: Any, factors: Any) -> list[float]:
+    """base x each factor, rounded to 12 digits (3e-4 x 10 is 0.003, not 0.0030000000000000005)."""
+    return [float(f"{float(base) * float(f):.12g}") for f in factors]
+
+
 def _scaled(base: float, factors: Any) -> ListConfig:
     """`${scaled:${optim.lr},[0.1,1,10]}`: a grid of multiples of one value."""
-    return OmegaConf.create([float(f"{float(base) * float(f):.12g}") for f in factors])
+    return OmegaConf.create(scaled_values(base, factors))
 
 
 def _scaled_vectors(base: Any, factors: Any) -> ListConfig:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 # The draw rules (how bootstrap draws are made: `core.resampling`), named here without numpy
 # so that reading sweep.json (or answering --help) imports none.
@@ -38,6 +38,10 @@ class SweepMeta:
     draw_rule: str = DRAW_RULE
     # SGD on a least-squares fit: each task stores its runs' learning-rate bounds (stats.lr_bound.COLUMNS)
     lr_bounds: bool = False
+    # whether the model's output is linear in its parameters (checked at launch); None: not
+    # recorded (a folder from before). Not linear (an MLP): single parameters need not be
+    # identifiable, so the answer is what the model predicts (`store.DATA_POINTS`).
+    linear_in_params: Optional[bool] = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

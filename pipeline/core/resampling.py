@@ -290,8 +290,12 @@ def draw_arrays(
 
 
 def original_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(coefficients, fitted, residuals) of the OLS fit of the original rows, float64."""
+    """(coefficients, fitted, residuals) of the OLS fit of the original rows, float64 (NaN when
+    the features are not finite: x beyond the training dtype's range)."""
     features, y = np.asarray(features, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1)
+    if not np.isfinite(features).all():
+        nan = np.full(len(y), np.nan)
+        return np.full(features.shape[1], np.nan), nan, nan
     beta = np.linalg.lstsq(features, y, rcond=None)[0]
     fitted = features @ beta
     return beta, fitted, y - fitted

@@ -44,6 +44,14 @@ class Dataset:
     def n_rows(self) -> int:
         return int(self.x.shape[0])
 
+    @property
+    def x_raw(self) -> np.ndarray:
+        """The training rows' x in the data's own units (before `x_shift` / `x_scale`)."""
+        k = self.x.shape[1]
+        shift = np.broadcast_to(np.asarray(self.x_shift or [0.0], dtype=float), (k,))
+        scale = np.broadcast_to(np.asarray(self.x_scale or [1.0], dtype=float), (k,))
+        return self.x * scale + shift
+
     def digest(self) -> str:
         """A hash of the values (not the file names): what run ids depend on."""
         h = hashlib.sha256()

@@ -128,8 +128,8 @@ def slurm_size(work: Work, conf: SlurmConf, array_limit: int) -> tuple[int, str]
 def runs_per_task(work: Work, pinned: Any, auto_size: Callable[[Work], tuple[int, str]]) -> tuple[int, str]:
     """(runs per task, how it was chosen): `pinned` (`launcher.runs_per_task`) when it is a
     number, else the backend's `auto_size` of the work."""
-    if pinned != AUTO:
-        return int(pinned), "pinned by launcher.runs_per_task"
+    if pinned != AUTO:  # no shipped config pins it (tests/e2e/test_first_contact.py): the user did
+        return int(pinned), f"pinned by launcher.runs_per_task={pinned} (auto sizes tasks to the work)"
     if work.n_runs == 0:
         return 1, "nothing to train"
     size, why = auto_size(work)

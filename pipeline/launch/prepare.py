@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline import store
-from pipeline.config.schema import DEVICES, DTYPES, ENGINES
+from pipeline.config.schema import DEVICES, DTYPES, ENGINES, scaled_values
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
 from pipeline.core.resampling import DRAW_RULE
@@ -43,7 +43,13 @@ from pipeline.stats.lr_bound import resolve_auto_lr, why_no_bound
 from pipeline.stats.ols import closed_form_problem
 from pipeline.sweep.plan import plan
 from pipeline.train.engines import engine_problems
-from pipeline.train.problem import ProblemParts, build_problem_parts, design_matrix, probe_optimizer
+from pipeline.train.problem import (
+    ProblemParts,
+    build_problem_parts,
+    design_matrix,
+    linear_in_params,
+    probe_optimizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,27 @@ def _as_number(value: Any) -> Optional[float]:
         return None
 
 
+def _scaled_from_optim_lr(cfg: dict[str, Any]) -> bool:
+    """Whether `sweep.lr` is `optim.lr` x `lr_grid_factors` (sweep=story, sweep=lr_grid): then a
+    bad value there is a mistake in one of those two keys, which is what the user typed."""
+    lrs, base, factors = cfg["sweep"]["lr"], (cfg.get("optim") or {}).get("lr"), cfg.get("lr_grid_factors")
+    if not isinstance(lrs, list) or _as_number(base) is None or not isinstance(factors, list):
+        return False
+    if any(_as_number(f) is None for f in factors) or any(_as_number(v) is None for v in lrs):
+        return False
+    return [float(v) for v in lrs] == scaled_values(base, factors)
+
+
+def _scaled_lr_problems(cfg: dict[str, Any]) -> list[str]:
+    """One problem naming `optim.lr` (or `lr_grid_factors`) for a grid scaled from it."""
+    base, factors, lrs = cfg["optim"]["lr"], cfg["lr_grid_factors"], cfg["sweep"]["lr"]
+    where = f"sweep={cfg['sweep'].get('name')} runs optim.lr x lr_grid_factors as sweep.lr = {lrs}"
+    if not _positive_finite(base):
+        return [f"`optim.lr` must be a positive finite learning rate; got {_shown(base)} ({where})"]
+    bad = [f for f in factors if not _positive_finite(f)]
+    return [f"`lr_grid_factors` must hold positive finite factors; got {', '.join(map(_shown, bad))} ({where})"]
+
+
 def _check_lr(cfg: dict[str, Any]) -> list[str]:
     lrs = cfg["sweep"]["lr"]
     if lrs is not None and not isinstance(lrs, list):
@@ -89,6 +116,8 @@ def _check_lr(cfg: dict[str, Any]) -> list[str]:
     if lrs is None and "lr" not in (cfg.get("optim") or {}):
         return ["`optim.lr` is not set and `sweep.lr` is null: no learning rate to train with"]
     key, values = ("optim.lr", [cfg["optim"]["lr"]]) if lrs is None else ("sweep.lr", lrs)
+    if lrs is not None and not all(map(_positive_finite, lrs)) and _scaled_from_optim_lr(cfg):
+        return _scaled_lr_problems(cfg)
     return [
         f"`{key}` must hold positive finite learning rates; got {_shown(lr)}"
         for lr in values
@@ -367,6 +396,7 @@ def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> Sw
         bool(cfg["data"].get("standardize")),
         store.folder_draw_rule(Path(cfg["out_dir"])) or DRAW_RULE,
         why_no_bound(cfg, parts.closed_form) is None,
+        linear_in_params(parts, dataset),
     )
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import store
+from pipeline.core.runs import STATUSES
 from pipeline.launch.slurm import QueueError, queue_states
 from pipeline.store.folder import submitted_tasks
 
@@ -31,7 +32,7 @@ def _run_statuses(out_dir: Path) -> dict[str, str]:
 
 
 def task_table(out_dir: Path) -> pd.DataFrame:
-    """One row per submitted task: its state and its runs done / in progress / diverged."""
+    """One row per submitted task: its state, its runs done / in progress, and those done per status."""
     out_dir = Path(out_dir)
     tasks = submitted_tasks(out_dir)
     finished = _run_statuses(out_dir)
@@ -56,13 +57,11 @@ def task_table(out_dir: Path) -> pd.DataFrame:
                 "runs": len(t["runs"]),
                 "done": len(statuses),
                 "in_progress": store.progress_count(out_dir, t["part"]) if state != "done" else 0,
-                "diverged": statuses.count("diverged"),
+                **{status: statuses.count(status) for status in STATUSES},
                 "queue_state": queued or "",
             }
         )
-    return pd.DataFrame(
-        rows, columns=["job", "task", "state", "runs", "done", "in_progress", "diverged", "queue_state"]
-    )
+    return pd.DataFrame(rows, columns=["job", "task", "state", "runs", "done", "in_progress", *STATUSES, "queue_state"])
 
 
 def failure_messages(out_dir: Path, table: pd.DataFrame) -> list[str]:
@@ -78,12 +77,12 @@ def failure_messages(out_dir: Path, table: pd.DataFrame) -> list[str]:
 def summary(out_dir: Path, table: pd.DataFrame) -> str:
     plan = pd.read_parquet(Path(out_dir) / store.PLAN, columns=["run_id"])
     finished = _run_statuses(out_dir)
-    done = sum(r in finished for r in plan["run_id"])
-    diverged = sum(finished.get(r) == "diverged" for r in plan["run_id"])
+    found = pd.Series([finished[r] for r in plan["run_id"] if r in finished], dtype=object).value_counts()
+    by_status = ", ".join(f"{int(found.get(s, 0))} {s}" for s in [*STATUSES, *sorted(set(found.index) - set(STATUSES))])
     remaining = (table["runs"] - table["done"]).groupby(table["state"]).sum()
     counts = {s: int(remaining.get(s, 0)) for s in ("running", "pending", "failed", "lost")}
     return (
-        f"runs: {done} of {len(plan)} done ({diverged} diverged), {counts['running']} running, "
+        f"runs: {int(found.sum())} of {len(plan)} done ({by_status}), {counts['running']} running, "
         f"{counts['pending']} pending, {counts['failed']} in failed tasks, {counts['lost']} in lost tasks"
     )
 

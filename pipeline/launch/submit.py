@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pipeline import store
+from pipeline.config.points import data_points
 from pipeline.core.runs import Task
 from pipeline.launch.backends import Backend, backend_for
 from pipeline.launch.chunking import Work
@@ -70,6 +71,8 @@ def write_sweep_files(prepared: PreparedSweep) -> None:
     store.write_frame(store.plan_frame(prepared.runs), out_dir / store.PLAN)
     if prepared.design is not None:
         store.write_design(*prepared.design, prepared.meta.param_names, out_dir)
+    if prepared.meta.linear_in_params is False:  # its answer: predictions at the data's own x
+        store.write_data_points(data_points(prepared.dataset.x_raw), prepared.meta.x_names, out_dir)
     with store.atomic_path(out_dir / store.CONFIG) as tmp:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(prepared.cfg)))
 
@@ -107,14 +110,15 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
     it); a dry run only reads. Ctrl-C / SIGTERM of a local sweep raises `Interrupted`.
     """
     backend, out_dir = backend_for(prepared.launcher), prepared.out_dir
-    executor = backend.executor(out_dir / store.LOGS)
-    if backend.conf.dry_run:
+    if backend.conf.dry_run:  # creates nothing (submitit's local executor would make logs/)
         done = store.finished_run_ids(out_dir) if out_dir.exists() else set()
         todo = [r for r in prepared.runs if r.run_id not in done]
         tasks, sizing = plan_tasks(prepared, backend, todo)
         skipped = len(prepared.runs) - len(todo)
+        executor = None if backend.runs_here else backend.executor(out_dir / store.LOGS)  # the sbatch preview
         print(dry_run_text(backend, executor, tasks, len(prepared.runs), skipped, sizing))
         return LaunchReport(out_dir, len(prepared.runs), skipped, len(tasks), waited=False)
+    executor = backend.executor(out_dir / store.LOGS)
     out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, wait=backend.conf.wait_lock):
         return _launch_holding_lock(prepared, backend, executor)

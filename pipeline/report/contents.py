@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-TABLES = ("plan", "estimates", "curves", "intervals")
-OPTIONAL_TABLES = ("predictions",)  # written only when asked for (`intervals.at`)
+from pipeline import store
+
+TABLES = {"plan": store.PLAN, "estimates": store.ESTIMATES, "curves": store.CURVES, "intervals": store.INTERVALS}
+# written only when asked for (`intervals.at`) or when the model is not linear in its parameters
+OPTIONAL_TABLES = {"predictions": store.PREDICTIONS}
 # Past this many rows (about 20,000 runs of 101 logged epochs) the curves figure reads the
 # curves of a sample of runs: those of 10^6 runs are 10^8 rows, gigabytes in pandas.
 CURVE_ROWS_READ_WHOLE = 2_000_000
@@ -122,21 +125,22 @@ def _with_kind(estimates: pd.DataFrame) -> pd.DataFrame:
 def load_sweep_folder(out_dir: Path) -> Sweep:
     sweep = Sweep(Path(out_dir))
     try:
-        meta = json.loads((sweep.out_dir / "sweep.json").read_text())
+        meta = json.loads((sweep.out_dir / store.SWEEP_META).read_text())
         sweep.meta = meta if isinstance(meta, dict) else {}
     except (OSError, ValueError) as err:
-        sweep.missing.append(f"sweep.json ({'not found' if isinstance(err, FileNotFoundError) else err})")
-    sweep.config_text, config = _read_yaml(sweep.out_dir / "config.yaml", sweep, "config.yaml")
+        sweep.missing.append(f"{store.SWEEP_META} ({'not found' if isinstance(err, FileNotFoundError) else err})")
+    sweep.config_text, config = _read_yaml(sweep.out_dir / store.CONFIG, sweep, store.CONFIG)
     sweep.config = config if isinstance(config, dict) else {}
-    _, overrides = _read_yaml(sweep.out_dir / ".hydra" / "overrides.yaml", sweep, ".hydra/overrides.yaml", False)
+    overrides_path = sweep.out_dir / store.HYDRA_OVERRIDES
+    _, overrides = _read_yaml(overrides_path, sweep, store.HYDRA_OVERRIDES, False)
     sweep.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
-    for name in TABLES:
-        path = sweep.out_dir / f"{name}.parquet"
+    for name, file_name in TABLES.items():
+        path = sweep.out_dir / file_name
         sweep.tables[name] = (
             _read_curves(path, sweep.tables["estimates"], sweep) if name == "curves" else _read_table(path, sweep)
         )
-    for name in OPTIONAL_TABLES:
-        path = sweep.out_dir / f"{name}.parquet"
+    for name, file_name in OPTIONAL_TABLES.items():
+        path = sweep.out_dir / file_name
         sweep.tables[name] = _read_table(path, sweep) if path.exists() else pd.DataFrame()
     sweep.tables["estimates"] = _with_kind(sweep.tables["estimates"])
     return sweep

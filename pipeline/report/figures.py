@@ -1,9 +1,8 @@
 """The figures of `report.html`, each a matplotlib Figure on the Agg canvas (no pyplot state).
 
 Every function takes plain DataFrames read from the sweep folder and returns a Figure;
-`to_png` turns it into PNG bytes for the page. Adapted from `pipeline.plots` (which
-writes the PNGs beside the tables), without importing it: this module and `report.py`
-need neither torch nor hydra.
+`to_png` turns it into PNG bytes for the page, and `pngs.py` saves the same figures beside
+the tables. Neither torch nor Hydra is imported.
 """
 
 from __future__ import annotations
@@ -218,21 +217,8 @@ def curves_figure(curves: pd.DataFrame) -> Figure:
 
 
 def _boot_panel(ax, values: np.ndarray, estimate: float, rows: pd.DataFrame) -> None:
-    top = 1.0
-    if len(values) >= 2:
-        counts, _, _ = ax.hist(values, bins=min(40, max(5, len(values) // 5)), color="0.8", edgecolor="0.6")
-        top = max(counts.max(), 1.0)
-    else:
-        ax.text(
-            0.5,
-            0.7,
-            "fewer than two usable draws:\nno histogram",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="0.3",
-        )
+    counts, _, _ = ax.hist(values, bins=min(40, max(5, len(values) // 5)), color="0.8", edgecolor="0.6")
+    top = max(counts.max(), 1.0)
     if np.isfinite(estimate):
         ax.axvline(estimate, color="black", lw=1.2)
     rows = rows[rows["lower"].notna() & rows["upper"].notna()]
@@ -255,23 +241,44 @@ def _boot_panel(ax, values: np.ndarray, estimate: float, rows: pd.DataFrame) -> 
     ax.set_yticks([])
 
 
+def usable_draws(boot: pd.DataFrame, name: str, statuses: Sequence[str]) -> np.ndarray:
+    values = boot.loc[boot["status"].isin(statuses), name].to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
+def histogram_cells(estimates: pd.DataFrame, name: str, statuses: Sequence[str]) -> list:
+    """The (lr, init_index) cells with at least two usable draws of `name`: those get a histogram.
+    The others (every draw diverged, or none converged) would show only the closed-form bars on
+    an axis stretched to the diverged estimate; the report says why they have none instead."""
+    boot = estimates[estimates["kind"] == "bootstrap"]
+    return [
+        key
+        for key, cell in boot.groupby(["lr", "init_index"], sort=True)
+        if len(usable_draws(cell, name, statuses)) >= 2
+    ]
+
+
 def bootstrap_figure(estimates: pd.DataFrame, intervals: pd.DataFrame, name: str, statuses: Sequence[str]) -> Figure:
-    """A panel per grid cell that has bootstrap draws: usable values, the estimate, every interval."""
+    """A panel per grid cell with usable bootstrap draws: their histogram, the estimate on the
+    original rows, and every interval as a bar under it (report.html and the PNGs beside the tables)."""
     boot = estimates[estimates["kind"] == "bootstrap"]
     if "units" in intervals.columns and (intervals["units"] == "fitted").any():  # the histogram's units
         intervals = intervals[intervals["units"] == "fitted"]
     original = estimates[estimates["kind"] == "original"].drop_duplicates(["lr", "init_index"])
     original = original.set_index(["lr", "init_index"])[name]
-    cells = sorted(boot.groupby(["lr", "init_index"]).groups)
+    cells = histogram_cells(estimates, name, statuses)
     shown = cells[:MAX_PANELS]
     fig, rows, cols = _panels(len(shown), 4.2, 3.0)
     if len(shown) < len(cells):
         fig.suptitle(f"{name}: first {len(shown)} of {len(cells)} cells", fontsize=9)
+    if not shown:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no cell has two usable bootstrap values", ha="center", va="center")
+        ax.set_axis_off()
     for i, (lr, init_index) in enumerate(shown):
         ax = fig.add_subplot(rows, cols, i + 1)
         cell = boot[(boot["lr"] == lr) & (boot["init_index"] == init_index)]
-        values = cell.loc[cell["status"].isin(statuses), name].to_numpy(dtype=float)
-        values = values[np.isfinite(values)]
+        values = usable_draws(cell, name, statuses)
         mine = pd.DataFrame(columns=["method", "lower", "upper"])  # no intervals.parquet: histograms only
         if len(intervals):
             mine = intervals[

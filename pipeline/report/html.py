@@ -88,4 +88,8 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 details { margin: .4em 0; }
 summary { cursor: pointer; font-weight: 600; }
 ol.notes { font-size: .88em; }
+table.answer { font-size: .95em; margin: .6em 0 .3em; }
+table.answer td, table.answer th { padding: .25em .7em; }
+table.answer tr.warn td, table.answer tr.empty td { font-size: .9em; }
+.lead { font-size: 1.02em; max-width: 60em; }
 """

@@ -1,12 +1,16 @@
-"""`report.html`: one self-contained page per sweep folder that shows the sweep as a whole.
+"""`report.html`: one self-contained page per sweep folder that opens on the sweep's answer.
 
-`write_report(out_dir)` reads only the folder's files (`config.yaml`, `sweep.json`,
-`plan.parquet`, `estimates.parquet`, `curves.parquet`, `intervals.parquet` and, when
-present, `predictions.parquet` and `.hydra/overrides.yaml`); it never trains or loads the data. The page has
-inline CSS, figures as base64 PNGs (matplotlib's Agg canvas) and no JavaScript, so it
-opens from disk anywhere. A missing or empty input is said on the page, and a section
-that cannot be drawn says why while the others still are: writing a report never fails
-because of what the sweep produced. Everything taken from the folder is HTML-escaped.
+Right under the title, the per-cell table the terminal prints (`answer.py`: status counts,
+each parameter's, or for a model not linear in its parameters each prediction's, estimate
+and intervals, or why the cell has none); then the figures; then the long interval table,
+split by grid cell; then diagnostics, the runs and the command.
+
+`write_report(out_dir)` reads only the folder's files (`contents.py`); it never trains or
+loads the data. The page has inline CSS, figures as base64 PNGs (matplotlib's Agg canvas)
+and no JavaScript, so it opens from disk anywhere. A missing or empty input is said on the
+page, and a section that cannot be drawn says why while the others still are: writing a
+report never fails because of what the sweep produced. Everything taken from the folder is
+HTML-escaped.
 """
 
 from __future__ import annotations
@@ -20,19 +24,66 @@ import numpy as np
 import pandas as pd
 
 from pipeline import store
+from pipeline.report.answer import PREDICTIONS, Answer, CellAnswer, bounds_text, build_answer
+from pipeline.report.answer import fmt as number_text
 from pipeline.report.contents import Sweep, load_sweep_folder
 from pipeline.report.html import CSS, esc, figure, fmt, html_table, missing
+from pipeline.stats.cells import CellRuns, why_no_interval
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
 METHOD_ORDER = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac")
 MAX_TABLE_ROWS = 600  # interval rows shown; the Parquet file has them all
+MAX_ANSWER_LINES = 12  # per cell in the answer table; the tables below have the rest
 MAX_PARAM_FIGURES = 12  # bootstrap figures; the first few are open, the rest folded
 MC_WARN_SHARE = 0.1  # an endpoint's Monte-Carlo error above this share of the width is flagged
 
 
 # --- the sections -------------------------------------------------------------------------------
+
+
+def sweep_answer(sweep: Sweep) -> Answer | None:
+    return build_answer(
+        sweep.table("estimates"), sweep.table("intervals"), sweep.table("predictions"), sweep.meta, sweep.config
+    )
+
+
+def _answer_rows(answer: Answer, cell: CellAnswer, n_columns: int) -> list[str]:
+    """The table rows of one cell: its counts on the first, a line per parameter (or prediction)."""
+    label = [f"<td class=num>{esc(fmt(cell.lr))}</td>"]
+    label += [f"<td class=num>{cell.init_index}</td>"] if answer.several_inits else []
+    counts = [f"<td class=num>{cell.counts.get(s, 0)}</td>" for s in ("ok", "not_converged", "diverged")]
+    first = "".join(label + counts)
+    blank = "<td></td>" * (len(label) + len(counts))
+    span = n_columns - len(label) - len(counts)
+    if not cell.lines:
+        return [f'<tr class="empty">{first}<td colspan={span}>no interval: {esc(cell.reason or "")}</td></tr>']
+    rows = []
+    for k, line in enumerate(cell.lines[:MAX_ANSWER_LINES]):
+        bounds = "".join(f"<td class=num>{esc(bounds_text(line, m))}</td>" for m in answer.methods)
+        head = first if k == 0 else blank
+        estimate = f"<td class=num>{esc(number_text(line.estimate))}</td>"
+        rows.append(f"<tr>{head}<td>{esc(line.label)}</td>{estimate}{bounds}</tr>")
+    more = len(cell.lines) - MAX_ANSWER_LINES
+    if more > 0:
+        where = "the prediction table" if answer.subject == PREDICTIONS else "the interval table"
+        rows.append(f"<tr>{blank}<td colspan={span} class=note>… {more} more: {where} below</td></tr>")
+    rows += [f'<tr class="warn">{blank}<td colspan={span}>{esc(mark)}</td></tr>' for mark in cell.marks]
+    return rows
+
+
+def _answer(sweep: Sweep) -> str:
+    answer = sweep_answer(sweep)
+    if answer is None or not answer.cells:
+        return missing("No estimates yet: no answer (pipeline-aggregate builds the tables from the parts).")
+    what = "prediction" if answer.subject == PREDICTIONS else "parameter"
+    heads = ["lr", *(["init"] if answer.several_inits else []), "ok", "n.c.", "div.", what, "estimate"]
+    heads += [answer.header(m) for m in answer.methods]
+    head = "".join(f"<th{'' if h == what else ' class=num'}>{esc(h)}</th>" for h in heads)
+    body = "".join(row for cell in answer.cells for row in _answer_rows(answer, cell, len(heads)))
+    preface = f'<p class="lead">{esc(answer.preface)}</p>' if answer.preface else ""
+    table = f'<table class="answer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return preface + table + f'<p class="note">{esc(answer.legend)}.</p>'
 
 
 def _command(sweep: Sweep) -> str:
@@ -157,6 +208,7 @@ def _bootstrap(sweep: Sweep) -> str:
         f"histogram: the {fmt(100 * level)}% interval of each method.</p>"
     )
     params = sweep.params
+    out += _without_histogram(sweep, est, params)
     for k, name in enumerate(params[:MAX_PARAM_FIGURES]):
         fig = figure(
             bootstrap_figure(est, sweep.table("intervals"), name, sweep.statuses), f"bootstrap distribution of {name}"
@@ -167,6 +219,21 @@ def _bootstrap(sweep: Sweep) -> str:
             f"First {MAX_PARAM_FIGURES} of {len(params)} parameters shown; the intervals table has them all."
         )
     return out
+
+
+def _without_histogram(sweep: Sweep, est: pd.DataFrame, params: list) -> str:
+    """One line naming the cells that get no histogram, and why (the rule of the answer table)."""
+    from pipeline.report.figures import cell_label, histogram_cells
+
+    drawn = set(histogram_cells(est, params[0], sweep.statuses)) if params else set()
+    reasons = []
+    for (lr, init_index), cell in est.groupby(["lr", "init_index"], sort=True):
+        if (lr, init_index) not in drawn:
+            why = why_no_interval(CellRuns.of(cell, sweep.statuses)) or "fewer than two usable draws"
+            reasons.append(f"{cell_label(lr, init_index)} ({why})")
+    if not reasons:
+        return ""
+    return f'<p class="note">No histogram for {esc("; ".join(reasons))}.</p>'
 
 
 def _interval_rows(ci: pd.DataFrame, params: list) -> pd.DataFrame:
@@ -198,45 +265,64 @@ def _note_list(notes: list, prefix: str) -> str:
     )
 
 
+INTERVAL_COLUMNS = (
+    "parameter",
+    "units",
+    "method",
+    "scheme",
+    "block_length",
+    "estimate",
+    "estimate_source",
+    "lower",
+    "upper",
+    "se",
+    "mc_se_lower",
+    "mc_se_upper",
+    "n_used",
+    "n_dropped",
+)
+
+
+def _interval_cell(rows: pd.DataFrame, notes: list) -> str:
+    """One grid cell's rows of the interval table, grey without bounds, yellow when the
+    Monte-Carlo error of an endpoint is large next to the width."""
+    shown = [c for c in INTERVAL_COLUMNS if c in rows.columns and (c != "block_length" or rows[c].notna().any())]
+    table = rows[shown].copy()
+    table["note"] = _note_links(rows, notes, "note")
+    width = rows["upper"] - rows["lower"]
+    mc = rows[["mc_se_lower", "mc_se_upper"]].max(axis=1) if "mc_se_upper" in rows else width * 0
+    classes = ["empty" if not np.isfinite(w) else "warn" if m > MC_WARN_SHARE * w else "" for w, m in zip(width, mc)]
+    return html_table(table, row_classes=classes, raw=("note",))
+
+
 def _intervals(sweep: Sweep) -> str:
+    from pipeline.report.figures import cell_label
+
     ci = sweep.table("intervals")
     if ci.empty:
         return missing("No intervals (intervals.parquet is missing or empty).")
     ci = _interval_rows(ci, sweep.params)
     notes = _notes(ci)
-    cols = [
-        c
-        for c in (
-            "lr",
-            "init_index",
-            "parameter",
-            "units",
-            "method",
-            "scheme",
-            "estimate",
-            "lower",
-            "upper",
-            "se",
-            "mc_se_lower",
-            "mc_se_upper",
-            "n_used",
-            "n_dropped",
-        )
-        if c in ci.columns
-    ]
-    shown = ci.head(MAX_TABLE_ROWS)
-    table = shown[cols].copy()
-    table["note"] = _note_links(shown, notes, "note")
-    width = shown["upper"] - shown["lower"]
-    mc = shown[["mc_se_lower", "mc_se_upper"]].max(axis=1) if "mc_se_upper" in shown else width * 0
-    classes = ["empty" if not np.isfinite(w) else "warn" if m > MC_WARN_SHARE * w else "" for w, m in zip(width, mc)]
     out = (
-        f'<p class="note">Grey rows: no bounds (see the note). Yellow rows: an endpoint\'s Monte-Carlo error '
-        f"exceeds {MC_WARN_SHARE:.0%} of the interval's width; more resamples would help.</p>"
+        '<p class="note">Every method\'s interval per grid cell (open a cell). `estimate_source` says what '
+        "`estimate` is on each row: the gradient-descent fit on the original rows (the bootstrap methods are "
+        "built around it) or the least-squares fit (t, hc3). Grey rows: no bounds (see the note). Yellow rows: "
+        f"an endpoint's Monte-Carlo error exceeds {MC_WARN_SHARE:.0%} of the interval's width; more resamples "
+        "would help.</p>"
     )
-    out += html_table(table, row_classes=classes, raw=("note",))
-    if len(ci) > MAX_TABLE_ROWS:
-        out += missing(f"First {MAX_TABLE_ROWS} of {len(ci)} rows shown; intervals.parquet has them all.")
+    shown, opened = 0, False
+    for (lr, init_index), rows in ci.groupby(["lr", "init_index"], sort=True):
+        if shown >= MAX_TABLE_ROWS:
+            out += missing(f"First {shown} of {len(ci)} rows shown; intervals.parquet has them all.")
+            break
+        rows = rows.head(MAX_TABLE_ROWS - shown)
+        shown += len(rows)
+        bounded = int((rows["lower"].notna() & rows["upper"].notna()).sum())
+        is_open = bounded > 0 and not opened  # the first cell with intervals, open
+        opened = opened or is_open
+        title = f"{cell_label(lr, init_index)}: {bounded} of {len(rows)} intervals have bounds"
+        summary = f"<summary>{esc(title)}</summary>"
+        out += f"<details{' open' if is_open else ''}>{summary}{_interval_cell(rows, notes)}</details>"
     return out + _note_list(notes, "note")
 
 
@@ -291,7 +377,7 @@ def _predictions(sweep: Sweep) -> str:
 
     table = sweep.table("predictions")
     if table.empty:
-        if not (sweep.out_dir / "predictions.parquet").exists():
+        if not (sweep.out_dir / store.PREDICTIONS).exists():
             return missing(
                 "No predictions: `intervals.at` was not set, so predictions.parquet was not written "
                 "(pipeline-aggregate out_dir=... 'intervals.at=[...]' adds it)."
@@ -403,14 +489,15 @@ def _diagnostics(sweep: Sweep) -> str:
 
 
 SECTIONS: tuple[tuple[str, str, Callable[[Sweep], str]], ...] = (
-    ("command", "Command and configuration", _command),
-    ("runs", "Runs", _runs),
+    ("answer", "The answer: estimates and intervals per learning rate", _answer),
     ("grid", "Learning rate x initial values", _grid),
     ("curves", "Loss curves", _curves),
     ("bootstrap", "Bootstrap distributions", _bootstrap),
-    ("intervals", "Confidence intervals", _intervals),
-    ("predictions", "Prediction intervals at intervals.at", _predictions),
+    ("predictions", "Prediction intervals", _predictions),
+    ("intervals", "Every interval, per grid cell", _intervals),
     ("diagnostics", "Diagnostics: gap to the closed form, dropped draws", _diagnostics),
+    ("runs", "Runs", _runs),
+    ("command", "Command and configuration", _command),
 )
 
 
@@ -479,7 +566,7 @@ def write_report(out_dir: Path) -> Path:
     if not out_dir.is_dir():
         raise FileNotFoundError(f"`out_dir`: {out_dir} is not a folder")
     page = render(load_sweep_folder(out_dir))
-    path = out_dir / REPORT_NAME
+    path = out_dir / store.REPORT
     with store.atomic_path(path) as tmp:  # the umask's permissions, as every file of the folder
         tmp.write_text(page, encoding="utf-8")
     return path

@@ -1,152 +1,120 @@
-"""The terminal summary at the end of a sweep: per grid cell, its statuses and intervals.
+"""The terminal's answer table at the end of a sweep (and of `pipeline-aggregate`).
 
-`sweep_summary(out_dir)` reads the tables the aggregation wrote (`estimates.parquet`,
-`intervals.parquet`), never what a process kept in memory, so the lines printed are what
-a reader of the folder would find. It is a reader of the sweep folder: pandas only, no
-torch. It stays short on purpose (about a dozen lines for the default sweep); the whole
-sweep is in `report.html` and the tables.
+`sweep_summary(out_dir)` reads the folder's tables into an `answer.Answer` and prints it: per
+grid cell its status counts, then each line's estimate and intervals, or why the cell has none.
+It stays short on purpose (about a dozen lines for the default sweep); report.html opens on the
+same table, whole, and the tables hold everything. pandas only, no torch.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import textwrap
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from pipeline.core.runs import DIVERGED, NOT_CONVERGED, OK
+from pipeline import store
+from pipeline.report.answer import PREDICTIONS, STATUSES, Answer, CellAnswer, bounds_text, build_answer, fmt
 
-STATUSES = (OK, NOT_CONVERGED, DIVERGED)
-SHOWN_METHODS = ("percentile", "t")  # the bootstrap's and the classical interval, side by side
-FALLBACK_METHODS = ("percentile", "normal", "basic", "bca", "hc3")
 MAX_CELLS_WITH_INTERVALS = 4  # more cells than this: the rest say "see report.html"
-MAX_PARAMETERS = 6  # a model with more (the MLP's 26 weights) shows the first few per cell
-CLOSED_FORM = ("t", "hc3", "hac")  # not bootstrap intervals: present even when no draw is usable
-TABLES = ("estimates.parquet", "curves.parquet", "intervals.parquet")
+MAX_LINES = 6  # per cell: a model with more parameters (or predictions) shows the first few
+ESTIMATE_COLUMNS = ("lr", "init_index", "status", "resample", "kind", "lr_max_stable")
+TABLES = (store.ESTIMATES, store.CURVES, store.INTERVALS)
+METHOD_WIDTH = 22
+PREFACE_WIDTH = 100
 
 
-@dataclass
-class Cell:
-    """One grid cell (lr, init_index): how its runs ended and its interval rows."""
-
-    lr: float
-    init_index: int
-    counts: dict[str, int]
-    intervals: pd.DataFrame  # rows of intervals.parquet for this cell
-
-
-def _fmt(value: float) -> str:
-    """Four decimals, so that the bounds of one column line up; scientific when far from 1."""
-    if value is None or not math.isfinite(value):
-        return "nan"
-    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e5 else f"{value:.3e}"
+def _read(path: Path, columns: Optional[list] = None) -> pd.DataFrame:
+    """A table of the folder (only `columns`, those it has); empty when absent."""
+    if not path.is_file():
+        return pd.DataFrame()
+    if columns is not None:
+        present = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in present]
+    return pd.read_parquet(path, columns=columns)
 
 
-def _bounds(row: Optional[pd.Series]) -> str:
-    if row is None or not (math.isfinite(row["lower"]) and math.isfinite(row["upper"])):
-        return "-"
-    return f"[{_fmt(row['lower'])}, {_fmt(row['upper'])}]"
+def read_answer(
+    out_dir: Path, level: Optional[float] = None, intervals: Optional[dict[str, Any]] = None
+) -> Optional[Answer]:
+    """The answer of a sweep folder, from its tables; None when it has no estimates yet.
+    `intervals`: the settings the tables were just built with (else config.yaml's)."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / store.SWEEP_META
+    meta = store.read_json(meta_path) if meta_path.is_file() else {}
+    config = store.read_config(out_dir)
+    if intervals is not None:
+        config = {**config, "intervals": {**(config.get("intervals") or {}), **intervals}}
+    return build_answer(
+        _read(out_dir / store.ESTIMATES, list(ESTIMATE_COLUMNS)),
+        _read(out_dir / store.INTERVALS),
+        _read(out_dir / store.PREDICTIONS),
+        meta if isinstance(meta, dict) else {},
+        config,
+        level,
+    )
 
 
-def read_cells(out_dir: Path) -> list[Cell]:
-    """The grid cells of a sweep folder, from its estimates and intervals tables."""
-    est = pd.read_parquet(out_dir / "estimates.parquet", columns=["lr", "init_index", "status"])
-    ci_path = out_dir / "intervals.parquet"
-    ci = pd.read_parquet(ci_path) if ci_path.is_file() else pd.DataFrame(columns=["lr", "init_index"])
-    if "units" in ci.columns and (ci["units"] == "raw").any():  # the data's own units, as users compare them
-        ci = ci[ci["units"] == "raw"]
-    cells = []
-    for (lr, init_index), runs in est.groupby(["lr", "init_index"], sort=True):
-        rows = ci[(ci["lr"] == lr) & (ci["init_index"] == init_index)]
-        cells.append(Cell(float(lr), int(init_index), runs["status"].value_counts().to_dict(), rows))
-    return cells
-
-
-def shown_methods(intervals: pd.DataFrame) -> list[str]:
-    """percentile and t where the table has them; else the first bootstrap methods it has."""
-    present = set(intervals["method"]) if "method" in intervals else set()
-    shown = [m for m in SHOWN_METHODS if m in present]
-    if len(shown) < 2:
-        shown += [m for m in FALLBACK_METHODS if m in present and m not in shown][: 2 - len(shown)]
-    return shown
-
-
-def has_bootstrap_interval(cell: Cell) -> bool:
-    """Whether a bootstrap interval (any method but t / hc3) of the cell has finite bounds."""
-    if not len(cell.intervals):
-        return False
-    rows = cell.intervals[~cell.intervals["method"].isin(CLOSED_FORM)]
-    return bool((rows["lower"].notna() & rows["upper"].notna()).any())
-
-
-def why_no_interval(cell: Cell) -> str:
-    if cell.counts.get(DIVERGED, 0) == sum(cell.counts.values()):
-        return "every run diverged: lr too large"
-    if not cell.counts.get(OK, 0):
-        return "no run converged: raise train.epochs or lr"
-    return "too few usable draws: see `note` in intervals.parquet"
-
-
-def counts_text(cell: Cell) -> str:
+def counts_text(cell: CellAnswer) -> str:
     return "  ".join(f"{cell.counts.get(s, 0):>4}" for s in STATUSES)
 
 
-def cell_label(cell: Cell, several_inits: bool) -> str:
+def cell_label(cell: CellAnswer, several_inits: bool) -> str:
     return f"{cell.lr:<9.4g}" + (f" init {cell.init_index:<3}" if several_inits else "")
 
 
-def interval_lines(cell: Cell, methods: list[str], indent: str) -> list[str]:
-    """One line per parameter: estimate (the fit on the original rows) and each method's bounds."""
-    lines = []
-    names = list(dict.fromkeys(cell.intervals["parameter"]))
-    for name, rows in cell.intervals.groupby("parameter", sort=False):
-        if len(lines) == MAX_PARAMETERS:
-            lines.append(f"{indent}... {len(names) - MAX_PARAMETERS} more parameters: see report.html")
-            break
-        by_method = {m: rows[rows["method"] == m].iloc[0] for m in methods if (rows["method"] == m).any()}
-        estimate = by_method[methods[0]]["estimate"] if methods[0] in by_method else rows["estimate"].iloc[0]
-        bounds = "  ".join(f"{_bounds(by_method.get(m)):<22}" for m in methods)
-        lines.append(f"{indent}{name:<10} {_fmt(estimate):>9}  {bounds}".rstrip())
-    return lines
+def line_texts(answer: Answer, cell: CellAnswer, indent: str, width: int, label_width: int) -> list[str]:
+    """One text line per shown line of the cell: label, estimate, each method's bounds."""
+    texts = []
+    for line in cell.lines[:MAX_LINES]:
+        bounds = "  ".join(f"{bounds_text(line, m):<{width}}" for m in answer.methods)
+        texts.append(f"{indent}{line.label:<{label_width}} {fmt(line.estimate):>9}  {bounds}".rstrip())
+    if len(cell.lines) > MAX_LINES:
+        what = "predictions" if answer.subject == PREDICTIONS else "parameters"
+        texts.append(f"{indent}... {len(cell.lines) - MAX_LINES} more {what}: see report.html")
+    texts += [f"{indent}! {mark}" for mark in cell.marks]
+    return texts
 
 
-def cell_lines(cells: list[Cell], level: float) -> list[str]:
-    """The table: a status line per cell, then its parameters' intervals when it has them."""
-    several_inits = len({c.init_index for c in cells}) > 1
-    methods = shown_methods(pd.concat([c.intervals for c in cells])) if cells else []
-    width = len(cell_label(cells[0], several_inits)) if cells else 9
-    pct = f"{level:.0%}"
-    head = f"{'lr':<{width}} {'ok':>4}  {'n.c.':>4}  {'div.':>4}   parameter   estimate  "
-    lines = [(head + "  ".join(f"{pct + ' ' + m:<22}" for m in methods)).rstrip()]
+def answer_lines(answer: Answer) -> list[str]:
+    """The table: a status line per cell, then its lines' intervals when it has them."""
+    several = answer.several_inits
+    width = len(cell_label(answer.cells[0], several)) if answer.cells else 9
+    labels = [line.label for cell in answer.cells for line in cell.lines[:MAX_LINES]]
+    what = "prediction" if answer.subject == PREDICTIONS else "parameter"
+    label_width = max([10, len(what), *map(len, labels)])
+    method_width = max([METHOD_WIDTH, *(len(answer.header(m)) + 1 for m in answer.methods)])
+    head = f"{'lr':<{width}} {'ok':>4}  {'n.c.':>4}  {'div.':>4}   {what:<{label_width}}  estimate  "
+    lines = textwrap.wrap(answer.preface, PREFACE_WIDTH) if answer.preface else []
+    lines.append((head + "  ".join(f"{answer.header(m):<{method_width}}" for m in answer.methods)).rstrip())
     shown = 0
-    for cell in cells:
-        prefix = f"{cell_label(cell, several_inits)} {counts_text(cell)}   "
-        if not has_bootstrap_interval(cell):
-            lines.append(prefix + f"(no interval: {why_no_interval(cell)})")
+    for cell in answer.cells:
+        prefix = f"{cell_label(cell, several)} {counts_text(cell)}   "
+        if not cell.lines:
+            lines.append(prefix + f"(no interval: {cell.reason})")
             continue
         shown += 1
         if shown > MAX_CELLS_WITH_INTERVALS:
             lines.append(prefix + "(intervals: see report.html)")
             continue
-        params = interval_lines(cell, methods, " " * len(prefix))
-        lines += [prefix + params[0].lstrip(), *params[1:]]
+        texts = line_texts(answer, cell, " " * len(prefix), method_width, label_width)
+        lines += [prefix + texts[0].lstrip(), *texts[1:]]
+    lines.append(f"({answer.legend})")
     return lines
 
 
-def sweep_summary(out_dir: Path, *, level: float = 0.95) -> str:
-    """Per learning rate (and initial vector): status counts and, where the bootstrap gave
-    intervals, each parameter's estimate with its percentile and t intervals; then where the
-    report and the tables are."""
+def sweep_summary(out_dir: Path, *, level: Optional[float] = None, intervals: Optional[dict[str, Any]] = None) -> str:
+    """Per learning rate (and initial vector): status counts and, where the sweep gave intervals,
+    each parameter's (or prediction's) estimate with its intervals; then where the tables are."""
     out_dir = Path(out_dir)
-    if not (out_dir / "estimates.parquet").is_file():
-        return f"no estimates.parquet in {out_dir}: nothing to summarise"
-    cells = read_cells(out_dir)
-    if not cells:
+    if not (out_dir / store.ESTIMATES).is_file():
+        return f"no {store.ESTIMATES} in {out_dir}: nothing to summarise"
+    answer = read_answer(out_dir, level, intervals)
+    if answer is None or not answer.cells:
         return "no runs have results yet"
-    lines = cell_lines(cells, level)
-    lines.append("(n.c.: not_converged, div.: diverged; estimate: the fit on the original rows)")
-    tables = [*TABLES, *(["predictions.parquet"] if (out_dir / "predictions.parquet").is_file() else [])]
+    lines = answer_lines(answer)
+    tables = [*TABLES, *([store.PREDICTIONS] if (out_dir / store.PREDICTIONS).is_file() else [])]
     lines.append(f"tables: {', '.join(tables)} in {out_dir} (pandas.read_parquet)")
     return "\n".join(lines)

@@ -313,6 +313,7 @@ def interval_columns(meta: SweepMeta, sample: Optional[PlotSample]) -> set[str]:
         "kind",
         "status",
         "scheme",
+        "lr_max_stable",  # the advice of a cell without an interval names it (stats.cells.why_no_interval)
         *names,
         *(f"ols_{n}" for n in names),
         *(sample.columns if sample is not None else ()),

@@ -71,17 +71,19 @@ def write_predictions(
     max_dropped_share: float = 0.1,
     hac_lags: Optional[int] = None,
 ) -> Optional[Path]:
-    """predictions.parquet of a sweep folder (None when `at` is not set).
+    """predictions.parquet of a sweep folder at `at`; when `at` is not set, at the data's own x
+    for a model not linear in its parameters (saved at launch: `store.DATA_POINTS`), else None.
 
     A bad `at`, or an x column named like a column of the table, is a ConfigError raised
     before anything is written (the other tables of the folder are left as they are).
     """
-    if at is None:
-        return None
     out_dir = Path(out_dir)
     meta = store.read_meta(out_dir)
+    saved = store.read_data_points(out_dir, meta.x_names) if at is None else None
+    if at is None and saved is None:
+        return None
     check_x_names(meta.x_names)
-    points = read_points(at, meta.x_names)
+    points = read_points(at, meta.x_names) if at is not None else saved
     x_fitted = to_fitted(points, meta.x_shift, meta.x_scale)
     estimates = pd.read_parquet(out_dir / store.ESTIMATES)
     config = read_config(out_dir)

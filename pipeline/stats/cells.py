@@ -1,7 +1,12 @@
 """A grid cell's runs, split by kind and by whether their status is used, and the notes that
 make its intervals impossible or qualify them (dropped draws, unconverged estimates, BCa's
 jackknife, rows that look dependent). The intervals of parameters (`stats.intervals`) and of
-predictions (`stats.prediction`) are built from these."""
+predictions (`stats.prediction`) are built from these.
+
+`why_no_interval` is the one rule for why a cell has no bootstrap interval, with advice
+that fits its counts: the interval notes, the terminal's answer table and report.html all
+call it (the readers with `CellRuns` counted from estimates.parquet).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,102 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.core.runs import BLOCK_SCHEMES, BOOTSTRAP, CASE, JACKKNIFE, ORIGINAL
+from pipeline.core.runs import BLOCK_SCHEMES, BOOTSTRAP, CASE, DIVERGED, JACKKNIFE, NOT_CONVERGED, ORIGINAL
 from pipeline.stats.draws import kinds_of
 from pipeline.stats.ols import ClosedFormDesign
 
 # A point estimate further than this share of a bootstrap SE from the closed-form optimum
 # is called unconverged in the note: the interval then describes the optimiser.
 GAP_SHARE_OF_SE = 0.1
+NO_DRAWS = "no bootstrap draws: set sweep.resamples (e.g. sweep.resamples=1000)"
+
+
+@dataclass(frozen=True)
+class CellRuns:
+    """How a grid cell's runs ended: all the rule for a missing interval reads."""
+
+    counts: dict[str, int]  # every run of the cell (original, draws, jackknife fits) by status
+    n_draws: int  # bootstrap draws
+    n_usable: int  # of those, draws whose status is used
+    original_status: Optional[str]  # None: no run on the original rows
+    statuses: tuple[str, ...] = ("ok",)  # statuses used (`intervals.statuses`)
+    lr_max_stable: float = np.nan  # SGD's stable bound on the original rows, where known
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, statuses: Sequence[str]) -> "CellRuns":
+        """Counted from a cell's rows of estimates.parquet (`resample` or `kind`, `status`)."""
+        kinds = kinds_of(frame)
+        original, draws = frame[kinds == ORIGINAL], frame[kinds == BOOTSTRAP]
+        bound = original["lr_max_stable"] if "lr_max_stable" in frame.columns else pd.Series(dtype=float)
+        return cls(
+            counts={str(k): int(v) for k, v in frame["status"].value_counts().items()},
+            n_draws=len(draws),
+            n_usable=int(draws["status"].isin(statuses).sum()),
+            original_status=str(original["status"].iloc[0]) if len(original) else None,
+            statuses=tuple(statuses),
+            lr_max_stable=as_float(bound.iloc[0]) if len(bound) else np.nan,
+        )
+
+    @property
+    def n_runs(self) -> int:
+        return sum(self.counts.values())
+
+    def unused(self, status: str) -> int:
+        """Runs of the cell with `status`, when that status is not used (else 0)."""
+        return 0 if status in self.statuses else self.counts.get(status, 0)
+
+
+def _bound_text(runs: CellRuns) -> str:
+    return f"lr_max_stable {runs.lr_max_stable:.3g}" if np.isfinite(runs.lr_max_stable) else ""
+
+
+def _head(runs: CellRuns, status: str, did: str, every: str) -> str:
+    """How many runs ended with `status`, said from the cell's point of view."""
+    n = runs.unused(status)
+    if n == runs.n_runs:
+        return every
+    if runs.original_status == status and 2 * n <= runs.n_runs:  # most runs are fine: the original is not
+        return f"the fit on the original rows {did} ({n} of {runs.n_runs} runs did)"
+    return f"{n} of {runs.n_runs} runs {did}"
+
+
+def _diverged_advice(runs: CellRuns) -> str:
+    bound = _bound_text(runs)
+    head = _head(runs, DIVERGED, "diverged", "every run diverged")
+    return f"{head}: lower lr" + (f" (below {bound} on the original rows)" if bound else "")
+
+
+def _not_converged_advice(runs: CellRuns) -> str:
+    bound = _bound_text(runs)
+    larger = f"a larger lr below {bound}" if bound else "a larger lr"
+    return f"{_head(runs, NOT_CONVERGED, 'did not converge', 'no run converged')}: raise train.epochs, or try {larger}"
+
+
+def why_no_interval(runs: CellRuns) -> Optional[str]:
+    """Why the cell's bootstrap gives no interval, with advice that fits its counts; None when
+    it gives one (the fit on the original rows and at least two draws are usable).
+
+    Mostly diverged: lower lr (naming SGD's stable bound when known); mostly not converged:
+    more epochs or a larger lr below the bound; no draws at all: `sweep.resamples`; otherwise
+    how many draws of how many are usable."""
+    original_used = runs.original_status in runs.statuses
+    if original_used and runs.n_usable >= 2:
+        return None
+    if original_used and runs.n_draws == 0:
+        return NO_DRAWS
+    diverged, not_converged = runs.unused(DIVERGED), runs.unused(NOT_CONVERGED)
+    unusable_original = runs.original_status in (DIVERGED, NOT_CONVERGED) and not original_used
+    if unusable_original and 2 * (diverged + not_converged) <= runs.n_runs:
+        # most runs are usable, the one on the original rows is not: its status gives the advice
+        return _diverged_advice(runs) if runs.original_status == DIVERGED else _not_converged_advice(runs)
+    if diverged and diverged > not_converged:
+        return _diverged_advice(runs)
+    if not_converged:
+        return _not_converged_advice(runs)
+    if runs.original_status is None:
+        return "no run on the original rows (resample 0) in this cell"
+    used = ", ".join(runs.statuses)
+    return f"too few usable draws: {runs.n_usable} of {runs.n_draws} (2 needed; statuses used: {used})"
 
 
 @dataclass
@@ -35,6 +129,22 @@ class Cell:
     @property
     def n_boot(self) -> int:
         return len(self.boot) + len(self.dropped)
+
+    def runs(self, statuses: Sequence[str]) -> CellRuns:
+        """The counts `why_no_interval` reads."""
+        frames = [self.boot["status"], self.dropped, self.jack["status"], self.jack_dropped]
+        if self.original is not None:
+            frames.append(pd.Series([self.original["status"]]))
+        counts = pd.concat(frames, ignore_index=True).value_counts()
+        bound = self.original.get("lr_max_stable", np.nan) if self.original is not None else np.nan
+        return CellRuns(
+            counts={str(k): int(v) for k, v in counts.items()},
+            n_draws=self.n_boot,
+            n_usable=len(self.boot),
+            original_status=None if self.original is None else str(self.original["status"]),
+            statuses=tuple(statuses),
+            lr_max_stable=as_float(bound),
+        )
 
 
 def grid_cells(frame: pd.DataFrame, by: Sequence[str]) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
@@ -69,10 +179,11 @@ def counts_text(statuses: pd.Series) -> str:
 
 
 def cell_notes(cell: Cell, statuses: Sequence[str], max_dropped_share: float) -> tuple[list[str], list[str]]:
-    """(notes that make the cell's bootstrap intervals impossible, notes that qualify them)."""
+    """(notes that make the cell's bootstrap intervals impossible, notes that qualify them);
+    the first of the former is `why_no_interval`'s reason and advice."""
     fatal, caveats = [], []
     if cell.n_boot == 0:
-        fatal.append("no bootstrap resamples in this cell (sweep.resamples=0)")
+        fatal.append(NO_DRAWS)
     elif len(cell.boot) < 2:
         fatal.append(
             f"{len(cell.boot)} usable resample(s) of {cell.n_boot} (statuses used: "
@@ -83,6 +194,8 @@ def cell_notes(cell: Cell, statuses: Sequence[str], max_dropped_share: float) ->
             f"{len(cell.dropped)} of {cell.n_boot} draws dropped ({counts_text(cell.dropped)}), more than "
             f"max_dropped_share={max_dropped_share:g}: the draws kept may not be a random subset"
         )
+    if fatal:
+        fatal.insert(0, why_no_interval(cell.runs(statuses)) or "")
     unconverged = int((cell.boot["status"] != "ok").sum())
     if unconverged:
         caveats.append(
@@ -116,8 +229,8 @@ def estimate_notes(cell: Cell, name: str, statuses: Sequence[str], se: float) ->
     if np.isfinite(gap) and (status != "ok" or (np.isfinite(se) and gap > GAP_SHARE_OF_SE * se)):
         share = f" = {gap / se:.2g} bootstrap SEs" if np.isfinite(se) and se > 0 else ""
         caveats.append(
-            f"the point estimate is {gap:.3g} from the closed-form optimum{share}: an interval of "
-            "unconverged fits describes the optimiser, not the data"
+            f"the fit on the original rows is {gap:.3g} away from the closed-form optimum{share}: an "
+            "interval of unconverged fits describes the optimiser, not the data"
         )
     return fatal, caveats, gap
 

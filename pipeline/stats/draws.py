@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import BOOTSTRAP, ORIGINAL, resample_kind
+from pipeline.stats.raw_units import to_raw
 from pipeline.stats.studentized import draw_covariances, standard_errors
 
 SE_PREFIX = "__se__"  # prefix of the per-draw OLS standard-error columns the studentized method reads
@@ -49,10 +50,10 @@ def in_raw_units(estimates: pd.DataFrame, params: Sequence[str], matrix: np.ndar
     """The estimates with every run's parameters (and `ols_` fit, where present) mapped to
     raw units: theta_raw = M theta, a linear map of each draw."""
     out = estimates.copy()
-    out[list(params)] = estimates[list(params)].to_numpy(dtype=float) @ matrix.T
+    out[list(params)] = to_raw(estimates[list(params)].to_numpy(dtype=float), matrix)
     ols = [f"ols_{name}" for name in params]
     if all(c in estimates.columns for c in ols):
-        out[ols] = estimates[ols].to_numpy(dtype=float) @ matrix.T
+        out[ols] = to_raw(estimates[ols].to_numpy(dtype=float), matrix)
     return out
 
 

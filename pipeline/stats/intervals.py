@@ -60,6 +60,7 @@ from pipeline.stats.cells import (
     grid_cells,
     note_dependence,
     split_cell,
+    why_no_interval,
 )
 from pipeline.stats.draws import SE_PREFIX, in_raw_units, kinds_of, raw_matrix_iv, with_draw_se
 from pipeline.stats.ols import ClosedFormDesign, ClosedFormInterval, fit_design
@@ -69,11 +70,14 @@ METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac", "studentiz
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca", "normal", "studentized")
 CLOSED_FORM_METHODS = ("t", "hc3", "hac")
 DESIGN_METHODS = ("t", "hc3", "hac", "studentized")  # need the design (X, y): models linear in their parameters
+# What `estimate` is on each row (`estimate_source`): the sweep's own fit on the original rows
+# (bootstrap methods are built around it), or the closed-form optimum (t, hc3, hac are centred on it).
+GRADIENT_DESCENT, LEAST_SQUARES = "gradient descent", "least squares"
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
 GRID_COLUMNS = ("lr", "init_index")
 
 # an interval's own columns, in every table (parameters here, predictions in stats.prediction)
-BOUND_COLUMNS = ("estimate", "lower", "upper", "se", "n_used", "n_dropped")
+BOUND_COLUMNS = ("estimate", "estimate_source", "lower", "upper", "se", "n_used", "n_dropped")
 COLUMNS = (
     "parameter",
     "method",
@@ -127,6 +131,8 @@ def value_intervals(
     boot = cell.boot[column].to_numpy(dtype=float)
     se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
     est_fatal, est_caveats, gap = estimate_notes(cell, column, statuses, se)
+    if est_fatal and not cell_fatal:  # usable draws, an unusable estimate: the rule's reason leads too
+        est_fatal = [why_no_interval(cell.runs(statuses)) or "", *est_fatal]
     theta_hat = np.nan if cell.original is None else as_float(cell.original[column])
     bounds = {}
     for method in methods:
@@ -138,7 +144,7 @@ def value_intervals(
             else bootstrap_bounds(method, boot, theta_hat, cell.jack[column].to_numpy(dtype=float), alpha, student)
         )
         notes = cell_fatal + est_fatal + [why_bca, found.note] + cell_caveats + est_caveats
-        bounds[method] = replace(found, note="; ".join(n for n in notes if n))
+        bounds[method] = replace(found, note="; ".join(dict.fromkeys(n for n in notes if n)))
     return ValueIntervals(theta_hat, se, gap, bounds)
 
 
@@ -178,6 +184,7 @@ def _bootstrap_rows(
                     "method": method,
                     **common,
                     "estimate": value.estimate,
+                    "estimate_source": GRADIENT_DESCENT,
                     "lower": bounds.lower,
                     "upper": bounds.upper,
                     "se": value.se,
@@ -200,6 +207,7 @@ def closed_form_columns(form: ClosedFormInterval, i: int, method: str, level: fl
         "level": level,
         "scheme": None,
         "estimate": form.estimate[i],
+        "estimate_source": LEAST_SQUARES,
         "lower": form.lower[i],
         "upper": form.upper[i],
         "se": form.se[i],

@@ -195,9 +195,10 @@ def stability_columns(lams: np.ndarray, lrs: np.ndarray, g0: np.ndarray, rule: S
     """(runs, 4): the `COLUMNS` of runs at `lrs` whose curvatures (eigenvalues of H + weight_decay
     I, ascending) are `lams` (runs, modes) and whose gradient norm at the start is `g0`."""
     lams = np.asarray(lams, dtype=float)
-    rate = contractions(lrs, lams, rule)
-    epochs = epochs_to_tols(rate, g0, tol) if rule.weight_decay == 0 else np.full(len(lams), math.nan)
-    return np.column_stack([max_stable_lrs(lams[:, -1], rule), fastest_lrs(lams, rule), rate, epochs])
+    with np.errstate(over="ignore", invalid="ignore"):  # a design too large for float64: NaN columns
+        rate = contractions(lrs, lams, rule)
+        epochs = epochs_to_tols(rate, g0, tol) if rule.weight_decay == 0 else np.full(len(lams), math.nan)
+        return np.column_stack([max_stable_lrs(lams[:, -1], rule), fastest_lrs(lams, rule), rate, epochs])
 
 
 @dataclass(frozen=True)
@@ -211,12 +212,17 @@ class RowsCurvature:
 
     @classmethod
     def of(cls, features: np.ndarray, y: np.ndarray, reduction: str, rule: SGDSettings) -> "RowsCurvature":
-        factor, gram = loss_factor(reduction, len(y)), features.T @ features
-        return cls(factor, gram, features.T @ y, curvatures(gram, factor, rule))
+        # x too large for float64 (near 1e200) overflows F^T F: the bound is then NaN, not a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            factor, gram, moment = loss_factor(reduction, len(y)), features.T @ features, features.T @ y
+        if not np.isfinite(gram).all():
+            return cls(factor, gram, moment, np.full(len(gram), np.nan))
+        return cls(factor, gram, moment, curvatures(gram, factor, rule))
 
     def start_gradient(self, theta0: np.ndarray) -> float:
-        """The gradient norm at `theta0` on these rows."""
-        return float(np.linalg.norm(self.factor * (self.gram @ theta0 - self.moment)))
+        """The gradient norm at `theta0` on these rows (NaN where F^T F overflowed)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.linalg.norm(self.factor * (self.gram @ theta0 - self.moment)))
 
 
 def _starts(runs: pd.DataFrame, n_params: int) -> np.ndarray:

@@ -240,8 +240,10 @@ def raw_unit_problem(spec: FeatureSpec, shift: ArrayLike, scale: ArrayLike) -> O
 
 
 def to_raw(params: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Raw-unit coefficients of each run: params (runs, p) or (p,) -> the same shape."""
-    return np.asarray(params, dtype=float) @ np.asarray(matrix).T
+    """Raw-unit coefficients of each run: params (runs, p) or (p,) -> the same shape. A diverged
+    run's inf / NaN parameters give NaN, as its status already says: no RuntimeWarning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.asarray(params, dtype=float) @ np.asarray(matrix).T
 
 
 def raw_covariance(matrix: np.ndarray, cov: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import Run
 from pipeline.store.files import read_json, write_json, write_table
-from pipeline.store.layout import CONFIG, DESIGN, LAUNCHES, SWEEP_META
+from pipeline.store.layout import CONFIG, DATA_POINTS, DESIGN, LAUNCHES, SWEEP_META
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,19 @@ def read_design(out_dir: Path, names: Sequence[str]) -> Optional[tuple[Any, Any]
         return None
     frame = pq.read_table(path).to_pandas()
     return frame[list(names)].to_numpy(dtype=float), frame["__y__"].to_numpy(dtype=float)
+
+
+def write_data_points(points: Any, x_names: Sequence[str], out_dir: Path) -> None:
+    """x of the original rows (data units) where a non-linear model's predictions go by default."""
+    write_table(pa.table({name: points[:, j] for j, name in enumerate(x_names)}), Path(out_dir) / DATA_POINTS)
+
+
+def read_data_points(out_dir: Path, x_names: Sequence[str]) -> Optional[Any]:
+    """(points, x columns) saved at launch, or None (a linear model's sweep, or an older folder)."""
+    path = Path(out_dir) / DATA_POINTS
+    if not path.is_file():
+        return None
+    return pq.read_table(path).to_pandas()[list(x_names)].to_numpy(dtype=float)
 
 
 def append_launch(out_dir: Path, line: dict[str, Any]) -> None:

@@ -206,6 +206,40 @@ def new_model(problem: Problem, run: Run) -> nn.Module:
     return model
 
 
+LINEARITY_RTOL = 1e-9  # float64: a model linear in its parameters agrees to rounding
+
+
+def linear_in_params(parts: ProblemParts, dataset: Dataset) -> bool:
+    """Whether the model's output is linear in its parameters, f(a t1 + b t2) = a f(t1) + b f(t2),
+    checked in float64 at two random parameter vectors on (up to 64 of) the data's rows.
+
+    Linear: each parameter is a coefficient of a fixed feature and means what it says. Not
+    linear (an MLP: hidden units can swap, signs flip): single parameters need not be
+    identifiable, and the answer is what the model predicts instead."""
+    if is_linear_in_parameters(parts.make_model()):
+        return True
+    try:
+        model = parts.make_model().to(torch.float64)
+        x = torch.tensor(dataset.x[:64], dtype=torch.float64)
+        generator = torch.Generator().manual_seed(0)
+        n = sum(p.numel() for p in model.parameters())
+        t1, t2 = (
+            torch.randn(n, generator=generator, dtype=torch.float64),
+            torch.randn(n, generator=generator, dtype=torch.float64),
+        )
+
+        def output(vector: torch.Tensor) -> torch.Tensor:
+            nn.utils.vector_to_parameters(vector, model.parameters())
+            return model(x)
+
+        with torch.no_grad():
+            mixed, separate = output(0.7 * t1 - 1.3 * t2), 0.7 * output(t1) - 1.3 * output(t2)
+    except Exception:  # noqa: BLE001 - a model that cannot be probed this way is not known to be linear
+        return False
+    scale = float(separate.abs().max()) or 1.0
+    return bool(torch.allclose(mixed, separate, rtol=LINEARITY_RTOL, atol=LINEARITY_RTOL * scale))
+
+
 def design_matrix(parts: ProblemParts, dataset: Dataset) -> Optional[tuple[Any, Any]]:
     """(features, response) of the original rows in float64, for the closed-form intervals;
     None when the model has no closed form. Saved in the sweep folder at launch."""

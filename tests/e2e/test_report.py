@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tests.conftest import run_sweep
 pytestmark = pytest.mark.e2e
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-SECTIONS = ("command", "runs", "grid", "curves", "bootstrap", "intervals", "predictions", "diagnostics")
+SECTIONS = ("answer", "grid", "curves", "bootstrap", "predictions", "intervals", "diagnostics", "runs", "command")
 FIGURES = ("grid", "curves", "bootstrap", "diagnostics")  # sections that always have a figure here
 SWEEP = (
     "experiment=linear_synthetic",
@@ -91,8 +92,12 @@ PAGE_FACTS = """
 const sections = [...document.querySelectorAll('section')].map(s => [s.id, {
   heading: (s.querySelector('h2') || {}).textContent || '',
   images: [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth, i.naturalHeight])}]);
+const table = document.querySelector('table');
 return {sections: sections, title: document.title, h1: (document.querySelector('h1') || {}).textContent || '',
-        scripts: document.querySelectorAll('script').length, text: document.body.innerText};
+        scripts: document.querySelectorAll('script').length, text: document.body.innerText,
+        first_table: table ? {section: table.closest('section').id, top: table.getBoundingClientRect().top,
+                              rows: [...table.querySelectorAll('tr')].map(r => [...r.cells].map(c => c.innerText))}
+                           : null};
 """
 
 
@@ -158,7 +163,51 @@ def sweeps(tmp_path_factory):
         "launcher=debug",
         "intervals.plots=false",
     )
-    return {name: (root / name, write_report(root / name)) for name in ("main", "diverged")}
+    run_sweep(root / "default", "sweep=story", "launcher=debug")  # pipeline-sweep's default, in this process
+    return {name: (root / name, write_report(root / name)) for name in ("main", "diverged", "default")}
+
+
+def test_the_default_report_opens_on_the_answer_table(sweeps, browser):
+    """The terminal's per-cell table is the first table of the page, with the sweep's numbers;
+    a cell whose every draw diverged gets no histogram, and the page says why."""
+    from pipeline.report.summary import sweep_summary
+
+    out_dir, path = sweeps["default"]
+    facts = browser.open(path)
+    _assert_page(facts)
+    first = facts["first_table"]
+    assert first["section"] == "answer" and first["top"] < 600  # right under the title
+    header, *rows = first["rows"]
+    assert header[:6] == ["lr", "ok", "n.c.", "div.", "parameter", "estimate"]
+    assert header[6:] == ["95% percentile (case)", "95% t"]
+    ci = pd.read_parquet(out_dir / "intervals.parquet").set_index(["lr", "parameter", "method"])
+    lines = [r for r in rows if len(r) == len(header)]
+    for lr in (0.003, 0.03):  # both rates that reach the optimum, every parameter, both methods
+        for name in ("beta0", "beta1", "beta2"):
+            pct, t = ci.loc[(lr, name, "percentile")], ci.loc[(lr, name, "t")]
+            wanted = [
+                f"{pct['estimate']:.4f}",
+                f"[{pct['lower']:.4f}, {pct['upper']:.4f}]",
+                f"[{t['lower']:.4f}, {t['upper']:.4f}]",
+            ]
+            assert any(r[4] == name and r[5:] == wanted for r in lines), (lr, name, wanted, rows)
+    said = {r[0]: r[-1] for r in rows if len(r) < len(header)}
+    assert said["0.075"].startswith("no interval: every run diverged: lower lr (below lr_max_stable")
+    assert said["0.0003"].startswith("no interval: no run converged: raise train.epochs")
+    for text in said.values():  # the terminal says the same
+        assert text.removeprefix("no interval: ") in sweep_summary(out_dir)
+    assert "No histogram for lr 0.0003, init #0 (no run converged" in facts["text"]
+    assert "lr 0.075, init #0 (every run diverged" in facts["text"]
+    assert len(facts["sections"]["bootstrap"]["images"]) == 3  # one per parameter, diverged cells left out
+
+
+def test_diverged_cells_get_no_histogram_panel(sweeps):
+    from pipeline.report.figures import bootstrap_figure
+
+    out_dir, _ = sweeps["default"]
+    est, ci = pd.read_parquet(out_dir / "estimates.parquet"), pd.read_parquet(out_dir / "intervals.parquet")
+    titles = [ax.get_title() for ax in bootstrap_figure(est, ci, "beta1", ("ok",)).axes]
+    assert titles == ["lr 0.003, init #0: 40 usable draws", "lr 0.03, init #0: 40 usable draws"]
 
 
 def test_report_of_a_sweep_renders_every_section(sweeps, browser):
@@ -178,6 +227,8 @@ def test_report_of_a_sweep_renders_every_section(sweeps, browser):
     assert f"{len(est)} of {len(est)} planned runs have results" in facts["text"]
     assert set(est["status"]) >= {"ok", "diverged"}  # the sweep really has a diverging learning rate
     assert "command is unknown" in facts["text"]  # run in-process: no .hydra/overrides.yaml
+    assert facts["first_table"]["section"] == "answer"
+    assert "estimate_source" in facts["text"]  # what `estimate` is, per row of the long table
 
 
 def test_report_of_an_all_diverged_sweep(sweeps, browser):
@@ -199,6 +250,11 @@ def test_console_errors_are_caught(tmp_path, browser):
         "throw new Error('uncaught');</script></body></html>"
     )
     errors = browser.open(page)["errors"]
+    for _ in range(50):  # under load the console's entries can arrive a little after the page
+        if sum(any(w in e["message"] for e in errors) for w in ("deliberate", "uncaught")) == 2:
+            break
+        time.sleep(0.1)
+        errors += [e for e in browser.driver.get_log("browser") if e["level"] == "SEVERE"]
     assert any("deliberate" in e["message"] for e in errors)
     assert any("uncaught" in e["message"] for e in errors)
 

@@ -101,7 +101,12 @@ CASES = {
     "device unknown": (("train.device=tpu",), ["`train.device`", "tpu"]),
     "dtype unknown": (("train.dtype=float16",), ["`train.dtype`", "float16"]),
     "engine unknown": (("train.engine=turbo",), ["`train.engine`", "turbo"]),
-    "misspelt key": (("train.epoch=5",), ["`train.epoch`", "not a config key"]),
+    "misspelt key": (("train.epoch=5",), ["`train.epoch`", "not a config key", "did you mean `train.epochs`?"]),
+    "misspelt key, nearest": (
+        ("optim.lrr=0.1",),
+        ["`optim.lrr` is not a config key: ", "did you mean `optim.lr`? (`+optim.lrr=0.1`"],
+    ),
+    "misspelt group": (("trian.epochs=5",), ["did you mean `train.epochs`?"]),
     # the grid
     "lr text": (("sweep.lr=[abc]",), ["`sweep.lr`", "got 'abc'", "positive"]),
     "lr empty": (("sweep.lr=[]",), ["`sweep.lr`", "empty"]),
@@ -293,6 +298,17 @@ def test_read_only_out_dir_is_refused_and_the_probe_leaves_nothing(monkeypatch, 
     message = refused(tmp_path / "c" / "d", "train.epochs=0")  # a writable place: only the epochs refused
     assert "`train.epochs`" in message and "`out_dir`" not in message
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the sweep folder nor a probe left
+
+
+def test_a_bad_optim_lr_is_one_problem_about_what_the_user_typed(tmp_path):
+    """sweep=story runs optim.lr x lr_grid_factors as sweep.lr: one problem, about optim.lr."""
+    message = refused(tmp_path / "s", "sweep=story", "optim.lr=-1")
+    assert "1 problem(s)" in message and "`optim.lr` must be a positive finite learning rate; got -1.0" in message
+    assert "sweep.lr = [-0.1, -0.3, -1.0" in message  # where it went, said once
+    factors = refused(tmp_path / "s", "sweep=lr_grid", "lr_grid_factors=[1,-2]")
+    assert "1 problem(s)" in factors and "`lr_grid_factors` must hold positive finite factors; got -2.0" in factors
+    own = refused(tmp_path / "s", "sweep=story", "sweep.lr=[0.1,-1]")  # typed sweep.lr: about sweep.lr
+    assert "`sweep.lr` must hold positive finite learning rates; got -1.0" in own
 
 
 def test_one_message_lists_every_problem(files, tmp_path):

@@ -1,5 +1,8 @@
 """Prediction intervals at intervals.at (predictions.parquet)."""
 
+import json
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,6 +45,48 @@ def test_mlp_predictions(tmp_path):
     write_predictions(tmp_path, at=[[0, 0, 0], [1, 1, 1]], statuses=["ok", "not_converged"])
     table = pd.read_parquet(tmp_path / "predictions.parquet")
     assert set(table["output"]) == {"y1", "y2"} and table["estimate"].notna().all()
+
+
+def test_a_model_not_linear_in_its_parameters_answers_with_its_predictions_at_the_data(tmp_path):
+    """toy_mlp: the launch finds the MLP not linear in its parameters and saves the data's x; the
+    aggregation writes predictions there without intervals.at; the answer table leads with them."""
+    from pipeline.api import aggregate_sweep
+    from pipeline.report.answer import fmt
+    from pipeline.report.summary import sweep_summary
+
+    run_sweep(tmp_path, "experiment=toy_mlp", "sweep.resamples=4", "train.epochs=100", "launcher=debug")
+    assert json.loads((tmp_path / "sweep.json").read_text())["linear_in_params"] is False
+    points = pd.read_parquet(tmp_path / "data_points.parquet")
+    assert list(points.columns) == ["x1", "x2", "x3"] and len(points) == 20  # the data's own 20 rows
+    aggregate_sweep(tmp_path, statuses=["ok", "not_converged"], report=False)  # at=None: the data's x
+    table = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert table["point"].nunique() == 20 and set(table["output"]) == {"y1", "y2"}
+    text = sweep_summary(tmp_path, intervals={"statuses": ["ok", "not_converged"]})
+    lines = text.splitlines()
+    assert lines[0].startswith("toy_mlp is not linear in its parameters")
+    header = next(line for line in lines if line.startswith("lr "))
+    assert "prediction" in header and "parameter" not in header
+    first = table[(table["point"] == 0) & (table["output"] == "y1")].iloc[0]
+    x = points.iloc[0]
+    label = f"y1({x['x1']:.3g}, {x['x2']:.3g}, {x['x3']:.3g})"
+    assert label in text and "weight[" not in text
+    assert re.search(re.escape(label) + " +" + re.escape(fmt(first["estimate"])), text)  # y1 at the first row
+
+
+def test_a_linear_custom_module_keeps_its_parameters_as_the_answer(tmp_path):
+    """linear_in_params is checked numerically: nn.Linear is linear in its parameters (no data_points)."""
+    run_sweep(
+        tmp_path,
+        "experiment=linear_synthetic",
+        "~model",
+        "+model={_target_: torch.nn.Linear, in_features: 1, out_features: 1}",
+        "init=null",
+        "sweep.resamples=2",
+        "train.epochs=5",
+        "launcher=debug",
+    )
+    assert json.loads((tmp_path / "sweep.json").read_text())["linear_in_params"] is True
+    assert not (tmp_path / "data_points.parquet").exists()
 
 
 def test_t_and_hc3_match_statsmodels():

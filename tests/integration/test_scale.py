@@ -193,7 +193,7 @@ def test_auto_chunking_fits_the_launcher_and_a_number_pins_it():
     assert runs_per_task(quick, {"cluster": "local", "runs_per_task": "auto"}, 2, 0)[0] == 1001  # one torch start
     assert runs_per_task(quick, {"cluster": "debug", "runs_per_task": "auto"}, 1, 0)[0] == 1001
     pinned = runs_per_task(quick, {"cluster": "local", "runs_per_task": 7}, 2, 0)
-    assert pinned == (7, "pinned by launcher.runs_per_task")
+    assert pinned == (7, "pinned by launcher.runs_per_task=7 (auto sizes tasks to the work)")
     slow = Work(1001, "batched", 2000, 100)  # ~6 s of work: one task per core
     size, why = runs_per_task(slow, {"cluster": "local", "runs_per_task": "auto"}, 2, 0)
     assert size == 501 and "2 task(s) for 2 slot(s)" in why and why.startswith("auto:")

@@ -159,6 +159,9 @@ def train_batched(problem: Problem, runs: list[Run], settings: TrainSettings, bl
     runs = runs[:real]
     if problem.parts.closed_form:  # the closed form and bounds from the runs' moments, as the Gram engine's
         losses = moment_losses(problem, runs)
-        outcome.ols, outcome.ols_loss = losses.closed_form()
+        nan = torch.full((real,), torch.nan, dtype=torch.float64)
+        outcome.ols, outcome.ols_loss = (
+            (nan[:, None].repeat(1, params.shape[1]), nan) if losses is None else (losses.closed_form())
+        )
         outcome.stability = run_stability(problem, runs, settings, losses)
     return batch_from(outcome, problem, runs, settings, ENGINE, time.perf_counter() - start)

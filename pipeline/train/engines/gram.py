@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from pipeline.core.runs import Run, RunBatch
 from pipeline.core.settings import TrainSettings
+from pipeline.train.engines.batched import train_batched
 from pipeline.train.engines.divergence import LiveRuns
 from pipeline.train.engines.moments import (
     EpochMaps,
@@ -98,6 +99,8 @@ def train_gram(problem: Problem, runs: list[Run], train_settings: TrainSettings)
     model = models[0]  # for its features only (they do not depend on the parameters): no second build
     p, dtype = len(problem.parts.param_names), problem.dtype
     losses = moment_losses(problem, runs)
+    if losses is None:  # x beyond the dtype's range: no moments; the rows diverge as the reference's do
+        return train_batched(problem, runs, train_settings)
     scale = losses.scale
     lrs = torch.tensor([run.lr for run in runs], dtype=torch.float64, device=problem.device)
     h_mat, h_vec = 2 * scale[:, None, None] * losses.gram, 2 * scale[:, None] * losses.theta_cross()

@@ -126,8 +126,11 @@ class RowProducts:
         return self.basis.shape[1]
 
     @classmethod
-    def of(cls, problem: Problem, features: Tensor) -> "RowProducts":
-        """`features`: (n, p) float64 of the original rows (as the training dtype holds x)."""
+    def of(cls, problem: Problem, features: Tensor) -> Optional["RowProducts"]:
+        """`features`: (n, p) float64 of the original rows (as the training dtype holds x); None
+        when they are not finite (x beyond the dtype's range): such rows have no moments."""
+        if not bool(torch.isfinite(features).all()):
+            return None
         beta, _, resid = problem.original_fit
         u, s, vh = torch.linalg.svd(features, full_matrices=False)
         rank = int((s > s.max() * max(features.shape) * torch.finfo(torch.float64).eps).sum()) if len(s) else 0
@@ -242,7 +245,10 @@ class MomentLosses:
         chol, info = torch.linalg.cholesky_ex(m.gram)
         z = torch.cholesky_solve(m.cross.unsqueeze(2), chol)[..., 0]
         theta = self.products.anchor + matrix_times(self.products.from_basis.unsqueeze(0), z)
-        singular = (info != 0).nonzero().squeeze(1)
+        # singular to rounding: a pivot below r eps of the largest diagonal entry (lstsq's own cut)
+        pivots = torch.diagonal(chol, dim1=1, dim2=2).square()
+        cut = torch.diagonal(m.gram, dim1=1, dim2=2).amax(dim=1) * m.gram.shape[1] * torch.finfo(m.gram.dtype).eps
+        singular = ((info != 0) | (pivots.amin(dim=1) <= cut)).nonzero().squeeze(1)
         if len(singular):
             solution = matrix_times(torch.linalg.pinv(self.gram[singular], hermitian=True), self.cross[singular])
             theta[singular] = self.products.anchor + solution

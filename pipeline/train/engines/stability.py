@@ -32,11 +32,14 @@ def bound_rule(problem: Problem) -> Optional[SGDSettings]:
     return settings if isinstance(settings, SGDSettings) and not settings.maximize else None
 
 
-def moment_losses(problem: Problem, runs: list[Run]) -> MomentLosses:
-    """The moments of `runs` (one resample size) and their losses."""
+def moment_losses(problem: Problem, runs: list[Run]) -> Optional[MomentLosses]:
+    """The moments of `runs` (one resample size) and their losses; None when the rows have no
+    moments (features not finite in the training dtype)."""
     with torch.no_grad():
         features = features_of(problem.parts.make_model(), problem.x.double().unsqueeze(0))[0]
     products = RowProducts.of(problem, features)
+    if products is None:
+        return None
     moments = DrawMoments.of(problem, products, runs)
     return MomentLosses(products, moments, loss_scales(problem, moments.n_rows))
 
@@ -54,9 +57,14 @@ def run_stability(
     if rule is None or not runs:
         return None
     losses = moment_losses(problem, runs) if losses is None else losses
+    if losses is None:
+        return np.full((len(runs), 4), np.nan)
     theta0 = initial_vectors(problem, runs)[1].double() if theta0 is None else theta0
-    hessian = 2 * losses.scale[:, None, None] * losses.gram
-    lams = torch.linalg.eigvalsh(hessian).cpu().numpy() + rule.weight_decay
+    hessian = (2 * losses.scale[:, None, None] * losses.gram).cpu()
+    finite = torch.isfinite(hessian).all(dim=2).all(dim=1)  # F^T F may overflow (x near 1e200)
+    lams = torch.full(hessian.shape[:2], torch.nan, dtype=hessian.dtype)
+    lams[finite] = torch.linalg.eigvalsh(hessian[finite])
+    lams = lams.numpy() + rule.weight_decay
     g0 = losses.grad(theta0).norm(dim=1).cpu().numpy()
     lrs = np.array([run.lr for run in runs], dtype=np.float64)
     return stability_columns(lams, lrs, g0, rule, settings.grad_tol)
