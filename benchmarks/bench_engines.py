@@ -56,7 +56,8 @@ from pipeline.sweep.plan import plan
 from pipeline.train.engines import train_reference
 from pipeline.train.engines.batched import train_batched
 from pipeline.train.engines.gram import train_gram
-from pipeline.train.problem import Problem, build_problem, build_problem_parts
+from pipeline.train.engines.stacked import initial_vectors
+from pipeline.train.problem import Problem, build_problem, build_problem_parts, training_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,6 +220,36 @@ def toy_mlp_rows(n: int = 20) -> Dataset:
     return Dataset(x, y, None, None, ("x0", "x1", "x2"), ("y0", "y1"), "toy mlp rows")
 
 
+def hand_ensemble(problem: Problem, runs: list[Run], epochs: int) -> torch.Tensor:
+    """The peer of the batched engine (issue 24, item 5): the same runs written out by hand,
+    as one would without the pipeline: stacked parameters, explicit forward and backward
+    with `bmm`, a functional Adam with one learning rate per run; no divergence checks, no
+    logged losses, no results. Returns the final parameters (runs, 26)."""
+    x, y = training_data(problem, runs)
+    _, params = initial_vectors(problem, runs)
+    w1, b1 = params[:, :12].reshape(-1, 4, 3), params[:, 12:16].unsqueeze(1)
+    w2, b2 = params[:, 16:24].reshape(-1, 2, 4), params[:, 24:26].unsqueeze(1)
+    tensors = [w1, b1, w2, b2]
+    lr = torch.tensor([run.lr for run in runs], dtype=problem.dtype).view(-1, 1, 1)
+    m = [torch.zeros_like(t) for t in tensors]
+    v = [torch.zeros_like(t) for t in tensors]
+    count = y.shape[1] * y.shape[2]
+    for step in range(1, epochs + 1):
+        w1, b1, w2, b2 = tensors
+        h = torch.relu(torch.baddbmm(b1, x, w1.transpose(1, 2)))
+        out = torch.sigmoid(torch.baddbmm(b2, h, w2.transpose(1, 2)))
+        g_out = (2.0 / count) * (out - y) * out * (1 - out)
+        g_h = torch.bmm(g_out, w2) * (h > 0)
+        grads = [torch.bmm(g_h.transpose(1, 2), x), g_h.sum(1, keepdim=True), torch.bmm(g_out.transpose(1, 2), h)]
+        grads.append(g_out.sum(1, keepdim=True))
+        correction1, correction2 = 1 - 0.9**step, (1 - 0.999**step) ** 0.5
+        for t, g, m_t, v_t in zip(tensors, grads, m, v):
+            m_t.lerp_(g, 0.1)
+            v_t.mul_(0.999).addcmul_(g, g, value=0.001)
+            t.sub_(lr / correction1 * m_t / (v_t.sqrt() / correction2 + 1e-8))
+    return torch.cat([t.flatten(1) for t in tensors], dim=1)
+
+
 def bench_mlp(args: argparse.Namespace) -> None:
     rows = toy_mlp_rows()
     parts = build_problem_parts(
@@ -249,6 +280,15 @@ def bench_mlp(args: argparse.Namespace) -> None:
     task_time, _ = fast(with_part(train_batched, problem_meta(problem, "toy mlp")), problem, runs, train)
     report("batched engine + part (whole task)", ref_time, task_time, "(results as a part's table, Parquet written)")
     figure("batched engine + part (whole task)", runs=len(runs), per_run=task_time)
+    hand_ensemble(problem, runs[:4], 20)  # burn-in
+    hand_time = timed(problem.device, lambda: hand_ensemble(problem, runs, train.epochs))[0] / len(runs)
+    report(
+        "hand-written bmm ensemble",
+        ref_time,
+        hand_time,
+        f"(the engine takes {batched_time / hand_time:.2f}x its time, {task_time / hand_time:.2f}x with the part)",
+    )
+    figure("hand-written bmm ensemble", runs=len(runs), per_run=hand_time)
     # Adam near an optimum amplifies rounding: the textbook loop on the same rows in
     # another order (another rounding, same problem) ends about as far from itself.
     reordered = replace(problem, x=problem.x.flip(0), y=problem.y.flip(0))

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
-from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
+# The draw rules (how bootstrap draws are made: `core.resampling`), named here without numpy
+# so that reading sweep.json (or answering --help) imports none.
+LEGACY_RULE = "default_rng"  # one numpy Generator per draw: a folder whose sweep.json names no rule
+KEYED_RULE = "splitmix64"  # counter-based, vectorised over draws
+DRAW_RULE = KEYED_RULE  # the rule new sweeps get
+DRAW_RULES = (LEGACY_RULE, KEYED_RULE)
 
 
 def known_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +36,8 @@ class SweepMeta:
     standardize: bool = False
     # how bootstrap draws are made (`core.resampling`): kept for the folder's life, so its runs stay valid
     draw_rule: str = DRAW_RULE
+    # SGD on a least-squares fit: each task stores its runs' learning-rate bounds (stats.lr_bound.COLUMNS)
+    lr_bounds: bool = False
     # whether the model's output is linear in its parameters (checked at launch); None: not
     # recorded (a folder from before). Not linear (an MLP): single parameters need not be
     # identifiable, so the answer is what the model predicts (`store.DATA_POINTS`).

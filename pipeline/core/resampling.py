@@ -28,12 +28,32 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from pipeline.core.meta import DRAW_RULE, DRAW_RULES, KEYED_RULE, LEGACY_RULE
 from pipeline.core.runs import CASE, RESIDUAL
 
-LEGACY_RULE = "default_rng"  # one numpy Generator per draw: a folder whose sweep.json names no rule
-KEYED_RULE = "splitmix64"  # counter-based, vectorised over draws
-DRAW_RULE = KEYED_RULE  # the rule new sweeps get
-DRAW_RULES = (LEGACY_RULE, KEYED_RULE)
+__all__ = [
+    "DRAW_RULE",
+    "DRAW_RULES",
+    "Draws",
+    "KEYED_RULE",
+    "LEGACY_RULE",
+    "ROW_STREAM",
+    "SCHEMES",
+    "Scheme",
+    "bootstrap_indices",
+    "case_draws",
+    "draw",
+    "draw_arrays",
+    "keyed_bits",
+    "keyed_indices",
+    "keyed_uniforms",
+    "original_fit",
+    "resample_rows",
+    "resample_size",
+    "residual_draws",
+    "residual_fit",
+]
+
 
 # Streams of the keyed generator: one per kind of random number a scheme needs, so that
 # two kinds drawn for the same (seed, k) are independent. Rows use stream 0.
@@ -63,19 +83,27 @@ def _keys(seed: int, resamples: np.ndarray, stream: int) -> np.ndarray:
     return _mix(base + k * _KEY_MULT + np.uint64(stream) * _STREAM_MULT)
 
 
+def _keyed_blocks(seed: int, resamples: Sequence[int], n: int, stream: int):
+    """(start, block) pairs: the first n outputs of SplitMix64 from the keys of draws
+    start, start + 1, ..., a few draws at a time, so each block is finished while in cache."""
+    keys = _keys(seed, np.asarray(resamples), stream)
+    counters = (np.arange(1, n + 1, dtype=np.uint64) * _GAMMA)[None, :]
+    per_block = max(1, _BLOCK // max(n, 1))
+    block = np.empty((min(per_block, len(keys)), n), dtype=np.uint64)
+    for start in range(0, len(keys), per_block):
+        part = block[: len(keys[start : start + per_block])]
+        np.add(keys[start : start + per_block, None], counters, out=part)
+        yield start, _mix(part)
+
+
 def keyed_bits(seed: int, resamples: Sequence[int], n: int, stream: int = ROW_STREAM) -> np.ndarray:
     """(draws, n) uint64: the first n outputs of SplitMix64 started from each draw's key.
 
     Output i of draw k depends on (seed, k, stream, i) alone: any subset of draws, in any
     order or batch, gets the same numbers."""
-    keys = _keys(seed, np.asarray(resamples), stream)
-    out = np.empty((len(keys), n), dtype=np.uint64)
-    counters = (np.arange(1, n + 1, dtype=np.uint64) * _GAMMA)[None, :]
-    per_block = max(1, _BLOCK // max(n, 1))
-    for start in range(0, len(keys), per_block):
-        block = out[start : start + per_block]
-        np.add(keys[start : start + per_block, None], counters, out=block)
-        _mix(block)
+    out = np.empty((len(resamples), n), dtype=np.uint64)
+    for start, block in _keyed_blocks(seed, resamples, n, stream):
+        out[start : start + len(block)] = block
     return out
 
 
@@ -90,11 +118,13 @@ def keyed_indices(seed: int, resamples: Sequence[int], n: int, size: int, stream
     (integer arithmetic; a bias below n / 2^32)."""
     if not 0 < n < 2**32:
         raise ValueError(f"keyed draws take 1 to 2^32 - 1 rows; got {n}")
-    bits = keyed_bits(seed, resamples, size, stream)
-    bits >>= np.uint64(32)
-    bits *= np.uint64(n)
-    bits >>= np.uint64(32)
-    return bits.astype(np.int64)
+    out = np.empty((len(resamples), size), dtype=np.int64)
+    for start, bits in _keyed_blocks(seed, resamples, size, stream):
+        bits >>= np.uint64(32)
+        bits *= np.uint64(n)
+        bits >>= np.uint64(32)
+        out[start : start + len(bits)] = bits  # < 2^32: the same value as int64
+    return out
 
 
 def bootstrap_indices(n_rows: int, seed: int, resamples: Sequence[int], rule: str = DRAW_RULE) -> np.ndarray:
@@ -137,6 +167,14 @@ class Draws:
         flat = (self.rows + (np.arange(runs, dtype=np.int64) * n_rows)[:, None]).reshape(-1)
         return np.bincount(flat, minlength=runs * n_rows).reshape(runs, n_rows) if m else np.zeros((runs, n_rows), int)
 
+    def noise(self, resid: np.ndarray) -> np.ndarray:
+        """(rebuilt runs, m) float64: what the rebuilt runs add to the fitted values of their rows,
+        resid[residual_rows] * residual_weights (resid: the original OLS fit's residuals, (n,))."""
+        at = np.flatnonzero(self.rebuilt)
+        residual_rows = self.rows[at] if self.residual_rows is None else self.residual_rows[at]
+        noise = np.asarray(resid, dtype=np.float64)[residual_rows]
+        return noise if self.residual_weights is None else noise * self.residual_weights[at]
+
     def responses(self, y: np.ndarray, fitted: Optional[np.ndarray], resid: Optional[np.ndarray]) -> np.ndarray:
         """(runs, m) float64: each run's y, from the original y (n,) and, for rebuilt runs,
         the original OLS fit's fitted values and residuals (n,)."""
@@ -145,12 +183,7 @@ class Draws:
             if fitted is None or resid is None:
                 raise ValueError("these draws rebuild y from the OLS fit of the original rows: give fitted and resid")
             at = np.flatnonzero(self.rebuilt)
-            rows = self.rows[at]
-            residual_rows = rows if self.residual_rows is None else self.residual_rows[at]
-            noise = np.asarray(resid, dtype=np.float64)[residual_rows]
-            if self.residual_weights is not None:
-                noise = noise * self.residual_weights[at]
-            out[at] = np.asarray(fitted, dtype=np.float64)[rows] + noise
+            out[at] = np.asarray(fitted, dtype=np.float64)[self.rows[at]] + self.noise(resid)
         return out
 
     def take(self, index: np.ndarray) -> "Draws":
@@ -180,15 +213,15 @@ def residual_draws(n_rows: int, seed: int, resamples: np.ndarray, rule: str, set
 SCHEMES: dict[str, Scheme] = {CASE: case_draws, RESIDUAL: residual_draws}
 
 
-def _fixed_draws(n_rows: int, resample: int) -> Draws:
+def _fixed_rows(n_rows: int, resample: int) -> np.ndarray:
     """Resample 0 (every row) or jackknife resample -(j+1) (every row but j): no randomness."""
     if resample == 0:
-        return Draws(np.arange(n_rows, dtype=np.int64)[None, :], np.zeros(1, dtype=bool))
+        return np.arange(n_rows, dtype=np.int64)
     if -resample > n_rows:
         raise ValueError(
             f"jackknife resample {resample} leaves out row {-resample - 1}, but the data have {n_rows} rows"
         )
-    return Draws(np.delete(np.arange(n_rows, dtype=np.int64), -resample - 1)[None, :], np.zeros(1, dtype=bool))
+    return np.delete(np.arange(n_rows, dtype=np.int64), -resample - 1)
 
 
 def draw(
@@ -201,45 +234,38 @@ def draw(
 ) -> Draws:
     """The draws of many runs (one entry per run), all of one size (`resample_size`).
 
-    Each distinct (seed, scheme, resample) is drawn once, its bootstrap draws together in
-    one call of its scheme; the result does not depend on which runs are asked for together.
+    Each distinct (seed, scheme, resample) is drawn once, the bootstrap draws of a (seed,
+    scheme) together in one call of its scheme; a draw does not depend on which runs are
+    asked for together. Bookkeeping in numpy: nothing per run in Python but jackknife rows.
     """
-    keys = list(zip((int(s) for s in seeds), (str(s) for s in schemes), (int(k) for k in resamples)))
-    distinct = list(dict.fromkeys(keys))
-    sizes = {resample_size(n_rows, k) for _, _, k in distinct}
+    names, scheme_index = np.unique(np.asarray(schemes, dtype=object).astype(str), return_inverse=True)
+    keys = np.column_stack([np.asarray(seeds, np.int64), scheme_index.reshape(-1), np.asarray(resamples, np.int64)])
+    distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+    sizes = np.unique(np.where(distinct[:, 2] < 0, n_rows - 1, n_rows))
     if len(sizes) > 1:
-        raise ValueError(f"draws of one call must have one size; got {sorted(sizes)} rows (jackknife apart)")
-    parts: dict[tuple[int, str, int], tuple[Draws, int]] = {}
-    groups: dict[tuple[int, str], list[int]] = {}
-    for seed, scheme, k in distinct:
-        if k > 0:
-            groups.setdefault((seed, scheme), []).append(k)
-        else:
-            parts[(seed, scheme, k)] = (_fixed_draws(n_rows, k), 0)
-    for (seed, scheme), ks in groups.items():
-        if scheme not in SCHEMES:
-            raise ValueError(f"unknown resampling scheme {scheme!r} (known: {', '.join(SCHEMES)})")
-        drawn = SCHEMES[scheme](n_rows, seed, np.asarray(ks, dtype=np.int64), rule, settings or {})
-        for i, k in enumerate(ks):
-            parts[(seed, scheme, k)] = (drawn, i)
-    return _gather([parts[key] for key in keys])
-
-
-def _gather(picks: list[tuple[Draws, int]]) -> Draws:
-    """One Draws of the picked rows of several (one block copy per source)."""
-    sources = list({id(d): d for d, _ in picks}.values())
-    if len(sources) == 1:
-        return sources[0].take(np.array([i for _, i in picks], dtype=np.int64))
-    rows = np.stack([d.rows[i] for d, i in picks])
-    rebuilt = np.array([bool(d.rebuilt[i]) for d, i in picks])
-    residual_rows = residual_weights = None
-    if any(d.residual_rows is not None for d in sources):
-        residual_rows = np.stack([d.rows[i] if d.residual_rows is None else d.residual_rows[i] for d, i in picks])
-    if any(d.residual_weights is not None for d in sources):
-        residual_weights = np.stack(
-            [np.ones(rows.shape[1]) if d.residual_weights is None else d.residual_weights[i] for d, i in picks]
-        )
-    return Draws(rows, rebuilt, residual_rows, residual_weights)
+        raise ValueError(f"draws of one call must have one size; got {sizes.tolist()} rows (jackknife apart)")
+    m = int(sizes[0]) if len(sizes) else n_rows
+    rows = np.empty((len(distinct), m), dtype=np.int64)
+    rebuilt = np.zeros(len(distinct), dtype=bool)
+    residual_rows: Optional[np.ndarray] = None
+    residual_weights: Optional[np.ndarray] = None
+    for i in np.flatnonzero(distinct[:, 2] <= 0):  # the original rows, and jackknife fits
+        rows[i] = _fixed_rows(n_rows, int(distinct[i, 2]))
+    drawn = distinct[:, 2] > 0
+    for seed, scheme in np.unique(distinct[drawn][:, :2], axis=0):
+        name = str(names[scheme])
+        if name not in SCHEMES:
+            raise ValueError(f"unknown resampling scheme {name!r} (known: {', '.join(SCHEMES)})")
+        at = np.flatnonzero(drawn & (distinct[:, 0] == seed) & (distinct[:, 1] == scheme))
+        made = SCHEMES[name](n_rows, int(seed), distinct[at, 2], rule, settings or {})
+        rows[at], rebuilt[at] = made.rows, made.rebuilt
+        if made.residual_rows is not None:
+            residual_rows = rows.copy() if residual_rows is None else residual_rows
+            residual_rows[at] = made.residual_rows
+        if made.residual_weights is not None:
+            residual_weights = np.ones(rows.shape) if residual_weights is None else residual_weights
+            residual_weights[at] = made.residual_weights
+    return Draws(rows, rebuilt, residual_rows, residual_weights).take(inverse.reshape(-1))
 
 
 def resample_rows(n_rows: int, seed: int, resample: int, rule: str = DRAW_RULE) -> np.ndarray:
@@ -263,9 +289,18 @@ def draw_arrays(
     return np.asarray(x, dtype=np.float64)[drawn.rows], drawn.responses(y, *(fit or (None, None)))
 
 
-def residual_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fitted, residuals) of the OLS fit of the original rows, float64: what `residual` draws rebuild y from."""
+def original_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coefficients, fitted, residuals) of the OLS fit of the original rows, float64 (NaN when
+    the features are not finite: x beyond the training dtype's range)."""
     features, y = np.asarray(features, dtype=np.float64), np.asarray(y, dtype=np.float64).reshape(-1)
+    if not np.isfinite(features).all():
+        nan = np.full(len(y), np.nan)
+        return np.full(features.shape[1], np.nan), nan, nan
     beta = np.linalg.lstsq(features, y, rcond=None)[0]
     fitted = features @ beta
-    return fitted, y - fitted
+    return beta, fitted, y - fitted
+
+
+def residual_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted, residuals) of the OLS fit of the original rows: what `residual` draws rebuild y from."""
+    return original_fit(features, y)[1:]

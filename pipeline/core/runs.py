@@ -36,6 +36,10 @@ WILD_WEIGHTS = (RADEMACHER, MAMMEN)
 ORIGINAL, BOOTSTRAP, JACKKNIFE = "original", "bootstrap", "jackknife"  # kinds of resample
 
 
+# a run's learning-rate bounds (SGD on a least-squares fit: stats.lr_bound), stored with it
+STABILITY_COLUMNS = ("lr_max_stable", "lr_fastest", "rate", "epochs_to_tol")
+
+
 def resample_kind(resample: int) -> str:
     """0: the original rows; k >= 1: bootstrap draw k; -(j+1): the jackknife fit without row j."""
     return ORIGINAL if resample == 0 else (BOOTSTRAP if resample > 0 else JACKKNIFE)
@@ -104,6 +108,7 @@ class RunResult:
     device: str = "cpu"
     engine: str = "reference"
     status_note: str = ""  # why the run is not ok, with the numbers (`engines.divergence.run_statuses`)
+    stability: Optional[list[float]] = None  # lr_max_stable, lr_fastest, rate, epochs_to_tol (SGD on least squares)
 
 
 @dataclass(eq=False)
@@ -133,6 +138,7 @@ class RunBatch(Sequence):  # type: ignore[type-arg]
     device: str = "cpu"
     engine: str = "reference"
     status_note: Optional[np.ndarray] = None  # (runs,) str (object): why a run is not ok; None: ""
+    stability: Optional[np.ndarray] = None  # (runs, 4) learning-rate bounds (`RunResult.stability`)
 
     def __post_init__(self) -> None:
         self._results: Optional[list[RunResult]] = None
@@ -177,4 +183,6 @@ class RunBatch(Sequence):  # type: ignore[type-arg]
         )
         if self.ols is not None and self.ols_loss is not None:
             result.ols, result.ols_loss = self.ols[i].tolist(), float(self.ols_loss[i])
+        if self.stability is not None:
+            result.stability = self.stability[i].tolist()
         return result

@@ -40,7 +40,7 @@ from pipeline.data.load import Dataset, load_dataset, split_seed_problems
 from pipeline.launch.backends import Backend, backend_for
 from pipeline.launch.identity import other_sweep_problems
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
-from pipeline.stats.lr_bound import resolve_auto_lr
+from pipeline.stats.lr_bound import resolve_auto_lr, why_no_bound
 from pipeline.stats.ols import closed_form_problem
 from pipeline.sweep.plan import plan
 from pipeline.train.engines import engine_problems
@@ -397,6 +397,7 @@ def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> Sw
         dataset.x_scale,
         bool(cfg["data"].get("standardize")),
         store.folder_draw_rule(Path(cfg["out_dir"])) or DRAW_RULE,
+        why_no_bound(cfg, parts.closed_form) is None,
         linear_in_params(parts, dataset),
     )
 

@@ -146,7 +146,8 @@ class TaskRunner(submitit.helpers.Checkpointable):
                         result.final_loss,
                         result.epochs,
                     )
-            store.write_progress(out, task.part_name, pa.concat_tables(tables), meta)
+            if sum(map(len, batches)) < len(todo):  # after the last batch the part itself is written
+                store.write_progress(out, task.part_name, pa.concat_tables(tables), meta)
 
         if todo:
             train_runs(self.spec, todo, on_batch_done=save)

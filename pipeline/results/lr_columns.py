@@ -1,8 +1,6 @@
-"""The learning-rate bound columns of estimates.parquet (`lr_max_stable`, `lr_fastest`, `rate`,
-`epochs_to_tol`): `stats.lr_bound` computes them, per run, at aggregation, from design.parquet
-and each run's resample, for a model linear in its parameters fitted by MSE with SGD (its
-docstring has the rule); any other sweep gets none.
-"""
+"""The learning-rate bound columns of estimates.parquet (`stats.lr_bound.COLUMNS`): stored with
+each run by its task since tasks compute them from the run's moments; computed here, from
+design.parquet and each run's draw, for runs of older parts."""
 
 from __future__ import annotations
 
@@ -24,9 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """A function adding `COLUMNS` to estimates, where the sweep's model, loss and optimiser
-    allow; the folder's config and design are read once, and each draw's curvature computed
-    once, however many grid cells aggregation hands it."""
+    """A function giving estimates the `COLUMNS`, where the sweep's model, loss and optimiser
+    allow. Tasks store them with each run (`train.engines.stability`); for runs of parts
+    written before that, they are computed here from each run's rows: the folder's config and
+    design read once, and each draw's curvature computed once, however many grid cells
+    aggregation hands it."""
     if not meta.closed_form:
         return lambda estimates: estimates
     config = read_config(out_dir)
@@ -44,9 +44,17 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
     def add(estimates: pd.DataFrame) -> pd.DataFrame:
         if estimates.empty:
             return estimates
-        frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule)
-        added = pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
-        return with_epochs_left(added, meta.param_names, param_tol)
+        if not all(c in estimates.columns for c in COLUMNS):  # a folder whose parts carry none
+            frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule)
+            return with_epochs_left(pd.concat([estimates, frame], axis=1), meta.param_names, param_tol)
+        missing = estimates[list(COLUMNS)].isna().all(axis=1)  # runs of parts written before tasks stored them
+        if not missing.any():
+            return with_epochs_left(estimates, meta.param_names, param_tol)
+        out = estimates.copy()
+        out.loc[missing, list(COLUMNS)] = bounds_frame(
+            estimates[missing], *design, reduction, rule, tol, seen, meta.draw_rule
+        ).to_numpy()
+        return with_epochs_left(out, meta.param_names, param_tol)
 
     return add
 

@@ -16,8 +16,9 @@ minimising the spectral radius of the modes' maps. The predicted epochs to
 `train.grad_tol` are log(tol / g0) / log(rate), g0 the gradient norm at the run's start
 and rate that spectral radius at the run's learning rate (directions with lambda = 0
 carry no gradient and are left out). With weight decay the fit tends to the ridge
-solution, whose loss gradient is not 0: the epochs are then NaN. numpy and scipy only;
-computed at aggregation from design.parquet and each run's resample.
+solution, whose loss gradient is not 0: the epochs are then NaN. numpy only, vectorised
+over runs (`stability_columns`): each task computes them from its runs' moments
+(`train.engines.stability`); aggregation, for runs of older parts, from design.parquet.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.resampling import DRAW_RULE, draw_arrays, residual_fit
+from pipeline.core.runs import STABILITY_COLUMNS
 from pipeline.core.settings import SGD_TARGET, SGDSettings
 from pipeline.stats.studentized import draw_keys
 
 log = logging.getLogger(__name__)
 
 
-COLUMNS = ("lr_max_stable", "lr_fastest", "rate", "epochs_to_tol")
+COLUMNS = STABILITY_COLUMNS
 
 
 AUTO = "auto"
@@ -64,16 +66,22 @@ def curvatures(gram: np.ndarray, factor: float, rule: SGDSettings) -> np.ndarray
     return np.linalg.eigvalsh(factor * gram) + rule.weight_decay
 
 
-def max_stable_lr(lam_max: float, rule: SGDSettings) -> float:
-    """The largest stable learning rate (exclusive): see the module docstring."""
+def max_stable_lrs(lam_max: np.ndarray, rule: SGDSettings) -> np.ndarray:
+    """The largest stable learning rate (exclusive) for each largest curvature: see the module docstring."""
+    lam_max = np.asarray(lam_max, dtype=float)
     m, c = rule.momentum, 1.0 - rule.dampening
-    if lam_max <= 0 or not 0 <= m < 1:
-        return math.nan
-    if m == 0:
-        return 2.0 / lam_max
-    if rule.nesterov:
-        return 2.0 * (1 + m) / ((1 + m * (1 + c)) * lam_max)
-    return 2.0 * (1 + m) / (c * lam_max) if c > 0 else math.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if m == 0:
+            bound = 2.0 / lam_max
+        elif rule.nesterov:
+            bound = 2.0 * (1 + m) / ((1 + m * (1 + c)) * lam_max)
+        else:
+            bound = 2.0 * (1 + m) / (c * lam_max) if c > 0 else np.full_like(lam_max, math.inf)
+    return np.where((lam_max > 0) & (0 <= m < 1), bound, math.nan)
+
+
+def max_stable_lr(lam_max: float, rule: SGDSettings) -> float:
+    return float(max_stable_lrs(np.array([lam_max]), rule)[0])
 
 
 def mode_maps(lr: float, lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
@@ -88,59 +96,109 @@ def mode_maps(lr: float, lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
     return np.stack([top, bottom], axis=-2)
 
 
-def radii(lrs: np.ndarray, lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
-    """(len(lrs),) spectral radius of one epoch at each learning rate, over the modes `lams`:
-    the roots of each 2 x 2 map's r^2 - trace r + det, in closed form (vectorised)."""
-    a = np.asarray(lrs, dtype=float)[:, None] * lams[None, :]
+def mode_radii(a: np.ndarray, rule: SGDSettings) -> np.ndarray:
+    """The spectral radius of each mode's epoch map, given a = lr * lambda (any shape): the roots
+    of the 2 x 2 map's r^2 - trace r + det, in closed form."""
     if rule.momentum == 0:
-        return np.abs(1 - a).max(axis=1)
+        return np.abs(1 - a)
     m, c = rule.momentum, 1.0 - rule.dampening
     top_left = 1 - a * (1 + m * c) if rule.nesterov else 1 - a * c
     off = (m * m if rule.nesterov else m) * c * a  # minus the product of the off-diagonal entries
     trace, det = top_left + m, top_left * m + off
     disc = np.sqrt((trace * trace - 4 * det).astype(complex))
-    return np.maximum(np.abs((trace + disc) / 2), np.abs((trace - disc) / 2)).max(axis=1)
+    return np.maximum(np.abs((trace + disc) / 2), np.abs((trace - disc) / 2))
+
+
+def radii(lrs: np.ndarray, lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
+    """(len(lrs),) spectral radius of one epoch at each learning rate, over the modes `lams`."""
+    return mode_radii(np.asarray(lrs, dtype=float)[:, None] * lams[None, :], rule).max(axis=1)
+
+
+def live_modes(lams: np.ndarray) -> np.ndarray:
+    """(runs, modes) True where a mode carries gradient (lambda > 0, beyond rounding of the largest)."""
+    return lams > np.maximum(lams.max(axis=-1, initial=0.0), 0.0)[..., None] * 1e-12
+
+
+def contractions(lrs: np.ndarray, lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
+    """(runs,) the spectral radius of one epoch at each run's lr over its modes that carry
+    gradient; `lams`: (runs, modes). NaN for a run without such a mode."""
+    live = live_modes(lams)
+    rates = np.where(live, mode_radii(np.asarray(lrs, dtype=float)[:, None] * lams, rule), 0.0).max(axis=1)
+    return np.where(live.any(axis=1), rates, math.nan)
 
 
 def contraction(lr: float, lams: np.ndarray, rule: SGDSettings) -> float:
     """The spectral radius of one epoch over the modes that carry gradient (lambda > 0)."""
-    live = lams[lams > lams.max(initial=0.0) * 1e-12]
-    if not len(live):
-        return math.nan
-    return float(radii(np.array([lr]), live, rule)[0])
+    return float(contractions(np.array([lr]), np.asarray(lams, dtype=float)[None, :], rule)[0])
+
+
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def fastest_lrs(lams: np.ndarray, rule: SGDSettings) -> np.ndarray:
+    """(runs,) the learning rate of the smallest contraction over each run's modes (runs, modes):
+    2 / (lambda_min + lambda_max) without momentum; with momentum, numerically, for all runs at
+    once: a geometric grid brackets the minimum of the (unimodal) spectral radius, and a golden
+    section search narrows the bracket to 1e-12 of the stable bound."""
+    lams = np.asarray(lams, dtype=float)
+    live = live_modes(lams)
+    some = live.any(axis=1)
+    lam_min = np.where(live, lams, np.inf).min(axis=1)
+    lam_max = np.where(live, lams, -np.inf).max(axis=1)
+    if rule.momentum == 0:
+        with np.errstate(invalid="ignore"):
+            return np.where(some, 2.0 / (lam_min + lam_max), math.nan)
+    bound = max_stable_lrs(np.where(some, lam_max, 0.0), rule)
+    ok = some & np.isfinite(bound)
+    bound = np.where(ok, bound, 1.0)
+
+    def rate(lrs: np.ndarray) -> np.ndarray:  # (runs, k) learning rates -> (runs, k) contractions
+        radius = mode_radii(lrs[:, :, None] * lams[:, None, :], rule)
+        return np.where(live[:, None, :], radius, 0.0).max(axis=2)
+
+    grid = bound[:, None] * np.geomspace(1e-4, 1 - 1e-9, 200)[None, :]
+    best = rate(grid).argmin(axis=1)
+    rows = np.arange(len(lams))
+    lo, hi = grid[rows, np.maximum(best - 1, 0)], grid[rows, np.minimum(best + 1, grid.shape[1] - 1)]
+    x1, x2 = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    f1, f2 = rate(x1[:, None])[:, 0], rate(x2[:, None])[:, 0]
+    while np.any(hi - lo > 1e-12 * bound):
+        left = f1 <= f2  # the minimum lies in [lo, x2]: x1 becomes the new x2; else in [x1, hi]
+        lo, hi = np.where(left, lo, x1), np.where(left, x2, hi)
+        fresh = np.where(left, hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo))
+        f_fresh = rate(fresh[:, None])[:, 0]
+        x1, x2 = np.where(left, fresh, x2), np.where(left, x1, fresh)
+        f1, f2 = np.where(left, f_fresh, f2), np.where(left, f1, f_fresh)
+    return np.where(ok, (lo + hi) / 2, math.nan)
 
 
 def fastest_lr(lams: np.ndarray, rule: SGDSettings) -> float:
-    """The learning rate of the smallest contraction: closed form without momentum, else numerical."""
-    live = lams[lams > lams.max(initial=0.0) * 1e-12]
-    if not len(live):
-        return math.nan
-    if rule.momentum == 0:
-        return 2.0 / (live.min() + live.max())
-    bound = max_stable_lr(float(live.max()), rule)
-    if not math.isfinite(bound):
-        return math.nan
-    grid = bound * np.geomspace(1e-4, 1 - 1e-9, 2000)
-    rates = radii(grid, live, rule)
-    best = int(np.argmin(rates))
-    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    from scipy.optimize import minimize_scalar  # here: momentum only, and the import costs 0.3 s
+    return float(fastest_lrs(np.asarray(lams, dtype=float)[None, :], rule)[0])
 
-    found = minimize_scalar(
-        lambda lr: contraction(lr, live, rule), bounds=(lo, hi), method="bounded", options={"xatol": 1e-12 * bound}
-    )
-    return float(found.x) if found.fun <= rates[best] else float(grid[best])
+
+def epochs_to_tols(rate: np.ndarray, g0: np.ndarray, tol: float) -> np.ndarray:
+    """log(tol / g0) / log(rate) per run: 0 when the start is already within tol, 1 when rate is 0
+    (every mode solved in one step), inf when rate >= 1, NaN when rate or g0 is not finite."""
+    rate, g0 = np.asarray(rate, dtype=float), np.asarray(g0, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        steps = np.log(tol / g0) / np.log(rate)
+    out = np.where(rate >= 1, math.inf, np.where(rate <= 0, 1.0, steps))
+    out = np.where(g0 <= tol, 0.0, out)
+    return np.where(np.isfinite(rate) & np.isfinite(g0), out, math.nan)
 
 
 def epochs_to_tol(rate: float, g0: float, tol: float) -> float:
-    """log(tol / g0) / log(rate): 0 when the start is already within tol, 1 when rate is 0, inf when rate >= 1."""
-    if not (math.isfinite(rate) and math.isfinite(g0)):
-        return math.nan
-    if g0 <= tol:
-        return 0.0
-    if rate <= 0:  # every mode is solved in one step (lr = 1 / lambda for every lambda)
-        return 1.0
-    return math.inf if rate >= 1 else math.log(tol / g0) / math.log(rate)
+    return float(epochs_to_tols(np.array([rate]), np.array([g0]), tol)[0])
+
+
+def stability_columns(lams: np.ndarray, lrs: np.ndarray, g0: np.ndarray, rule: SGDSettings, tol: float) -> np.ndarray:
+    """(runs, 4): the `COLUMNS` of runs at `lrs` whose curvatures (eigenvalues of H + weight_decay
+    I, ascending) are `lams` (runs, modes) and whose gradient norm at the start is `g0`."""
+    lams = np.asarray(lams, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):  # a design too large for float64: NaN columns
+        rate = contractions(lrs, lams, rule)
+        epochs = epochs_to_tols(rate, g0, tol) if rule.weight_decay == 0 else np.full(len(lams), math.nan)
+        return np.column_stack([max_stable_lrs(lams[:, -1], rule), fastest_lrs(lams, rule), rate, epochs])
 
 
 @dataclass(frozen=True)
@@ -151,8 +209,6 @@ class RowsCurvature:
     gram: np.ndarray  # F^T F
     moment: np.ndarray  # F^T y
     lams: np.ndarray  # eigenvalues of H + weight_decay I
-    lr_max_stable: float
-    lr_fastest: float
 
     @classmethod
     def of(cls, features: np.ndarray, y: np.ndarray, reduction: str, rule: SGDSettings) -> "RowsCurvature":
@@ -160,29 +216,21 @@ class RowsCurvature:
         with np.errstate(over="ignore", invalid="ignore"):
             factor, gram, moment = loss_factor(reduction, len(y)), features.T @ features, features.T @ y
         if not np.isfinite(gram).all():
-            nan = np.full(len(gram), np.nan)
-            return cls(factor, gram, moment, nan, math.nan, math.nan)
-        lams = curvatures(gram, factor, rule)
-        return cls(factor, gram, moment, lams, max_stable_lr(float(lams[-1]), rule), fastest_lr(lams, rule))
+            return cls(factor, gram, moment, np.full(len(gram), np.nan))
+        return cls(factor, gram, moment, curvatures(gram, factor, rule))
 
-    def bounds(self, lr: float, theta0: np.ndarray, rule: SGDSettings, tol: float) -> dict[str, float]:
-        """The four `COLUMNS` of a run at `lr` from `theta0` on these rows (NaN where F^T F overflowed)."""
-        if not np.isfinite(self.gram).all():
-            return dict.fromkeys(COLUMNS, math.nan)
-        rate = contraction(lr, self.lams, rule)
-        g0 = float(np.linalg.norm(self.factor * (self.gram @ theta0 - self.moment)))
-        return {
-            "lr_max_stable": self.lr_max_stable,
-            "lr_fastest": self.lr_fastest,
-            "rate": rate,
-            "epochs_to_tol": epochs_to_tol(rate, g0, tol) if rule.weight_decay == 0 else math.nan,
-        }
+    def start_gradient(self, theta0: np.ndarray) -> float:
+        """The gradient norm at `theta0` on these rows (NaN where F^T F overflowed)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.linalg.norm(self.factor * (self.gram @ theta0 - self.moment)))
 
 
-def _start(run: Any, n_params: int) -> np.ndarray:
-    """The run's initial parameters; None: the feature models' own start, zeros."""
-    init = getattr(run, "init", None)
-    return np.zeros(n_params) if init is None or len(init) == 0 else np.asarray(init, dtype=float)
+def _starts(runs: pd.DataFrame, n_params: int) -> np.ndarray:
+    """(runs, n_params) initial parameters; None: the feature models' own start, zeros."""
+    inits = runs["init"] if "init" in runs.columns else pd.Series([None] * len(runs), index=runs.index)
+    return np.array(
+        [np.zeros(n_params) if v is None or len(v) == 0 else np.asarray(v, dtype=float) for v in inits]
+    ).reshape(len(runs), n_params)
 
 
 def bounds_frame(
@@ -196,8 +244,9 @@ def bounds_frame(
     draw_rule: str = DRAW_RULE,
 ) -> pd.DataFrame:
     """`COLUMNS` for every run (index as `runs`), each from its own rows (drawn by `draw_rule`, the
-    folder's). `seen` keeps each draw's curvature across calls (aggregation calls this once per
-    grid cell, with the same draws in each)."""
+    folder's), for folders whose parts do not carry them (tasks compute them since the Gram
+    engine ran on moments). `seen` keeps each draw's curvature across calls (aggregation calls
+    this once per grid cell, with the same draws in each)."""
     seen = {} if seen is None else seen
     keys = draw_keys(runs)
     new = [key for key in dict.fromkeys(keys) if key not in seen]  # the same draw in every cell: once
@@ -206,11 +255,13 @@ def bounds_frame(
         for key in new:
             designs, responses = draw_arrays(X, y, [key], draw_rule, fit)
             seen[key] = RowsCurvature.of(designs[0], responses[0], reduction, rule)
-    rows = [
-        seen[key].bounds(float(run.lr), _start(run, X.shape[1]), rule, tol)
-        for key, run in zip(keys, runs.itertuples(index=False))
-    ]
-    return pd.DataFrame(rows, index=runs.index, columns=list(COLUMNS))
+    if not keys:
+        return pd.DataFrame(index=runs.index, columns=list(COLUMNS), dtype=float)
+    starts = _starts(runs, X.shape[1])
+    g0 = np.array([seen[key].start_gradient(theta0) for key, theta0 in zip(keys, starts)])
+    lams = np.stack([seen[key].lams for key in keys])
+    columns = stability_columns(lams, runs["lr"].to_numpy(dtype=float), g0, rule, tol)
+    return pd.DataFrame(columns, index=runs.index, columns=list(COLUMNS))
 
 
 def why_no_bound(config: dict[str, Any], closed_form: bool) -> Optional[str]:

@@ -65,6 +65,7 @@ from pipeline.store.parts import (
     result_row,
     results_table,
     rows_table,
+    schema_of,
     write_part,
 )
 from pipeline.store.progress import (
@@ -132,6 +133,7 @@ __all__ = [
     "result_row",
     "results_table",
     "rows_table",
+    "schema_of",
     "set_sweep_aside",
     "submitted_tasks",
     "write_data_points",

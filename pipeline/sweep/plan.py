@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import CASE, Run, Task
-from pipeline.sweep.ids import legacy_fingerprint, legacy_run_id, run_id_from_json, settings_fingerprint
+from pipeline.sweep.ids import legacy_fingerprint, legacy_run_id, run_ids_from_json, settings_fingerprint
 
 
 def lr_grid(cfg: dict[str, Any]) -> list[float]:
@@ -52,20 +52,12 @@ def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None, dr
     settings_json = json.dumps({**settings_fingerprint(cfg), "data": data_digest}, sort_keys=True, default=str)
     seed, scheme = int(cfg["sweep"]["seed"]), cfg["sweep"].get("scheme", CASE)
     runs = []
+    resamples = resample_indices(cfg, n_rows)
     for lr in lr_grid(cfg):
         for i, init in enumerate(init_grid(cfg)):
-            for k in resample_indices(cfg, n_rows):
-                runs.append(
-                    Run(
-                        run_id_from_json(settings_json, lr, init, k, seed, scheme, draw_rule),
-                        lr,
-                        i,
-                        None if init is None else tuple(init),
-                        k,
-                        seed,
-                        scheme,
-                    )
-                )
+            ids = run_ids_from_json(settings_json, lr, init, resamples, seed, scheme, draw_rule)
+            vector = None if init is None else tuple(init)
+            runs += [Run(run_id, lr, i, vector, k, seed, scheme) for run_id, k in zip(ids, resamples)]
     return runs
 
 

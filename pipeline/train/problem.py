@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.resampling import DRAW_RULE, Draws, draw, residual_fit
+from pipeline.core.resampling import DRAW_RULE, Draws, draw, original_fit
 from pipeline.core.runs import Run
 from pipeline.data.load import Dataset
 from pipeline.models import is_linear_in_parameters, scalar_parameter_names
@@ -65,11 +65,17 @@ class Problem:
         return self.x.shape[0]
 
     @cached_property
-    def residual_parts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Fitted values and residuals of the OLS fit on the original rows, float64 (`residual` draws)."""
+    def original_fit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(coefficients, fitted values, residuals) of the OLS fit on the original rows, float64:
+        what `residual` draws rebuild y from, and where the Gram engine expands its losses."""
         with torch.no_grad():
             features = self.parts.make_model().features(self.x.double().cpu())
-        return residual_fit(features.numpy(), self.y.double().cpu().numpy()[:, 0])
+        return original_fit(features.numpy(), self.y.double().cpu().numpy()[:, 0])
+
+    @property
+    def residual_parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fitted values and residuals of the OLS fit on the original rows (`residual` draws)."""
+        return self.original_fit[1:]
 
 
 def run_draws(problem: Problem, runs: list[Run]) -> Draws:

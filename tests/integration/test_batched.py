@@ -347,23 +347,11 @@ def test_a_run_gets_the_same_bits_in_any_chunk(engine):
     pieces = train_chunk(problem, runs[:5], cfg) + train_chunk(problem, runs[5:][::-1], cfg)[::-1]
     alone = [train_chunk(problem, [run], cfg)[0] for run in runs[:3]]
     for a, b in [*zip(whole, pieces, strict=True), *zip(whole[:3], alone)]:
+        # to the bit: the Gram engine's per-run arithmetic, the batched engine's fixed-size blocks
         assert (a.run, a.status) == (b.run, b.status), a.run.run_id
-        if engine == "gram":  # float64 moments, per-run arithmetic: the same bits on every CPU
-            assert (a.params, a.final_loss, a.grad_norm, a.curve_loss) == (
-                b.params,
-                b.final_loss,
-                b.grad_norm,
-                b.curve_loss,
-            ), a.run.run_id
-        else:
-            # torch's batched float32 matmul picks its blocking by batch size on some CPUs
-            # (Intel Xeon, oneDNN/MKL): the last bit or two may move with the chunk
-            for x, y in [
-                (a.params, b.params),
-                (a.curve_loss, b.curve_loss),
-                ((a.final_loss, a.grad_norm), (b.final_loss, b.grad_norm)),
-            ]:
-                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7, err_msg=a.run.run_id)
+        assert repr((a.params, a.final_loss, a.grad_norm, a.curve_loss, a.test_loss)) == repr(
+            (b.params, b.final_loss, b.grad_norm, b.curve_loss, b.test_loss)
+        ), a.run.run_id
     assert {r.status for r in whole} >= {"diverged", "not_converged"}
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from pipeline.train.engines.moments import RowLosses, matrix_times, predictions, row_sum
+from pipeline.train.engines.moments import RowLosses, matrix_product, matrix_times, predictions, row_sum
 from pipeline.train.engines.stacked_optim import SGDSettings, sgd_update
 
 # A run that overflows in the training dtype between two logged epochs. The float64 state
@@ -43,7 +43,7 @@ _HEADROOM = 2.0**10
 
 def _squared(matrices: Tensor) -> Tensor:
     """(runs, q, q) -> their squares, elementwise like `matrix_times` (the same bits in any batch)."""
-    return (matrices.unsqueeze(2) * matrices.transpose(1, 2).unsqueeze(1)).sum(dim=-1)
+    return matrix_product(matrices, matrices)
 
 
 def doubling_powers(matrices: Tensor, levels: int) -> list[Tensor]:

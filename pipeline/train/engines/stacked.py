@@ -16,7 +16,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import vmap
 
 from pipeline.core.runs import DIVERGED, Run, RunBatch
 from pipeline.core.settings import TrainSettings
@@ -56,24 +55,6 @@ def initial_vectors(problem: Problem, runs: list[Run]) -> tuple[list[nn.Module],
     return models, vectors[index]
 
 
-def closed_forms(
-    problem: Problem, x: Tensor, y: Tensor, features64: Optional[Tensor] = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(runs, n_params) least-squares fits, (runs,) their losses and (runs,) the ranks of
-    the runs' designs (below n_params: the optimum is not unique), float64 on the CPU.
-
-    The reference loop's computation (`torch.linalg.lstsq` of the features of each run's
-    data, then the experiment's loss), batched over runs. LAPACK's least squares is not
-    reproducible to the last bit even call to call, so nothing else is computed from it
-    (the status compares the parameters with it to `train.param_tol`, far above its noise).
-    """
-    a = (features_of(problem.parts.make_model(), x.double()) if features64 is None else features64).cpu()
-    b = y.double().cpu()
-    solved = torch.linalg.lstsq(a, b, driver="gelsy")  # gelsy: also the rank of each design
-    coef = solved.solution[..., 0]
-    return coef, vmap(problem.parts.loss_fn)((a * coef.unsqueeze(1)).sum(dim=-1, keepdim=True), b), solved.rank
-
-
 class LossLog:
     """The losses logged at logged epochs, for the runs still training at each."""
 
@@ -83,10 +64,19 @@ class LossLog:
         self._rows: list[Tensor] = []
 
     def add(self, epoch: int, live: Tensor, loss: Tensor) -> None:
-        row = torch.full((self.n_runs,), math.nan, device=self.device, dtype=self.dtype)
-        row[live] = loss.detach()
+        if len(live) == self.n_runs:  # none stopped yet
+            row = loss.detach().to(self.dtype, copy=True)
+        else:
+            row = torch.full((self.n_runs,), math.nan, device=self.device, dtype=self.dtype)
+            row[live] = loss.detach()
         self.epochs.append(epoch)
         self._rows.append(row)
+
+    def head(self, k: int) -> "LossLog":
+        """The log of the first k runs."""
+        out = LossLog(k, self.device, self.dtype)
+        out.epochs, out._rows = list(self.epochs), [row[:k] for row in self._rows]
+        return out
 
     def matrix(self) -> Tensor:
         """(logged epochs, runs) on the CPU; entries after a run stopped are NaN."""
@@ -108,6 +98,28 @@ class ChunkOutcome:
     ols: Optional[Tensor] = None  # (runs, n_params) closed-form fit, where there is one
     ols_loss: Optional[Tensor] = None
     ols_rank: Optional[Tensor] = None  # (runs,) rank of each run's design: below n_params, ols is not unique
+    stability: Optional[np.ndarray] = None  # (runs, 4) learning-rate bounds, where they apply
+
+    def head(self, k: int) -> "ChunkOutcome":
+        """The outcome of the first k runs (a padded batch's real ones)."""
+        if k == len(self.stopped_at):
+            return self
+
+        def cut(value: Any) -> Any:
+            return None if value is None else value[:k]
+
+        return ChunkOutcome(
+            self.params[:k],
+            self.final_loss[:k],
+            self.grad_norm[:k],
+            cut(self.test_loss),
+            self.stopped_at[:k],
+            self.log.head(k),
+            cut(self.ols),
+            cut(self.ols_loss),
+            cut(self.ols_rank),
+            cut(self.stability),
+        )
 
 
 def _numpy(t: Optional[Tensor]) -> Optional[np.ndarray]:
@@ -162,4 +174,5 @@ def batch_from(
         str(problem.device),
         engine,
         note,
+        outcome.stability,
     )
