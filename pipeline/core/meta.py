@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 
@@ -31,6 +31,16 @@ class SweepMeta:
     standardize: bool = False
     # how bootstrap draws are made (`core.resampling`): kept for the folder's life, so its runs stay valid
     draw_rule: str = DRAW_RULE
+    # what the draws of the block and wild schemes read (None where the scheme reads none): the
+    # (mean) block length, `sweep.block_length` or its Politis-White estimate, and the wild weights
+    block_length: Optional[float] = None
+    wild_weights: Optional[str] = None
+
+    def draw_settings(self) -> dict[str, Any]:
+        """The settings the sweep's draws read (`core.resampling.draw`); empty for case and residual."""
+        return {
+            k: v for k, v in (("block_length", self.block_length), ("wild_weights", self.wild_weights)) if v is not None
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

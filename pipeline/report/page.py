@@ -213,6 +213,7 @@ def _intervals(sweep: Sweep) -> str:
             "units",
             "method",
             "scheme",
+            "block_length",
             "estimate",
             "lower",
             "upper",
@@ -222,7 +223,7 @@ def _intervals(sweep: Sweep) -> str:
             "n_used",
             "n_dropped",
         )
-        if c in ci.columns
+        if c in ci.columns and (c != "block_length" or ci[c].notna().any())  # block schemes only
     ]
     shown = ci.head(MAX_TABLE_ROWS)
     table = shown[cols].copy()

@@ -135,6 +135,30 @@ def cell_lines(cells: list[Cell], level: float) -> list[str]:
     return lines
 
 
+DEPENDENT = "rows look dependent"  # how the intervals table's note begins (stats.cells.dependence_note)
+
+
+def draw_lines(intervals: pd.DataFrame) -> list[str]:
+    """How the bootstrap drew, unless by case resampling (scheme and block length), and the
+    intervals table's note when the rows look dependent."""
+    lines = []
+    boot = intervals[intervals["scheme"].notna()] if "scheme" in intervals else intervals.iloc[:0]
+    for scheme, rows in boot.groupby("scheme", sort=True):
+        if scheme == "case":
+            continue
+        length = rows["block_length"].dropna() if "block_length" in rows else pd.Series(dtype=float)
+        what = "mean block length" if scheme == "stationary" else "blocks of"
+        block = f", {what} {length.iloc[0]:g} rows" if len(length) else ""
+        lines.append(f"(bootstrap draws: {scheme}{block})")
+    noted = intervals[intervals["note"].fillna("").str.contains(DEPENDENT, regex=False)] if "note" in intervals else []
+    if len(noted):
+        note = noted["note"].iloc[0]
+        head, tail = note[note.index(DEPENDENT) :].split(", and ", 1)
+        methods = ", ".join(dict.fromkeys(noted["method"]))
+        lines += [f"note: {head},", f"  and {tail.replace('this interval assumes', methods + ' assume')}"]
+    return lines
+
+
 def sweep_summary(out_dir: Path, *, level: float = 0.95) -> str:
     """Per learning rate (and initial vector): status counts and, where the bootstrap gave
     intervals, each parameter's estimate with its percentile and t intervals; then where the
@@ -147,6 +171,7 @@ def sweep_summary(out_dir: Path, *, level: float = 0.95) -> str:
         return "no runs have results yet"
     lines = cell_lines(cells, level)
     lines.append("(n.c.: not_converged, div.: diverged; estimate: the fit on the original rows)")
+    lines += draw_lines(pd.concat([c.intervals for c in cells]))
     tables = [*TABLES, *(["predictions.parquet"] if (out_dir / "predictions.parquet").is_file() else [])]
     lines.append(f"tables: {', '.join(tables)} in {out_dir} (pandas.read_parquet)")
     return "\n".join(lines)

@@ -56,7 +56,7 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
     def add(estimates: pd.DataFrame) -> pd.DataFrame:
         if estimates.empty:
             return estimates
-        frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule)
+        frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule, meta.draw_settings())
         return pd.concat([estimates.drop(columns=[c for c in COLUMNS if c in estimates.columns]), frame], axis=1)
 
     return add

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -190,9 +190,10 @@ def bounds_frame(
     tol: float,
     seen: Optional[dict] = None,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> pd.DataFrame:
-    """`COLUMNS` for every run (index as `runs`), each from its own rows (drawn by `draw_rule`, the
-    folder's). `seen` keeps each draw's curvature across calls (aggregation calls this once per
+    """`COLUMNS` for every run (index as `runs`), each from its own rows (drawn by `draw_rule` and
+    `draw_settings`, the folder's). `seen` keeps each draw's curvature across calls (aggregation calls this once per
     grid cell, with the same draws in each)."""
     seen = {} if seen is None else seen
     keys = draw_keys(runs)
@@ -200,7 +201,7 @@ def bounds_frame(
     if new:
         fit = residual_fit(X, y)
         for key in new:
-            designs, responses = draw_arrays(X, y, [key], draw_rule, fit)
+            designs, responses = draw_arrays(X, y, [key], draw_rule, fit, draw_settings)
             seen[key] = RowsCurvature.of(designs[0], responses[0], reduction, rule)
     rows = [
         seen[key].bounds(float(run.lr), _start(run, X.shape[1]), rule, tol)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 from pipeline.core.runs import CASE
@@ -73,10 +73,11 @@ def run_id(
     seed: int,
     scheme: str = CASE,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> str:
-    """Version `ID_VERSION`: seed, scheme and draw rule change bootstrap draws (k >= 1) only."""
+    """Version `ID_VERSION`: seed, scheme, draw rule and draw settings change bootstrap draws (k >= 1) only."""
     return run_id_from_json(
-        json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme, draw_rule
+        json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme, draw_rule, draw_settings
     )
 
 
@@ -88,14 +89,17 @@ def run_id_from_json(
     seed: int,
     scheme: str = CASE,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> str:
     """`run_id` with the settings serialised once per sweep, not once per run (10^6 runs: minutes).
 
     The text hashed is json.dumps(..., sort_keys=True) of {"v", "settings", "lr", "init",
     "resample", "seed", "scheme"} and, for a bootstrap draw of any draw rule but the first
     (`core.resampling.LEGACY_RULE`), "draw": the rule, so the ids of folders made before
-    the rule had a name stay, and no two rules' draws share an id. "settings" and "v" sort
-    after the run's own keys, so the run's part is dumped alone and the settings' text
+    the rule had a name stay, and no two rules' draws share an id; for a bootstrap draw of a
+    scheme that reads settings (block length, wild weights: `SweepMeta.draw_settings`),
+    "draw_settings": those, so the case and residual ids are as they were. "settings" and "v"
+    sort after the run's own keys, so the run's part is dumped alone and the settings' text
     appended (tests/integration/test_house.py pins it).
     """
     draw = resample > 0
@@ -108,6 +112,8 @@ def run_id_from_json(
     }
     if draw and draw_rule != LEGACY_RULE:
         own["draw"] = draw_rule
+    if draw and draw_settings:
+        own["draw_settings"] = dict(draw_settings)
     text = json.dumps(own, sort_keys=True, default=str)[:-1] + f', "settings": {settings_json}, "v": {ID_VERSION}}}'
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
