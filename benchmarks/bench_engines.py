@@ -2,15 +2,17 @@
 
     python -m benchmarks.bench_engines                  # all three figures (a few minutes on 2 cores)
     python -m benchmarks.bench_engines --only tdm mlp   # skip the whole-sweep timing
+    python -m benchmarks.bench_engines --only tdm mlp --device cuda --tdm-runs 10000 --mlp-runs 10000 \
+        --record figures.jsonl                          # benchmarks/gpu_check.sh: every figure as a JSON line
 
 Run it from the repository root, so that this checkout's `pipeline` is the one timed.
 
-Figures (float32 unless --dtype):
-- tdm: tdm_quadratic (1,000 rows, 3 parameters), 1,000 bootstrap resamples x 10,000
+Figures (float32 unless --dtype, which takes one or both):
+- tdm: tdm_quadratic (1,000 rows, 3 parameters), 1,000 bootstrap resamples (--tdm-runs) x 10,000
   epochs: the gram engine on all runs; the batched engine on all runs for
   --batched-epochs epochs, per-run time scaled to 10,000 epochs; the textbook loop
   (`train_reference`) on --reference-runs of the runs, full length.
-- mlp: seed 002's toy network (3 -> 4 ReLU -> 2 sigmoid, 20 rows), 512 runs x 2,000
+- mlp: seed 002's toy network (3 -> 4 ReLU -> 2 sigmoid, 20 rows), 512 runs (--mlp-runs) x 2,000
   Adam steps: the batched engine on all runs; the textbook loop on a sample.
 - "+ part (whole task)": the engine, then its results as a task writes them (the part's
   Arrow table from the engine's columns, `store.results_table`, and its Parquet file).
@@ -25,6 +27,7 @@ fast engine is its wall time over the number of runs it trained together.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +44,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from benchmarks.figures import cpu_model, record
 from pipeline import store
 from pipeline.config.schema import to_container
 from pipeline.config.shipped import CONF_DIR
@@ -80,16 +85,9 @@ def timed(device: torch.device, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (
-        f"{model}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__} "
+        f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads){gpu}, Python {platform.python_version()}"
     )
 
@@ -111,6 +109,32 @@ def max_relative_gap(fast: list[RunResult], ref: list[RunResult]) -> float:
 
 def report(name: str, per_run_ref: float, per_run_fast: float, note: str = "") -> None:
     print(f"  {name:<34} {per_run_fast * 1e3:10.3f} ms/run   {per_run_ref / per_run_fast:10.0f}x  {note}")
+
+
+def note_figure(
+    args: argparse.Namespace,
+    figure: str,
+    stage: str,
+    *,
+    device: torch.device,
+    runs: int,
+    epochs: int,
+    per_run: float,
+    **extra: Any,
+) -> None:
+    """One timing as a record in --record's file (benchmarks/figures.py), per run and in all."""
+    record(
+        args.record,
+        device,
+        figure=figure,
+        stage=stage,
+        dtype=args.dtype,
+        runs=runs,
+        epochs=epochs,
+        ms_per_run=per_run * 1e3,
+        seconds=per_run * runs,
+        **extra,
+    )
 
 
 def textbook(problem: Problem, runs: list[Run], cfg: TrainSettings) -> tuple[float, list[RunResult]]:
@@ -147,7 +171,8 @@ def bench_tdm(args: argparse.Namespace) -> None:
     cfg = compose_config(
         "experiment=tdm_quadratic",
         "sweep=bootstrap",
-        "sweep.resamples=999",
+        f"sweep.resamples={args.tdm_runs - 1}",
+        *([f"train.epochs={args.epochs}"] if args.epochs else []),
         f"train.dtype={args.dtype}",
         f"train.device={args.device}",
     )
@@ -169,13 +194,21 @@ def bench_tdm(args: argparse.Namespace) -> None:
     print(
         f"  {'textbook loop (train_reference)':<34} {ref_time * 1e3:10.1f} ms/run   (mean of {len(sample)} full runs)"
     )
+    figure = partial(note_figure, args, "tdm_quadratic", device=problem.device, epochs=train.epochs)
+    figure("textbook loop", runs=len(sample), per_run=ref_time, note=f"mean of {len(sample)} full runs")
     gram_time, gram = fast(train_gram, problem, runs, train)
-    report("gram engine", ref_time, gram_time, f"max gap to textbook {max_relative_gap(gram, ref):.1e}")
+    gap = max_relative_gap(gram, ref)
+    report("gram engine", ref_time, gram_time, f"max gap to textbook {gap:.1e}")
+    figure("gram engine", runs=len(runs), per_run=gram_time, note=f"max gap to textbook {gap:.1e}")
     task_time, _ = fast(with_part(train_gram, problem_meta(problem, "tdm_quadratic")), problem, runs, train)
     report("gram engine + part (whole task)", ref_time, task_time, "(results as a part's table, Parquet written)")
-    scale = train.epochs / args.batched_epochs
-    batched_time, _ = fast(train_batched, problem, runs, replace(train, epochs=args.batched_epochs))
-    report("batched engine", ref_time, batched_time * scale, f"({args.batched_epochs} epochs timed, x{scale:g})")
+    figure("gram engine + part (whole task)", runs=len(runs), per_run=task_time)
+    batched_epochs = min(args.batched_epochs, train.epochs)
+    scale = train.epochs / batched_epochs
+    batched_time, _ = fast(train_batched, problem, runs, replace(train, epochs=batched_epochs))
+    note = f"{batched_epochs} epochs timed, x{scale:g}"
+    report("batched engine", ref_time, batched_time * scale, f"({note})")
+    figure("batched engine", runs=len(runs), per_run=batched_time * scale, note=note)
 
 
 def toy_mlp_rows(n: int = 20) -> Dataset:
@@ -192,11 +225,13 @@ def bench_mlp(args: argparse.Namespace) -> None:
         TOY_MLP, {"_target_": "torch.nn.MSELoss"}, {"_target_": "torch.optim.Adam", "_partial_": True}, rows
     )
     problem = build_problem(parts, rows, device=args.device, dtype=args.dtype)
-    train = TrainSettings(epochs=2000, log_every=100, grad_tol=1e-3)
+    train = TrainSettings(epochs=args.mlp_steps, log_every=min(100, args.mlp_steps), grad_tol=1e-3)
     lrs = (3e-3, 1e-2, 3e-2, 1e-1)
-    runs = [Run(f"mlp-{lr}-{i}-{k}", lr, i, None, k, 0) for lr in lrs for i in range(8) for k in range(16)]
+    resamples = math.ceil(args.mlp_runs / (len(lrs) * 8))
+    grid = [Run(f"mlp-{lr}-{i}-{k}", lr, i, None, k, 0) for lr in lrs for i in range(8) for k in range(resamples)]
+    runs = grid[: args.mlp_runs]
     print(
-        f"\ntoy MLP 3-4-2 (seed 002): {len(runs)} runs (4 lr x 8 inits x 16 resamples) x "
+        f"\ntoy MLP 3-4-2 (seed 002): {len(runs)} runs (4 lr x 8 inits x {resamples} resamples) x "
         f"{train.epochs} Adam steps, 20 rows, {args.dtype} on {problem.device} ({load()})"
     )
     originals = [run for run in runs if run.resample == 0]  # reordering rows keeps their problem
@@ -205,10 +240,15 @@ def bench_mlp(args: argparse.Namespace) -> None:
     print(
         f"  {'textbook loop (train_reference)':<34} {ref_time * 1e3:10.1f} ms/run   (mean of {len(sample)} full runs)"
     )
+    figure = partial(note_figure, args, "toy MLP, Adam", device=problem.device, epochs=train.epochs)
+    figure("textbook loop", runs=len(sample), per_run=ref_time, note=f"mean of {len(sample)} full runs")
     batched_time, batched = fast(train_batched, problem, runs, train)
-    report("batched engine", ref_time, batched_time, f"max gap to textbook {max_relative_gap(batched, ref):.1e}")
+    gap = max_relative_gap(batched, ref)
+    report("batched engine", ref_time, batched_time, f"max gap to textbook {gap:.1e}")
+    figure("batched engine", runs=len(runs), per_run=batched_time, note=f"max gap to textbook {gap:.1e}")
     task_time, _ = fast(with_part(train_batched, problem_meta(problem, "toy mlp")), problem, runs, train)
     report("batched engine + part (whole task)", ref_time, task_time, "(results as a part's table, Parquet written)")
+    figure("batched engine + part (whole task)", runs=len(runs), per_run=task_time)
     # Adam near an optimum amplifies rounding: the textbook loop on the same rows in
     # another order (another rounding, same problem) ends about as far from itself.
     reordered = replace(problem, x=problem.x.flip(0), y=problem.y.flip(0))
@@ -249,18 +289,24 @@ STAGES = {"tdm": bench_tdm, "mlp": bench_mlp, "sweep": bench_sweep}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(STAGES), default=list(STAGES))
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--dtype", nargs="+", choices=["float32", "float64"], default=["float32"], help="one or both")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--reference-runs", type=int, default=5, help="textbook runs timed per figure")
     parser.add_argument("--batched-epochs", type=int, default=1000, help="epochs of the tdm batched stage")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--tdm-runs", type=int, default=1000, help="runs of the tdm figure (resample 0 and draws)")
+    parser.add_argument("--mlp-runs", type=int, default=512, help="runs of the mlp figure")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the tdm figure (default: the preset's)")
+    parser.add_argument("--mlp-steps", type=int, default=2000, help="Adam steps of the mlp figure")
+    parser.add_argument("--record", type=Path, default=None, help="append each figure as a JSON line to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"command: {shlex.join(sys.orig_argv)} (in {Path.cwd()})")
     print(f"machine: {machine()}")
-    for name in args.only:
-        STAGES[name](args)
+    for dtype in args.dtype:
+        for name in args.only:
+            STAGES[name](argparse.Namespace(**{**vars(args), "dtype": dtype}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ or through the console entry points, and read back the tables."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,11 @@ from pipeline.train.problem import Problem, build_problem, build_problem_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The device every test problem and config trains on, in place of the one the test names:
+# benchmarks/gpu_check.sh sets it to `cuda` to run the engine tests (marker `engines`) on a GPU.
+# Unset (always, in the suite), each test trains where it says.
+TEST_DEVICE = os.environ.get("PIPELINE_TEST_DEVICE") or None
+
 
 def make_config(out_dir: Path, *overrides: str) -> dict[str, Any]:
     """The resolved config `pipeline-sweep <overrides> out_dir=<out_dir>` would run.
@@ -39,16 +45,18 @@ def make_config(out_dir: Path, *overrides: str) -> dict[str, Any]:
                 *overrides,
                 f"out_dir={out_dir}",
                 "launcher.progress=false",
+                *([f"train.device={TEST_DEVICE}"] if TEST_DEVICE else []),
             ],
         )
     return to_container(cfg)
 
 
 def problem_from(cfg: dict[str, Any], dataset: Dataset) -> Problem:
-    """The Problem of a config's model, loss, optimiser and `train.device`/`train.dtype`."""
+    """The Problem of a config's model, loss, optimiser and `train.device` (or TEST_DEVICE) / `train.dtype`."""
     parts = build_problem_parts(cfg["model"], cfg["loss"], cfg["optim"], dataset)
     train = cfg.get("train", {})
-    return build_problem(parts, dataset, device=train.get("device", "auto"), dtype=train.get("dtype", "float32"))
+    device = TEST_DEVICE or train.get("device", "auto")
+    return build_problem(parts, dataset, device=device, dtype=train.get("dtype", "float32"))
 
 
 def run_sweep(out_dir: Path, *overrides: str):

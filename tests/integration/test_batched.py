@@ -44,6 +44,8 @@ from pipeline.train.engines.moments import row_sum
 from pipeline.train.problem import Problem
 from tests.conftest import make_config, problem_from, run_sweep
 
+pytestmark = pytest.mark.engines  # benchmarks/gpu_check.sh runs these on CUDA too
+
 TOL = {"float64": dict(rtol=1e-8, atol=1e-10), "float32": dict(rtol=1e-4, atol=1e-6)}
 GRAD_ATOL = {"float64": 1e-7, "float32": 1e-4}
 EPOCHS, LOG_EVERY = 200, 20

@@ -24,6 +24,8 @@ from pipeline.train.engines import gram, moments, overflow, train_chunk, train_r
 from pipeline.train.problem import Problem
 from tests.integration.test_batched import FAMILIES, Family, assert_matches_reference, family_problem, train_cfg
 
+pytestmark = pytest.mark.engines  # benchmarks/gpu_check.sh runs these on CUDA too
+
 EPOCHS = 1_200
 FAMILY_NAMES = ("000 tdm quadratic", "004 linear", "003 cubic, momentum")  # momentum: Nesterov, weight decay
 CASES = [
