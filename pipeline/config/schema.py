@@ -7,14 +7,15 @@ the launcher) is checked by `pipeline.prepare`, which loads the data once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from pipeline.config.launcher import LAUNCHER_CONFS, BaseLauncherConf
 from pipeline.config.shipped import SHIPPED_ROOT
+from pipeline.core.settings import TrainSettings
 
 ENGINES = ("reference", "batched", "gram", "auto")  # auto: the fastest engine that applies (engines/choice.py)
 DTYPES = ("float32", "float64")
@@ -37,14 +38,16 @@ class DataConf:
     order: Optional[str] = None  # a column to sort the rows by (time); None: the file's order
 
 
-@dataclass
-class TrainConf:
-    epochs: int = 1000
-    log_every: int = 100  # epochs between logged losses (the loss curve)
-    grad_tol: float = 1e-3  # final gradient norm above this: status not_converged
-    device: str = "auto"  # auto: CUDA when present, else CPU
-    dtype: str = "float32"
-    engine: str = "auto"
+def _settable_copy(frozen: type, name: str) -> type:
+    """A dataclass with `frozen`'s fields, types and defaults that Hydra can override: OmegaConf
+    makes a frozen dataclass a read-only node, so `train.epochs=5` would be refused."""
+    hints = get_type_hints(frozen)
+    return make_dataclass(name, [(f.name, hints[f.name], field(default=f.default)) for f in fields(frozen)])
+
+
+# The `train` section: the fields of `TrainSettings` (pipeline/core/settings.py), the one
+# definition that the training loops read, frozen there.
+TrainConf = _settable_copy(TrainSettings, "TrainConf")
 
 
 @dataclass
@@ -87,7 +90,7 @@ class PipelineConf:
     init: Optional[list[float]] = None  # flat initial parameter vector
     loss: Any = MISSING  # `_target_` of a loss module
     optim: Any = MISSING  # `_target_` of a torch.optim class, `_partial_: true`
-    train: TrainConf = field(default_factory=TrainConf)
+    train: TrainConf = field(default_factory=TrainConf)  # type: ignore[valid-type]
     sweep: SweepConf = field(default_factory=SweepConf)
     launcher: BaseLauncherConf = field(default_factory=BaseLauncherConf)  # conf/launcher/: DebugConf, LocalConf, ...
     intervals: IntervalsConf = field(default_factory=IntervalsConf)

@@ -56,14 +56,15 @@ class AdamSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The `train` config section, typed: what every training loop reads."""
+    """The `train` config section, typed: what every training loop reads. Its one definition:
+    the config schema's `TrainConf` is a settable copy of these fields (config/schema.py)."""
 
     epochs: int = 1000
-    log_every: int = 100  # epochs between logged losses (and divergence checks)
+    log_every: int = 100  # epochs between logged losses (the loss curve) and divergence checks
     grad_tol: float = 1e-3  # final gradient norm above this: not_converged
-    device: str = "auto"
-    dtype: str = "float32"
-    engine: str = "auto"
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    dtype: str = "float32"  # float32 | float64
+    engine: str = "auto"  # auto: the fastest engine that applies | reference | batched | gram
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainSettings":

@@ -5,7 +5,7 @@ parses `data.rows`; `generators` make the synthetic data sets the presets name i
 `_target_` (`pipeline.data.toy_binary`, ...); `nist` reads NIST StRD reference files.
 """
 
+# the `_target_`s that presets and old sweep folders' config.yaml name (pipeline.data.toy_binary, ...)
 from pipeline.data.generators import linear_synthetic, sine, toy_binary
-from pipeline.data.load import Dataset, load_dataset
 
-__all__ = ["Dataset", "linear_synthetic", "load_dataset", "sine", "toy_binary"]
+__all__ = ["linear_synthetic", "sine", "toy_binary"]

@@ -1,11 +1,9 @@
-"""Load an experiment's rows: from a CSV or Parquet file, or from a generator in code.
+"""The synthetic data sets of the course presets, as `data.generate` functions.
 
-The steps, in order: read the file(s) or call `data.generate`; keep the rows that
-`data.rows` selects; check and convert the `data.x` / `data.y` columns; hold out
-`data.test_share` of the rows when there is no test file; shift and scale x (fixed
-values, or standardisation from the training rows). Every check names the config key,
-the file, the column and the offending row, so a bad data set is refused before a
-single task is launched.
+Each returns (train, test) DataFrames (test None: no held-out rows) from its own seeded
+generator, never the global random state; the presets name them in `_target_`
+(`pipeline.data.linear_synthetic`, `toy_binary`, `sine`), and old sweep folders'
+config.yaml do too, so those paths stay.
 """
 
 from __future__ import annotations

@@ -299,7 +299,7 @@ def run_tasks_here(executor: Any, runner: Any, tasks: list[Task], slots: int, pr
         stop_jobs(list(running))
         raise
     finally:
-        remove_placeholder_folder(out_dir / "logs" / "%j")
+        remove_placeholder_folder(out_dir / store.LOGS / "%j")
     return failures
 
 

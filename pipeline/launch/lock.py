@@ -22,11 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from pipeline import store
 from pipeline.core.errors import FolderError
 
 log = logging.getLogger(__name__)
-
-LOCK = ".lock"
 
 
 def holder_text(lock_path: Path) -> str:
@@ -57,7 +56,7 @@ def _write_holder(fd: int) -> None:
 @contextmanager
 def folder_lock(out_dir: Path, wait: bool = False) -> Iterator[None]:
     """Hold `out_dir/.lock` for the body; raise FolderError naming the holder, or wait for it."""
-    path = Path(out_dir) / LOCK
+    path = Path(out_dir) / store.LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # umask applies, as for every file
     try:
         try:

@@ -113,7 +113,7 @@ def launch(prepared: PreparedSweep) -> LaunchReport:
     it); a dry run only reads. Ctrl-C / SIGTERM of a local sweep raises `Interrupted`.
     """
     backend, out_dir = backend_for(prepared.launcher), prepared.out_dir
-    executor = backend.executor(out_dir / "logs")
+    executor = backend.executor(out_dir / store.LOGS)
     if backend.conf.dry_run:
         done = store.finished_run_ids(out_dir) if out_dir.exists() else set()
         todo = [r for r in prepared.runs if r.run_id not in done]

@@ -122,16 +122,53 @@ def sorted_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns=["_jack", "_index"]).reset_index(drop=True)
 
 
-def interval_settings(
+@dataclass(frozen=True)
+class IntervalInputs:
+    """What every cell's intervals take besides its runs: chosen once from the kinds of all
+    runs found, so a cell-by-cell table takes the same methods as one call over the sweep."""
+
+    methods: list[str]
+    X: Optional[np.ndarray]  # the design of the original rows (t / hc3 / hac), where there is one
+    y: Optional[np.ndarray]
+    units: SweepUnits  # raw-unit rows beside the fitted ones (results/raw_columns.py)
+
+
+def interval_inputs(
     out_dir: Path, meta: SweepMeta, methods: Optional[Sequence[str]], kinds: pd.DataFrame
-) -> tuple[list[str], Optional[np.ndarray], Optional[np.ndarray]]:
-    """(methods, X, y) for every cell: chosen once from the kinds of all runs found, so a
-    cell-by-cell table takes the same methods as one call over the whole sweep."""
+) -> IntervalInputs:
     design = sweep_design(out_dir, meta)
     if design is None and methods is not None:
         methods = [m for m in methods if m.lower() not in DESIGN_METHODS] or ["percentile"]
     X, y = design if design is not None else (None, None)
-    return applicable_methods(methods, kinds, design is not None), X, y
+    return IntervalInputs(applicable_methods(methods, kinds, design is not None), X, y, folder_units(out_dir, meta))
+
+
+def intervals_of(
+    runs: pd.DataFrame,
+    meta: SweepMeta,
+    inputs: IntervalInputs,
+    *,
+    level: float,
+    statuses: Sequence[str],
+    max_dropped_share: float,
+    hac_lags: Optional[int],
+) -> pd.DataFrame:
+    """`bootstrap_intervals` of these runs (the whole sweep, or cells of it), units labelled."""
+    table = bootstrap_intervals(
+        runs,
+        params=list(meta.param_names),
+        method=inputs.methods,
+        level=level,
+        statuses=statuses,
+        max_dropped_share=max_dropped_share,
+        X=inputs.X,
+        y=inputs.y,
+        raw_units=inputs.units.matrix,
+        hac_lags=hac_lags,
+        draw_rule=meta.draw_rule,
+        draw_settings=meta.draw_settings(),
+    )
+    return inputs.units.label(table)
 
 
 def _logged_warnings(fn, *args, **kwargs):
@@ -156,25 +193,9 @@ def interval_table(
     hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
     """`bootstrap_intervals` of the estimates, with the design for t / hc3 / hac where there is one."""
-    chosen, X, y = interval_settings(out_dir, meta, methods, estimates)
-    units = folder_units(out_dir, meta)  # raw-unit rows beside the fitted ones (pipeline/units.py)
-    return units.label(
-        _logged_warnings(
-            bootstrap_intervals,
-            estimates,
-            params=list(meta.param_names),
-            method=chosen,
-            level=level,
-            statuses=statuses,
-            max_dropped_share=max_dropped_share,
-            X=X,
-            y=y,
-            raw_units=units.matrix,
-            hac_lags=hac_lags,
-            draw_rule=meta.draw_rule,
-            draw_settings=meta.draw_settings(),
-        )
-    )
+    inputs = interval_inputs(out_dir, meta, methods, estimates)
+    settings = {"level": level, "statuses": statuses, "max_dropped_share": max_dropped_share, "hac_lags": hac_lags}
+    return _logged_warnings(intervals_of, estimates, meta, inputs, **settings)
 
 
 def in_memory_tables(out_dir: Path, plan_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -201,8 +222,8 @@ def with_block_length(estimates: pd.DataFrame, meta: SweepMeta) -> pd.DataFrame:
 
 
 def cell_finisher(out_dir: Path, meta: SweepMeta, units: SweepUnits):
-    """A cell's estimates as the table gives them: raw-unit columns (pipeline/units.py), the block
-    length of a block scheme's draws and each run's learning-rate bound (pipeline/lr_bound.py)
+    """A cell's estimates as the table gives them: raw-unit columns (results/raw_columns.py), the
+    block length of a block scheme's draws and each run's learning-rate bound (stats/lr_bound.py)
     added to the parts' columns."""
     add_bounds = lr_bounds_adder(out_dir, meta)
     return lambda cell: add_bounds(with_block_length(with_raw_columns(cell.to_pandas(), meta.param_names, units), meta))
@@ -323,9 +344,9 @@ def stream_tables(
     hac_lags: Optional[int] = None,
 ) -> pd.DataFrame:
     """Write curves and estimates from the parts, cell by cell; return the intervals table."""
-    chosen, X, y = interval_settings(out_dir, meta, methods, index.keys)
-    units = folder_units(out_dir, meta)
-    finish = cell_finisher(out_dir, meta, units)
+    inputs = interval_inputs(out_dir, meta, methods, index.keys)
+    settings = {"level": level, "statuses": statuses, "max_dropped_share": max_dropped_share, "hac_lags": hac_lags}
+    finish = cell_finisher(out_dir, meta, inputs.units)
     estimate_schema = pa.schema([f for f in index.schema if f.name not in store.CURVE_COLUMNS])
     spill = partscan.CellSpill(estimate_schema, budget_bytes=partscan.SPILL_BUDGET_BYTES)
     try:
@@ -343,24 +364,7 @@ def stream_tables(
                 with warnings.catch_warnings():  # said once for the whole table, below
                     warnings.simplefilter("ignore", DegenerateCellWarning)
                     warnings.simplefilter("ignore", DroppedRunsWarning)
-                    tables.append(
-                        units.label(
-                            bootstrap_intervals(
-                                frame,
-                                params=list(meta.param_names),
-                                method=chosen,
-                                level=level,
-                                statuses=statuses,
-                                max_dropped_share=max_dropped_share,
-                                X=X,
-                                y=y,
-                                raw_units=units.matrix,
-                                hac_lags=hac_lags,
-                                draw_rule=meta.draw_rule,
-                                draw_settings=meta.draw_settings(),
-                            )
-                        )
-                    )
+                    tables.append(intervals_of(frame, meta, inputs, **settings))
                 if sample is not None:
                     sample.add(frame)
     finally:

@@ -1,23 +1,7 @@
-"""The learning rate at which full-batch SGD on a least-squares fit stays stable, per run.
-
-For a model linear in its parameters fitted by MSELoss, the loss is quadratic with the
-Hessian H = s F^T F (F: the features of the run's rows; s = 2/n for the mean, 2 for the
-sum), so one epoch of `torch.optim.SGD` is a linear map of the error theta - theta*,
-mode by mode along the eigenvectors of H' = H + weight_decay I (eigenvalues lambda):
-    plain       e <- (1 - lr lambda) e                      stable iff 0 < lr < 2 / lambda_max
-    heavy ball  v <- m v + c lambda e, e <- e - lr v          stable iff 0 < lr < 2 (1 + m) / (c lambda_max)
-    Nesterov    v <- m v + c lambda e, e <- e - lr (lambda e + m v)
-                                                    stable iff 0 < lr < 2 (1 + m) / ((1 + m (1 + c)) lambda_max)
-(m momentum, c = 1 - dampening; the last two follow from the Jury conditions on each
-mode's 2 x 2 map, |trace| < 1 + det < 2; torch starts the buffer at the first gradient,
-which changes the first step, not the stability). Without momentum the fastest
-learning rate is 2 / (lambda_min + lambda_max); with momentum it is found numerically,
-minimising the spectral radius of the modes' maps. The predicted epochs to
-`train.grad_tol` are log(tol / g0) / log(rate), g0 the gradient norm at the run's start
-and rate that spectral radius at the run's learning rate (directions with lambda = 0
-carry no gradient and are left out). With weight decay the fit tends to the ridge
-solution, whose loss gradient is not 0: the epochs are then NaN. numpy and scipy only;
-computed at aggregation from design.parquet and each run's resample.
+"""The learning-rate bound columns of estimates.parquet (`lr_max_stable`, `lr_fastest`, `rate`,
+`epochs_to_tol`): `stats.lr_bound` computes them, per run, at aggregation, from design.parquet
+and each run's resample, for a model linear in its parameters fitted by MSE with SGD (its
+docstring has the rule); any other sweep gets none.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ from pipeline.stats.prediction import (
 from pipeline.stats.raw_units import feature_matrix
 from pipeline.store.folder import read_config
 
-PREDICTIONS = "predictions.parquet"
 CHUNK = 4096  # runs per vmap batch
 
 
@@ -84,7 +83,7 @@ def write_predictions(
     check_x_names(meta.x_names)
     points = read_points(at, meta.x_names)
     x_fitted = to_fitted(points, meta.x_shift, meta.x_scale)
-    estimates = pd.read_parquet(out_dir / "estimates.parquet")
+    estimates = pd.read_parquet(out_dir / store.ESTIMATES)
     config = read_config(out_dir)
     params = list(meta.param_names)
     spec = feature_spec(config.get("model"))
@@ -117,6 +116,6 @@ def write_predictions(
         design=design,
         features=features if design is not None else None,
     )
-    path = out_dir / PREDICTIONS
+    path = out_dir / store.PREDICTIONS
     store.write_frame(table, path)
     return path

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.meta import SweepMeta
-from pipeline.stats.intervals import FITTED, RAW
+from pipeline.stats.intervals import RAW
 from pipeline.stats.raw_units import FeatureSpec, RawUnits, raw_unit_matrix, raw_unit_problem, to_raw
 from pipeline.store import read_config
 
@@ -137,27 +137,3 @@ def _insert_after(frame: pd.DataFrame, columns: dict[str, np.ndarray], params: t
         if name not in out.columns:
             out[name] = values
     return out
-
-
-def units_summary(units: SweepUnits) -> str:
-    """One line for the log: which units the tables are in."""
-    if not units.transformed:
-        return "x was not transformed: estimates and intervals are in the data's own units"
-    if units.raw is None:
-        return f"estimates and intervals per sd of x only: {units.why_not}"
-    return units.raw.note + " Estimates: <name>_raw columns; intervals: units raw and fitted."
-
-
-__all__ = [
-    "FITTED",
-    "RAW",
-    "RAW_SUFFIX",
-    "SweepUnits",
-    "feature_spec",
-    "folder_units",
-    "is_transformed",
-    "read_config",
-    "sweep_units",
-    "units_summary",
-    "with_raw_columns",
-]

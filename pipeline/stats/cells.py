@@ -1,11 +1,12 @@
 """A grid cell's runs, split by kind and by whether their status is used, and the notes that
 make its intervals impossible or qualify them (dropped draws, unconverged estimates, BCa's
-jackknife, rows that look dependent). The intervals table (`pipeline.intervals`) is built from these."""
+jackknife, rows that look dependent). The intervals of parameters (`stats.intervals`) and of
+predictions (`stats.prediction`) are built from these."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ GAP_SHARE_OF_SE = 0.1
 
 
 @dataclass
-class _Cell:
+class Cell:
     """One grid cell's runs, split by kind and by whether their status is used."""
 
     original: Optional[pd.Series]  # the run on the original rows
@@ -36,14 +37,23 @@ class _Cell:
         return len(self.boot) + len(self.dropped)
 
 
-def _split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> _Cell:
+def grid_cells(frame: pd.DataFrame, by: Sequence[str]) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
+    """({grid column: value}, the cell's rows) for each cell of the `by` columns, in order."""
+    if not by:
+        yield {}, frame
+        return
+    for key, cell in frame.groupby(list(by), sort=True, dropna=False):
+        yield dict(zip(by, key if isinstance(key, tuple) else (key,))), cell
+
+
+def split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> Cell:
     kinds = kinds_of(cell)
     used = cell["status"].isin(statuses)
     original = cell[kinds == ORIGINAL]
     boot_all = cell[kinds == BOOTSTRAP]
     schemes = boot_all["scheme"].dropna().unique() if "scheme" in cell.columns else []
     lengths = boot_all["block_length"].dropna().unique() if "block_length" in cell.columns else []
-    return _Cell(
+    return Cell(
         original=original.iloc[0] if len(original) else None,
         boot=boot_all[used[kinds == BOOTSTRAP]],
         dropped=boot_all.loc[~used[kinds == BOOTSTRAP], "status"],
@@ -54,11 +64,11 @@ def _split_cell(cell: pd.DataFrame, statuses: Sequence[str]) -> _Cell:
     )
 
 
-def _counts(statuses: pd.Series) -> str:
+def counts_text(statuses: pd.Series) -> str:
     return "; ".join(f"{status}: {n}" for status, n in statuses.value_counts().sort_index().items())
 
 
-def _cell_notes(cell: _Cell, statuses: Sequence[str], max_dropped_share: float) -> tuple[list[str], list[str]]:
+def cell_notes(cell: Cell, statuses: Sequence[str], max_dropped_share: float) -> tuple[list[str], list[str]]:
     """(notes that make the cell's bootstrap intervals impossible, notes that qualify them)."""
     fatal, caveats = [], []
     if cell.n_boot == 0:
@@ -66,11 +76,11 @@ def _cell_notes(cell: _Cell, statuses: Sequence[str], max_dropped_share: float) 
     elif len(cell.boot) < 2:
         fatal.append(
             f"{len(cell.boot)} usable resample(s) of {cell.n_boot} (statuses used: "
-            f"{', '.join(statuses)}; dropped {_counts(cell.dropped)})"
+            f"{', '.join(statuses)}; dropped {counts_text(cell.dropped)})"
         )
     if cell.n_boot and len(cell.dropped) / cell.n_boot > max_dropped_share and len(cell.boot) >= 2:
         caveats.append(
-            f"{len(cell.dropped)} of {cell.n_boot} draws dropped ({_counts(cell.dropped)}), more than "
+            f"{len(cell.dropped)} of {cell.n_boot} draws dropped ({counts_text(cell.dropped)}), more than "
             f"max_dropped_share={max_dropped_share:g}: the draws kept may not be a random subset"
         )
     unconverged = int((cell.boot["status"] != "ok").sum())
@@ -88,8 +98,9 @@ def as_float(value: object) -> float:
     return float(number) if pd.notna(number) else np.nan
 
 
-def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) -> tuple[list[str], list[str], float]:
-    """(fatal notes, caveats, gap to the closed-form optimum) for the point estimate."""
+def estimate_notes(cell: Cell, name: str, statuses: Sequence[str], se: float) -> tuple[list[str], list[str], float]:
+    """(fatal notes, caveats, gap to the closed-form optimum) for the point estimate of column
+    `name`; the gap is known where the runs carry the optimum (`ols_<name>`), else NaN."""
     if cell.original is None:
         return ["no run on the original rows (resample 0) in this cell"], [], np.nan
     fatal, caveats = [], []
@@ -111,17 +122,18 @@ def _estimate_notes(cell: _Cell, name: str, statuses: Sequence[str], se: float) 
     return fatal, caveats, gap
 
 
-def _bca_note(cell: _Cell) -> tuple[bool, str]:
+def bca_note(cell: Cell) -> tuple[bool, str]:
     """(whether bca can be formed, why not or how its acceleration was found)."""
     n_jack = len(cell.jack) + len(cell.jack_dropped)
     if n_jack == 0:
         return False, "bca needs jackknife fits (sweep.jackknife=true); none in this cell"
     if len(cell.jack) < 3:
         return False, (
-            f"bca needs at least 3 usable jackknife fits; {len(cell.jack)} of {n_jack} ({_counts(cell.jack_dropped)})"
+            f"bca needs at least 3 usable jackknife fits; {len(cell.jack)} of {n_jack} "
+            f"({counts_text(cell.jack_dropped)})"
         )
     if len(cell.jack_dropped):
-        return True, f"acceleration from {len(cell.jack)} of {n_jack} jackknife fits ({_counts(cell.jack_dropped)})"
+        return True, f"acceleration from {len(cell.jack)} of {n_jack} jackknife fits ({counts_text(cell.jack_dropped)})"
     return True, ""
 
 

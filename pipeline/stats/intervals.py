@@ -23,10 +23,10 @@ the B usable bootstrap values:
                 `fit(cov_type="HAC", cov_kwds={"maxlags": hac_lags}).conf_int()`
     studentized bootstrap-t: [theta_hat - q_t(1 - alpha/2) se_hat, theta_hat - q_t(alpha/2) se_hat],
                 q_t the quantiles of t* = (theta* - theta_hat) / se*, se* each draw's own
-                classical OLS se on its rows (`pipeline.studentized`), se_hat the original rows'
+                classical OLS se on its rows (`stats.studentized`), se_hat the original rows'
 `t`, `hc3`, `hac` and `studentized` need the design: pass the feature matrix `X` and the response `y`.
 
-Units (`units` column): with `raw_units` = M (theta_raw = M theta, `pipeline.rawunits`),
+Units (`units` column): with `raw_units` = M (theta_raw = M theta, `stats.raw_units`),
 every row comes twice: `raw` (each draw's parameters mapped by M, the closed-form fit and
 covariances by M cov M^T, which is the fit on the raw design) and `fitted` (as fitted).
 
@@ -40,6 +40,7 @@ z se / sqrt(2 (B - 1)), the error of a standard deviation; 0 for the closed-form
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -48,29 +49,20 @@ import pandas as pd
 from pipeline.core.errors import DegenerateCellWarning, DroppedRunsWarning
 from pipeline.core.resampling import DRAW_RULE
 from pipeline.core.runs import BOOTSTRAP, JACKKNIFE, ORIGINAL
-from pipeline.stats.bounds import (
-    _Bounds,
-    basic_bounds,
-    bca_bounds,
-    normal_bounds,
-    percentile_bounds,
-    studentized_bounds,
-)
+from pipeline.stats.bounds import Bounds, bootstrap_bounds
 from pipeline.stats.cells import (
-    _bca_note,
-    _Cell,
-    _cell_notes,
-    _counts,
-    _estimate_notes,
-    _split_cell,
+    Cell,
+    as_float,
+    bca_note,
+    cell_notes,
+    counts_text,
+    estimate_notes,
+    grid_cells,
     note_dependence,
+    split_cell,
 )
-from pipeline.stats.cells import as_float as _as_float
-from pipeline.stats.draws import SE_PREFIX as _SE  # noqa: F401 - kinds_of re-exported
-from pipeline.stats.draws import in_raw_units, kinds_of
-from pipeline.stats.draws import raw_matrix_iv as _raw_matrix_iv
-from pipeline.stats.draws import with_draw_se as _with_draw_se
-from pipeline.stats.ols import ClosedFormDesign, fit_design
+from pipeline.stats.draws import SE_PREFIX, in_raw_units, kinds_of, raw_matrix_iv, with_draw_se
+from pipeline.stats.ols import ClosedFormDesign, ClosedFormInterval, fit_design
 from pipeline.stats.studentized import draw_covariances
 
 METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac", "studentized")
@@ -79,20 +71,16 @@ CLOSED_FORM_METHODS = ("t", "hc3", "hac")
 DESIGN_METHODS = ("t", "hc3", "hac", "studentized")  # need the design (X, y): models linear in their parameters
 RAW, FITTED = "raw", "fitted"  # the `units` column: the data's own units of x, or x as fitted (per sd)
 GRID_COLUMNS = ("lr", "init_index")
-DROP_REASONS = ("diverged", "not_converged")
 
+# an interval's own columns, in every table (parameters here, predictions in stats.prediction)
+BOUND_COLUMNS = ("estimate", "lower", "upper", "se", "n_used", "n_dropped")
 COLUMNS = (
     "parameter",
     "method",
     "level",
     "scheme",
     "block_length",
-    "estimate",
-    "lower",
-    "upper",
-    "se",
-    "n_used",
-    "n_dropped",
+    *BOUND_COLUMNS,
     "n_dropped_diverged",
     "n_dropped_not_converged",
     "dropped",
@@ -110,37 +98,59 @@ COLUMNS = (
 # --- the table ----------------------------------------------------------------------------------
 
 
-def _bootstrap_bounds(
-    method: str,
-    boot: np.ndarray,
-    theta_hat: float,
-    jack: np.ndarray,
+@dataclass(frozen=True)
+class ValueIntervals:
+    """The bootstrap intervals of one value (a parameter, a prediction) in one grid cell."""
+
+    estimate: float  # the value on the original rows (theta_hat)
+    se: float  # the sd of the usable draws
+    gap_to_ols: float  # |estimate - closed-form optimum| where the runs carry it, else NaN
+    bounds: dict[str, Bounds]  # per method; NaN bounds where it cannot be formed, `note` saying why
+
+
+def value_intervals(
+    cell: Cell,
+    column: str,
+    methods: Sequence[str],
     alpha: float,
+    statuses: Sequence[str],
+    notes_of_cell: tuple[list[str], list[str]],
     student: Optional[tuple[np.ndarray, float]] = None,
-) -> _Bounds:
-    if method == "studentized":
-        if student is None:
-            return _Bounds(note="studentized needs the design (X, y) of a model linear in its parameters")
-        return studentized_bounds(boot, student[0], theta_hat, student[1], alpha)
-    if method == "percentile":
-        return percentile_bounds(boot, alpha)
-    if method == "basic":
-        return basic_bounds(boot, theta_hat, alpha)
-    if method == "normal":
-        return normal_bounds(boot, theta_hat, alpha)
-    return bca_bounds(boot, theta_hat, jack, alpha)
+) -> ValueIntervals:
+    """Each bootstrap method's interval of `column` in `cell`, with the notes that qualify it.
+
+    `notes_of_cell`: `cell_notes(cell, ...)` (what makes the cell's intervals impossible, what
+    qualifies them). Percentile needs only the distribution; the other methods are built
+    around the estimate, so an estimate that is not usable (its status) leaves them without bounds.
+    """
+    cell_fatal, cell_caveats = notes_of_cell
+    boot = cell.boot[column].to_numpy(dtype=float)
+    se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
+    est_fatal, est_caveats, gap = estimate_notes(cell, column, statuses, se)
+    theta_hat = np.nan if cell.original is None else as_float(cell.original[column])
+    bounds = {}
+    for method in methods:
+        fatal = bool(cell_fatal or (est_fatal and method != "percentile"))
+        bca_ok, why_bca = bca_note(cell) if method == "bca" else (True, "")
+        found = (
+            Bounds()
+            if fatal or not bca_ok
+            else bootstrap_bounds(method, boot, theta_hat, cell.jack[column].to_numpy(dtype=float), alpha, student)
+        )
+        notes = cell_fatal + est_fatal + [why_bca, found.note] + cell_caveats + est_caveats
+        bounds[method] = replace(found, note="; ".join(n for n in notes if n))
+    return ValueIntervals(theta_hat, se, gap, bounds)
 
 
 def _bootstrap_rows(
-    cell: _Cell,
+    cell: Cell,
     params: Sequence[str],
     methods: Sequence[str],
     level: float,
     statuses: Sequence[str],
     max_dropped_share: float,
 ) -> list[dict]:
-    alpha = 1.0 - level
-    cell_fatal, cell_caveats = _cell_notes(cell, statuses, max_dropped_share)
+    notes_of_cell = cell_notes(cell, statuses, max_dropped_share)
     dropped = cell.dropped
     common = {
         "level": level,
@@ -150,74 +160,72 @@ def _bootstrap_rows(
         "n_dropped": len(dropped),
         "n_dropped_diverged": int((dropped == "diverged").sum()),
         "n_dropped_not_converged": int((dropped == "not_converged").sum()),
-        "dropped": _counts(dropped),
+        "dropped": counts_text(dropped),
         "estimate_status": None if cell.original is None else cell.original["status"],
     }
     rows = []
     for name in params:
-        boot = cell.boot[name].to_numpy(dtype=float)
-        se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
-        est_fatal, est_caveats, gap = _estimate_notes(cell, name, statuses, se)
-        theta_hat = np.nan if cell.original is None else _as_float(cell.original[name])
         student = (
             None
-            if _SE + name not in cell.boot.columns or cell.original is None
-            else (cell.boot[_SE + name].to_numpy(dtype=float), float(cell.original[_SE + name]))
+            if SE_PREFIX + name not in cell.boot.columns or cell.original is None
+            else (cell.boot[SE_PREFIX + name].to_numpy(dtype=float), float(cell.original[SE_PREFIX + name]))
         )
-        for method in methods:
-            # percentile needs only the distribution; the others are built around theta_hat
-            fatal = bool(cell_fatal or (est_fatal and method != "percentile"))
-            bca_ok, bca_note = _bca_note(cell) if method == "bca" else (True, "")
-            bounds = (
-                _Bounds()
-                if fatal or not bca_ok
-                else _bootstrap_bounds(method, boot, theta_hat, cell.jack[name].to_numpy(dtype=float), alpha, student)
-            )
-            notes = cell_fatal + est_fatal + [bca_note, bounds.note] + cell_caveats + est_caveats
+        value = value_intervals(cell, name, methods, 1.0 - level, statuses, notes_of_cell, student)
+        for method, bounds in value.bounds.items():
             rows.append(
                 {
                     "parameter": name,
                     "method": method,
                     **common,
-                    "estimate": theta_hat,
+                    "estimate": value.estimate,
                     "lower": bounds.lower,
                     "upper": bounds.upper,
-                    "se": se,
+                    "se": value.se,
                     "mc_se_lower": bounds.mc_se_lower,
                     "mc_se_upper": bounds.mc_se_upper,
-                    "gap_to_ols": gap,
+                    "gap_to_ols": value.gap_to_ols,
                     "z0": bounds.z0,
                     "acceleration": bounds.acceleration,
-                    "note": "; ".join(n for n in notes if n),
+                    "note": bounds.note,
                 }
             )
     return rows
 
 
+def closed_form_columns(form: ClosedFormInterval, i: int, method: str, level: float, status: Any) -> dict[str, Any]:
+    """The columns of a closed-form (t, hc3, hac) row that the parameter and prediction tables
+    share: value `i` of `form`, which uses no draws (n_used, n_dropped: NA)."""
+    return {
+        "method": method,
+        "level": level,
+        "scheme": None,
+        "estimate": form.estimate[i],
+        "lower": form.lower[i],
+        "upper": form.upper[i],
+        "se": form.se[i],
+        "n_used": pd.NA,
+        "n_dropped": pd.NA,
+        "estimate_status": status,
+        "note": form.note,
+    }
+
+
 def _closed_form_rows(
-    cell: _Cell, params: Sequence[str], methods: Sequence[str], level: float, design: ClosedFormDesign
+    cell: Cell, params: Sequence[str], methods: Sequence[str], level: float, design: ClosedFormDesign
 ) -> list[dict]:
+    status = None if cell.original is None else cell.original["status"]
     rows = []
     for method in methods:
-        se, lower, upper, note = design.bounds(method, 1.0 - level, len(params))
-        if method == "hac" and design.fit is not None and not note:
-            note = f"Newey-West, Bartlett kernel, {design.fit.hac_lags} lag(s)"
+        form = design.interval(method, 1.0 - level, np.eye(len(params)))  # the coefficients
+        if method == "hac" and design.fit is not None and not form.note:
+            form = replace(form, note=f"Newey-West, Bartlett kernel, {design.fit.hac_lags} lag(s)")
         for j, name in enumerate(params):
-            estimate = np.nan if design.fit is None else float(design.fit.coef[j])
-            gap = np.nan if cell.original is None else abs(_as_float(cell.original[name]) - estimate)
+            gap = np.nan if cell.original is None else abs(as_float(cell.original[name]) - form.estimate[j])
             rows.append(
                 {
                     "parameter": name,
-                    "method": method,
-                    "level": level,
-                    "scheme": None,
+                    **closed_form_columns(form, j, method, level, status),
                     "block_length": np.nan,
-                    "estimate": estimate,
-                    "lower": lower[j],
-                    "upper": upper[j],
-                    "se": se[j],
-                    "n_used": pd.NA,
-                    "n_dropped": pd.NA,
                     "n_dropped_diverged": pd.NA,
                     "n_dropped_not_converged": pd.NA,
                     "dropped": "",
@@ -226,15 +234,14 @@ def _closed_form_rows(
                     "gap_to_ols": gap,
                     "z0": np.nan,
                     "acceleration": np.nan,
-                    "estimate_status": None if cell.original is None else cell.original["status"],
-                    "note": note,
                 }
             )
     return rows
 
 
-def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame, has_design: bool) -> list[str]:
-    """The methods to compute, lower-cased and checked; None picks every one that applies."""
+def applicable_methods(method: Union[str, Sequence[str], None], estimates: pd.DataFrame, has_design: bool) -> list[str]:
+    """What `bootstrap_intervals` computes for `method`, lower-cased and checked; None picks
+    every method that applies."""
     if method is None:
         kinds = set(kinds_of(estimates)) if len(estimates) else set()
         chosen = ["percentile"] + (["basic", "normal"] if BOOTSTRAP in kinds else [])
@@ -250,11 +257,6 @@ def _methods_iv(method: Union[str, Sequence[str], None], estimates: pd.DataFrame
             "(features) and y= (response)"
         )
     return list(dict.fromkeys(chosen))
-
-
-def applicable_methods(method: Union[str, Sequence[str], None], estimates: pd.DataFrame, has_design: bool) -> list[str]:
-    """What `bootstrap_intervals` computes for `method` (None: every method that applies)."""
-    return _methods_iv(method, estimates, has_design)
 
 
 def _design_iv(
@@ -277,14 +279,6 @@ def _design_iv(
     ):
         raise ValueError(f"`hac_lags` must be a whole number >= 0 or None; got {hac_lags!r}")
     return fit_design(X, y, hac_lags)
-
-
-def _cells(estimates: pd.DataFrame, by: Sequence[str]):
-    if not by:
-        yield {}, estimates
-        return
-    for key, cell in estimates.groupby(list(by), sort=True, dropna=False):
-        yield dict(zip(by, key if isinstance(key, tuple) else (key,))), cell
 
 
 def _warn(table: pd.DataFrame, by: Sequence[str], max_dropped_share: float) -> None:
@@ -332,8 +326,8 @@ def _table(
     form_methods = [m for m in methods if m in CLOSED_FORM_METHODS]
     order = {(p, m): i for i, (p, m) in enumerate((p, m) for p in params for m in methods)}
     rows = []
-    for key, frame in _cells(estimates, by):
-        cell = _split_cell(frame, statuses)
+    for key, frame in grid_cells(estimates, by):
+        cell = split_cell(frame, statuses)
         cell_rows = _bootstrap_rows(cell, params, boot_methods, level, statuses, max_dropped_share)
         cell_rows += _closed_form_rows(cell, params, form_methods, level, design) if form_methods else []
         note_dependence(cell_rows, cell.scheme, design)
@@ -384,7 +378,7 @@ def bootstrap_intervals(
     a cell dropping more than `max_dropped_share` of its draws gets a note and a
     `DroppedRunsWarning`. Columns: the `by` columns, then `COLUMNS`.
 
-    `raw_units`: the matrix M of `pipeline.rawunits` (theta_raw = M theta). Given, the
+    `raw_units`: the matrix M of `stats.raw_units` (theta_raw = M theta). Given, the
     table has `units` raw rows (every parameter in the data's own units) before the
     `units` fitted rows; otherwise every row's `units` is fitted.
 
@@ -405,8 +399,8 @@ def bootstrap_intervals(
     if missing:
         raise ValueError(f"`estimates` lack column(s) {', '.join(missing)}")
     design = _design_iv(X, y, params, hac_lags)
-    methods = _methods_iv(method, estimates, design is not None)
-    matrix = _raw_matrix_iv(raw_units, params)
+    methods = applicable_methods(method, estimates, design is not None)
+    matrix = raw_matrix_iv(raw_units, params)
     covs = None
     if "studentized" in methods:  # each draw solved once, for both units
         runs = estimates[kinds_of(estimates).isin([ORIGINAL, BOOTSTRAP])]
@@ -415,9 +409,9 @@ def bootstrap_intervals(
     tables = []
     if matrix is not None:
         raw = in_raw_units(estimates, params, matrix)
-        raw = _with_draw_se(raw, params, X, y, matrix, covs, draw_rule) if covs is not None else raw
+        raw = with_draw_se(raw, params, X, y, matrix, covs, draw_rule) if covs is not None else raw
         tables.append(_table(raw, params, *common, None if design is None else design.mapped(matrix), RAW))
-    fitted = _with_draw_se(estimates, params, X, y, None, covs, draw_rule) if covs is not None else estimates
+    fitted = with_draw_se(estimates, params, X, y, None, covs, draw_rule) if covs is not None else estimates
     tables.append(_table(fitted, params, *common, design, FITTED))
     _warn(tables[-1], by, max_dropped_share)  # once: the raw rows share the fitted rows' draws
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]

@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ("lr_max_stable", "lr_fastest", "rate", "epochs_to_tol")
 
 
-MSE_TARGET = "torch.nn.MSELoss"
-
-
 AUTO = "auto"
 
 

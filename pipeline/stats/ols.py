@@ -114,15 +114,21 @@ def ols_fit(X: np.ndarray, y: np.ndarray, hac_lags: Optional[int] = None) -> OLS
     )
 
 
-def closed_form_bounds(fit: OLSFit, method: str, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(se, lower, upper) of every coefficient for `t`, `hc3` or `hac`."""
-    se, crit = np.sqrt(np.diag(fit.covariance(method))), critical_value(fit, method, alpha)
-    return se, fit.coef - crit * se, fit.coef + crit * se
-
-
 def critical_value(fit: OLSFit, method: str, alpha: float) -> float:
     """t(n - p) for the classical interval; the normal quantile for hc3 and hac, as statsmodels."""
     return float(stdtrit(fit.df, 1 - alpha / 2) if method == "t" else ndtri(1 - alpha / 2))
+
+
+@dataclass(frozen=True)
+class ClosedFormInterval:
+    """`t`, `hc3` or `hac` intervals, one per coefficient or point: NaN bounds and the reason in
+    `note` where the design cannot give them."""
+
+    estimate: np.ndarray
+    se: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,26 +142,34 @@ class ClosedFormDesign:
         """The design's fit of M theta (raw units), or the same reason it has none."""
         return ClosedFormDesign(None if self.fit is None else self.fit.mapped(matrix), self.note)
 
-    def bounds(self, method: str, alpha: float, n_params: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """(se, lower, upper, note) of every coefficient for `t`, `hc3` or `hac`; NaN and the reason
-        when the design cannot give them."""
-        nan = np.full(n_params, np.nan)
+    def interval(self, method: str, alpha: float, features: np.ndarray) -> ClosedFormInterval:
+        """`t`, `hc3` or `hac` of the mean response f0' b at each row f0 of `features`: f0' b -/+ c
+        sqrt(f0' V f0), V the method's covariance (`OLSFit.covariance`) and c its critical value.
+        At the unit vectors (`np.eye(p)`) these are the coefficients' own intervals."""
+        features = np.asarray(features, dtype=float)
+        nan = np.full(len(features), np.nan)
         if self.fit is None:
-            return nan, nan, nan, f"{method} undefined: {self.note}"
-        if method == "hc3" and self.fit.max_leverage > 1 - LEVERAGE_TOL:
-            return (
+            return ClosedFormInterval(nan, nan, nan, nan, f"{method} undefined: {self.note}")
+        fit = self.fit
+        estimate = features @ fit.coef
+        if method == "hc3" and fit.max_leverage > 1 - LEVERAGE_TOL:
+            return ClosedFormInterval(
+                estimate,
                 nan,
                 nan,
                 nan,
-                (
-                    "hc3 undefined: a row of the design has leverage 1 (it alone fixes a "
-                    "coefficient, so its HC3 residual is 0 / 0)"
-                ),
+                "hc3 undefined: a row of the design has leverage 1 (it alone fixes a coefficient, "
+                "so its HC3 residual is 0 / 0)",
             )
-        se, lower, upper = closed_form_bounds(self.fit, method, alpha)
+        cov, crit = fit.covariance(method), critical_value(fit, method, alpha)
+        with np.errstate(all="ignore"):
+            se = np.sqrt(np.einsum("ij,jk,ik->i", features, cov, features))
+            lower, upper = estimate - crit * se, estimate + crit * se
         if np.isfinite(se).all() and np.isfinite(lower).all() and np.isfinite(upper).all():
-            return se, lower, upper, ""
-        return nan, nan, nan, f"{method} undefined: the design is too badly scaled for finite standard errors"
+            return ClosedFormInterval(estimate, se, lower, upper)
+        return ClosedFormInterval(
+            estimate, nan, nan, nan, f"{method} undefined: the design is too badly scaled for finite standard errors"
+        )
 
 
 def closed_form_problem(X: np.ndarray, y: np.ndarray) -> str:

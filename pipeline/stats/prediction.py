@@ -3,15 +3,16 @@
 The input is a table of per-run predictions: one row per run (grid columns, `resample`,
 `status`, optionally `kind` and `scheme`) and one column per (point, output), named by
 `prediction_column`. The bootstrap methods (percentile, basic, normal, bca) read those
-columns exactly as the parameter intervals read a parameter (`pipeline.intervals`' cell
-split and `pipeline.interval_formulas`' bounds, not a copy of them). For a model linear in
+columns exactly as the parameter intervals read a parameter (`stats.intervals.value_intervals`),
+and the closed forms are `stats.ols.ClosedFormDesign.interval` at the features of x, as the
+parameter intervals at the unit vectors. For a model linear in
 its parameters fitted by MSE, `t`, `hc3` and `hac` give the mean response's interval from the
 OLS fit of the original rows: f0' b -/+ c sqrt(f0' V f0), f0 the features at x, V the
 classical (c = t(n - p)), HC3 or Newey-West HAC (c = z(1 - alpha/2), as the parameter
 intervals) covariance.
 
 `linear_predictions` gives the per-run table of such a model torch-free (features(x) @
-theta of each run); any other model is evaluated on the training side (`pipeline.predict`).
+theta of each run); any other model is evaluated on the training side (`results.predictions`).
 numpy, scipy and pandas only: a reader of sweep folders.
 """
 
@@ -23,34 +24,21 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import ConfigError
-from pipeline.stats.cells import _bca_note, _cell_notes, _split_cell, as_float, note_dependence
+from pipeline.stats.cells import cell_notes, grid_cells, note_dependence, split_cell
 from pipeline.stats.intervals import (
     BOOTSTRAP_METHODS,
+    BOUND_COLUMNS,
     CLOSED_FORM_METHODS,
     GRID_COLUMNS,
-    _bootstrap_bounds,
-    _cells,
     applicable_methods,
+    closed_form_columns,
+    value_intervals,
 )
-from pipeline.stats.ols import LEVERAGE_TOL, ClosedFormDesign, critical_value
+from pipeline.stats.ols import ClosedFormDesign
 
 PREDICTION_METHODS = ("percentile", "basic", "bca", "normal", "t", "hc3", "hac")
 RUN_COLUMNS = ("lr", "init_index", "resample", "kind", "status", "scheme")
-COLUMNS = (
-    "point",
-    "output",
-    "method",
-    "level",
-    "scheme",
-    "estimate",
-    "lower",
-    "upper",
-    "se",
-    "n_used",
-    "n_dropped",
-    "estimate_status",
-    "note",
-)
+COLUMNS = ("point", "output", "method", "level", "scheme", *BOUND_COLUMNS, "estimate_status", "note")
 RESERVED = (*GRID_COLUMNS, *COLUMNS)  # predictions.parquet's own columns: no x column may take one's name
 
 
@@ -98,35 +86,6 @@ def methods_for(methods: Optional[Sequence[str]], predictions: pd.DataFrame, clo
     return [m for m in applicable_methods(methods, predictions, closed_form) if m in PREDICTION_METHODS]
 
 
-def _closed_form(
-    design: ClosedFormDesign, features: np.ndarray, method: str, alpha: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """(estimate, se, lower, upper, note) of the mean response at each point."""
-    m = len(features)
-    nan = np.full(m, np.nan)
-    if design.fit is None:
-        return nan, nan, nan, nan, f"{method} undefined: {design.note}"
-    fit = design.fit
-    estimate = features @ fit.coef
-    if method == "hc3" and fit.max_leverage > 1 - LEVERAGE_TOL:
-        return (
-            estimate,
-            nan,
-            nan,
-            nan,
-            (
-                "hc3 undefined: a row of the design has leverage 1 (it alone fixes "
-                "a coefficient, so its HC3 residual is 0 / 0)"
-            ),
-        )
-    cov, crit = fit.covariance(method), critical_value(fit, method, alpha)
-    with np.errstate(all="ignore"):
-        se = np.sqrt(np.einsum("ij,jk,ik->i", features, cov, features))
-    if not np.isfinite(se).all():
-        return estimate, nan, nan, nan, f"{method} undefined: the design is too badly scaled for finite standard errors"
-    return estimate, se, estimate - crit * se, estimate + crit * se, ""
-
-
 def prediction_intervals(
     predictions: pd.DataFrame,
     points: np.ndarray,
@@ -156,23 +115,13 @@ def prediction_intervals(
     boot_methods = [m for m in chosen if m in BOOTSTRAP_METHODS]
     form_methods = [m for m in chosen if m in CLOSED_FORM_METHODS]
     alpha = 1.0 - level
-    forms = (
-        {m: _closed_form(design, np.asarray(features, dtype=float), m, alpha) for m in form_methods} if closed else {}
-    )
+    forms = {m: design.interval(m, alpha, features) for m in form_methods} if closed else {}
     order = {m: i for i, m in enumerate(chosen)}
     rows = []
-    for key, frame in _cells(predictions, by):
-        cell = _split_cell(frame, statuses)
-        cell_fatal, cell_caveats = _cell_notes(cell, statuses, max_dropped_share)
-        original = cell.original
-        status = None if original is None else original["status"]
-        est_fatal = (
-            ["no run on the original rows (resample 0) in this cell"]
-            if original is None
-            else [f"the fit on the original rows is {status}"]
-            if status not in statuses
-            else []
-        )
+    for key, frame in grid_cells(predictions, by):
+        cell = split_cell(frame, statuses)
+        notes_of_cell = cell_notes(cell, statuses, max_dropped_share)
+        status = None if cell.original is None else cell.original["status"]
         common = {
             "level": level,
             "scheme": cell.scheme,
@@ -184,49 +133,22 @@ def prediction_intervals(
             xs = dict(zip(x_names, point))
             cell_rows = []
             for o, output in enumerate(outputs):
-                col = prediction_column(i, o)
-                boot = cell.boot[col].to_numpy(dtype=float)
-                theta_hat = np.nan if original is None else as_float(original[col])
-                se = float(np.std(boot, ddof=1)) if len(boot) >= 2 else np.nan
-                for method in boot_methods:
-                    fatal = bool(cell_fatal or (est_fatal and method != "percentile"))
-                    bca_ok, bca_note = _bca_note(cell) if method == "bca" else (True, "")
-                    bounds = (
-                        _bootstrap_bounds(method, boot, theta_hat, cell.jack[col].to_numpy(dtype=float), alpha)
-                        if not fatal and bca_ok
-                        else None
-                    )
-                    notes = cell_fatal + est_fatal + [bca_note, "" if bounds is None else bounds.note] + cell_caveats
+                value = value_intervals(cell, prediction_column(i, o), boot_methods, alpha, statuses, notes_of_cell)
+                for method, bounds in value.bounds.items():
                     cell_rows.append(
                         {
                             "output": output,
                             "method": method,
                             **common,
-                            "estimate": theta_hat,
-                            "lower": np.nan if bounds is None else bounds.lower,
-                            "upper": np.nan if bounds is None else bounds.upper,
-                            "se": se,
-                            "note": "; ".join(n for n in notes if n),
+                            "estimate": value.estimate,
+                            "lower": bounds.lower,
+                            "upper": bounds.upper,
+                            "se": value.se,
+                            "note": bounds.note,
                         }
                     )
                 for method in form_methods if o == 0 else ():
-                    estimate, f_se, lower, upper, note = forms[method]
-                    cell_rows.append(
-                        {
-                            "output": output,
-                            "method": method,
-                            "level": level,
-                            "scheme": None,
-                            "estimate": estimate[i],
-                            "lower": lower[i],
-                            "upper": upper[i],
-                            "se": f_se[i],
-                            "n_used": pd.NA,
-                            "n_dropped": pd.NA,
-                            "estimate_status": status,
-                            "note": note,
-                        }
-                    )
+                    cell_rows.append({"output": output, **closed_form_columns(forms[method], i, method, level, status)})
             note_dependence(cell_rows, cell.scheme, design)
             cell_rows.sort(key=lambda r: (list(outputs).index(r["output"]), order[r["method"]]))
             rows += [{**key, "point": i, **xs, **row} for row in cell_rows]

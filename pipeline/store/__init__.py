@@ -25,6 +25,11 @@ from pipeline.store.folder import (
 from pipeline.store.layout import (
     CONFIG,
     CORRUPT,
+    COVERAGE,
+    COVERAGE_META,
+    COVERAGE_PREDICTIONS,
+    COVERAGE_PREDICTIONS_REPS,
+    COVERAGE_REPS,
     CURVES,
     DESIGN,
     ESTIMATES,
@@ -66,6 +71,11 @@ from pipeline.store.progress import (
 __all__ = [
     "CONFIG",
     "CORRUPT",
+    "COVERAGE",
+    "COVERAGE_META",
+    "COVERAGE_PREDICTIONS",
+    "COVERAGE_PREDICTIONS_REPS",
+    "COVERAGE_REPS",
     "CURVES",
     "CURVE_COLUMNS",
     "DESIGN",

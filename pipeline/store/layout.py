@@ -16,6 +16,9 @@ Layout of a sweep folder (`out_dir`):
     estimates.parquet, curves.parquet, intervals.parquet, predictions.parquet   built by aggregation
     report.html, *.png   built from the tables
 
+A coverage study's folder (`pipeline-coverage`): coverage.parquet, coverage_reps.parquet,
+coverage_predictions.parquet, coverage_predictions_reps.parquet, coverage.json.
+
 Reading a folder imports neither torch nor Hydra: these are plain files.
 """
 
@@ -33,9 +36,18 @@ CORRUPT = "corrupt"  # beside parts/ and progress/: files that could not be read
 LOGS = "logs"
 LOCK = ".lock"
 SAVED_PART_PREFIX = "part-saved-"  # parts made of the progress an ended task left behind
+TABLE = ".parquet"  # a part's or progress file's suffix after its part name (core.runs.Task.part_name)
+PART_FILES = "part-*" + TABLE  # what parts/ and progress/ hold, as a glob
+FAILURE = ".json"  # a failure record's suffix after its part name
 
 ESTIMATES = "estimates.parquet"
 CURVES = "curves.parquet"
 INTERVALS = "intervals.parquet"
 PREDICTIONS = "predictions.parquet"
 REPORT = "report.html"
+
+COVERAGE = "coverage.parquet"
+COVERAGE_REPS = "coverage_reps.parquet"
+COVERAGE_PREDICTIONS = "coverage_predictions.parquet"
+COVERAGE_PREDICTIONS_REPS = "coverage_predictions_reps.parquet"
+COVERAGE_META = "coverage.json"

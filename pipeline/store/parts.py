@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pipeline.core.meta import SweepMeta
 from pipeline.core.runs import RunBatch, RunResult
 from pipeline.store.files import write_table
-from pipeline.store.layout import CORRUPT, PARTS
+from pipeline.store.layout import CORRUPT, PART_FILES, PARTS, TABLE
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def as_table(rows: Union[pa.Table, list[dict[str, Any]]], meta: SweepMeta) -> pa
 
 def write_part(out_dir: Path, part_name: str, rows: Union[pa.Table, list[dict[str, Any]]], meta: SweepMeta) -> Path:
     """Write one task's results (a part's table, or result rows) as `parts/<part_name>.parquet`, atomically."""
-    path = Path(out_dir) / PARTS / f"{part_name}.parquet"
+    path = Path(out_dir) / PARTS / (part_name + TABLE)
     write_table(as_table(rows, meta), path)
     return path
 
@@ -212,7 +212,7 @@ def read_or_set_aside(path: Path, columns: Optional[list[str]] = None) -> Option
 def part_files(out_dir: Path) -> list[Path]:
     """Complete, readable parts, oldest first: temporary files start with a dot and are never
     listed; a part whose footer does not read is set aside (see `set_aside`)."""
-    found = [p for p in (Path(out_dir) / PARTS).glob("part-*.parquet") if _readable(p)]
+    found = [p for p in (Path(out_dir) / PARTS).glob(PART_FILES) if _readable(p)]
     stamped = []
     for path in found:
         try:

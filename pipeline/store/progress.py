@@ -14,14 +14,14 @@ import pyarrow.parquet as pq
 
 from pipeline.core.meta import SweepMeta
 from pipeline.store.files import write_table
-from pipeline.store.layout import FAILURES, PARTS, PROGRESS, SAVED_PART_PREFIX
+from pipeline.store.layout import FAILURE, FAILURES, PART_FILES, PARTS, PROGRESS, SAVED_PART_PREFIX, TABLE
 from pipeline.store.parts import as_table, read_or_set_aside
 
 log = logging.getLogger(__name__)
 
 
 def progress_path(out_dir: Path, part_name: str) -> Path:
-    return Path(out_dir) / PROGRESS / f"{part_name}.parquet"
+    return Path(out_dir) / PROGRESS / (part_name + TABLE)
 
 
 def write_progress(out_dir: Path, part_name: str, rows: Union[pa.Table, list[dict[str, Any]]], meta: SweepMeta) -> None:
@@ -45,7 +45,7 @@ def progress_count(out_dir: Path, part_name: str) -> int:
 
 
 def failure_path(out_dir: Path, part_name: str) -> Path:
-    return Path(out_dir) / FAILURES / f"{part_name}.json"
+    return Path(out_dir) / FAILURES / (part_name + FAILURE)
 
 
 def finish_task(out_dir: Path, part_name: str) -> None:
@@ -55,7 +55,7 @@ def finish_task(out_dir: Path, part_name: str) -> None:
 
 
 def progress_files(out_dir: Path) -> list[Path]:
-    return sorted((Path(out_dir) / PROGRESS).glob("part-*.parquet"))
+    return sorted((Path(out_dir) / PROGRESS).glob(PART_FILES))
 
 
 def saved_part_name(run_ids: Sequence[str]) -> str:
@@ -79,7 +79,7 @@ def adopt_progress(out_dir: Path) -> int:
         if table.num_rows == 0:
             path.unlink(missing_ok=True)
             continue
-        dest = Path(out_dir) / PARTS / f"{saved_part_name(table.column('run_id').to_pylist())}.parquet"
+        dest = Path(out_dir) / PARTS / (saved_part_name(table.column("run_id").to_pylist()) + TABLE)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
         adopted += table.num_rows

@@ -39,7 +39,6 @@ class PartIndex:
     rows: list[np.ndarray]  # per part: positions of its winning rows, ascending
     cells: list[np.ndarray]  # per part: the cell number of each winning row
     cell_keys: list[tuple[float, int]]  # cell number -> (lr, init_index), sorted
-    cell_sizes: np.ndarray  # winning rows per cell
     keys: pd.DataFrame  # the winners' key columns (run_id, lr, init_index, resample, kind, status)
 
     @property
@@ -80,10 +79,7 @@ def index_parts(files: Sequence[Path], plan_ids: pd.Index) -> PartIndex:
     bounds = np.searchsorted(part, np.arange(len(files) + 1))
     rows = [row[bounds[i] : bounds[i + 1]] for i in range(len(files))]
     cells = [cell_sorted[bounds[i] : bounds[i + 1]] for i in range(len(files))]
-    sizes = np.bincount(cell_of, minlength=len(cell_keys))
-    return PartIndex(
-        files, schema, rows, cells, cell_keys, sizes, keys.drop(columns=["_part", "_row"]).reset_index(drop=True)
-    )
+    return PartIndex(files, schema, rows, cells, cell_keys, keys.drop(columns=["_part", "_row"]).reset_index(drop=True))
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -160,11 +160,11 @@ class CoverageReport:
             lines.append(
                 f"  note: {len(short)} row(s) formed fewer intervals than replicates, e.g. {row['method']} "
                 f"of {row['parameter']}: {row['n_intervals']} of {row['reps']} (see `note` in "
-                "coverage_reps.parquet; unconverged fits are left out)"
+                f"{store.COVERAGE_REPS}; unconverged fits are left out)"
             )
         if self.runs:
             lines.append(f"  runs: {_counts_text(self.runs['engine'])} (engine); {_counts_text(self.runs['status'])}")
-        tables = "coverage.parquet, coverage_reps.parquet"
+        tables = f"{store.COVERAGE}, {store.COVERAGE_REPS}"
         if self.predictions is not None:
             x_cols = [c for c in self.truth.x_names if c in self.predictions.columns]
             pcols = ["point", *x_cols, "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
@@ -174,7 +174,7 @@ class CoverageReport:
                     index=False, float_format=lambda v: f"{v:.4g}"
                 ),
             ]
-            tables += ", coverage_predictions.parquet, coverage_predictions_reps.parquet"
+            tables += f", {store.COVERAGE_PREDICTIONS}, {store.COVERAGE_PREDICTIONS_REPS}"
         lines.append(f"  tables: {tables} (pandas.read_parquet)")
         return "\n".join(lines)
 
@@ -516,14 +516,14 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
     summary = summarise(replicates)
     runs = {"engine": dict(engines), "status": dict(statuses)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    store.write_frame(summary, out_dir / "coverage.parquet")
-    store.write_frame(replicates, out_dir / "coverage_reps.parquet")
+    store.write_frame(summary, out_dir / store.COVERAGE)
+    store.write_frame(replicates, out_dir / store.COVERAGE_REPS)
     predictions = pred_replicates = None
     if points is not None:
         pred_replicates = pd.concat(pred_frames, ignore_index=True)
         predictions = summarise(pred_replicates, prediction_keys(truth.x_names))
-        store.write_frame(predictions, out_dir / "coverage_predictions.parquet")
-        store.write_frame(pred_replicates, out_dir / "coverage_predictions_reps.parquet")
+        store.write_frame(predictions, out_dir / store.COVERAGE_PREDICTIONS)
+        store.write_frame(pred_replicates, out_dir / store.COVERAGE_PREDICTIONS_REPS)
     store.write_json(
         {
             "experiment": cfg["experiment"],
@@ -543,6 +543,6 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
             "at": None if points is None else points.raw.tolist(),
             "true_mean_at": None if points is None else points.true_mean.tolist(),
         },
-        out_dir / "coverage.json",
+        out_dir / store.COVERAGE_META,
     )
     return CoverageReport(out_dir, summary, replicates, truth, predictions, pred_replicates, runs)

@@ -1,6 +1,4 @@
-"""Expand a sweep config into runs and chunk them into tasks. Pure: no I/O.
-
-Conventions that everything downstream relies on:
+"""Run ids, and the conventions of a run that everything downstream relies on:
 - resample 0 is the original rows (the point estimate); resample k >= 1 is bootstrap
   draw k, whose rows depend on (`sweep.seed`, k) alone, never on the chunk, the
   launcher or the device; resample -(j+1) is jackknife fit j, which leaves row j out

@@ -1,16 +1,7 @@
 """Expand a sweep config into runs and chunk them into tasks. Pure: no I/O.
 
-Conventions that everything downstream relies on:
-- resample 0 is the original rows (the point estimate); resample k >= 1 is bootstrap
-  draw k, whose rows depend on (`sweep.seed`, k) alone, never on the chunk, the
-  launcher or the device; resample -(j+1) is jackknife fit j, which leaves row j out
-  (planned when `sweep.jackknife` is true: BCa's acceleration needs them);
-- `sweep.scheme` says what a bootstrap draw resamples: `case` takes the drawn rows
-  (x, y) pairs; `residual` keeps x and adds the drawn rows' residuals of the original
-  OLS fit to its fitted values (models linear in their parameters only);
-- a run's id is a hash of the settings that change its numbers, named one by one
-  (`ID_SETTINGS`), so the same run always has the same id and a relaunch can skip it,
-  and a new config key (with its default) changes no id. Versioned by `ID_VERSION`.
+The conventions every run follows (resample numbering, what a scheme resamples, what a
+run id hashes) are in `sweep.ids`, which gives the ids.
 """
 
 from __future__ import annotations
@@ -60,7 +51,7 @@ def plan(
 ) -> list[Run]:
     """Every run of the sweep: learning rate x initial values x resample.
 
-    `data_digest` identifies the training rows (see `pipeline.data.Dataset.digest`);
+    `data_digest` identifies the training rows (see `pipeline.data.load.Dataset.digest`);
     `n_rows`, their number, is needed only for jackknife runs (one per row); `draw_rule`
     and `draw_settings`: the sweep folder's (`SweepMeta.draw_rule`, `.draw_settings()`),
     which enter the ids of bootstrap draws.

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import store
-from pipeline.launch.lock import LOCK
+from pipeline.store import LOCK
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e

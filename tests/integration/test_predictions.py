@@ -49,16 +49,16 @@ def test_t_and_hc3_match_statsmodels():
     from scipy.special import ndtri
 
     from pipeline.stats.ols import fit_design
-    from pipeline.stats.prediction import _closed_form
 
     rng = np.random.default_rng(0)
     X = np.column_stack([np.ones(30), rng.normal(size=30)])
     y = X @ [1.0, 2.0] + rng.normal(size=30)
     F0 = np.array([[1.0, 0.0], [1.0, 1.5]])
     res = sm.OLS(y, X).fit()
-    est, se, lo, hi, _ = _closed_form(fit_design(X, y), F0, "t", 0.05)
+    t = fit_design(X, y).interval("t", 0.05, F0)
+    lo, hi = t.lower, t.upper
     np.testing.assert_allclose(np.column_stack([lo, hi]), res.get_prediction(F0).conf_int(alpha=0.05), atol=1e-8)
-    est, se, lo, hi, _ = _closed_form(fit_design(X, y), F0, "hc3", 0.05)
+    lo = fit_design(X, y).interval("hc3", 0.05, F0).lower
     se_sm = np.sqrt(np.einsum("ij,jk,ik->i", F0, res.cov_HC3, F0))
     np.testing.assert_allclose(lo, F0 @ res.params - ndtri(0.975) * se_sm, atol=1e-8)
 

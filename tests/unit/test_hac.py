@@ -11,7 +11,6 @@ from scipy.special import ndtri
 
 from pipeline.stats.intervals import bootstrap_intervals
 from pipeline.stats.ols import default_hac_lags, fit_design
-from pipeline.stats.prediction import _closed_form
 from pipeline.stats.raw_units import FeatureSpec, feature_matrix, raw_unit_matrix
 
 NAMES = ["w", "b"]
@@ -83,7 +82,8 @@ def test_hac_mean_response_equals_statsmodels(trend):
     X = feature_matrix(FeatureSpec(inputs=1, degree=1), (year - 1880) / 100)
     F0 = np.array([[0.0, 1.0], [1.42, 1.0], [2.0, 1.0]])
     res = sm.OLS(y, X).fit(cov_type="HAC", cov_kwds={"maxlags": 4})
-    est, se, lo, hi, note = _closed_form(fit_design(X, y, 4), F0, "hac", 0.05)
+    form = fit_design(X, y, 4).interval("hac", 0.05, F0)
+    est, se, lo, hi, note = form.estimate, form.se, form.lower, form.upper, form.note
     se_sm = np.sqrt(np.einsum("ij,jk,ik->i", F0, res.cov_params(), F0))
     np.testing.assert_allclose(est, F0 @ res.params, atol=1e-10)
     np.testing.assert_allclose(se, se_sm, atol=1e-8, rtol=1e-8)
