@@ -42,6 +42,16 @@ class SweepMeta:
     # recorded (a folder from before). Not linear (an MLP): single parameters need not be
     # identifiable, so the answer is what the model predicts (`store.DATA_POINTS`).
     linear_in_params: Optional[bool] = None
+    # what the draws of the block and wild schemes read (None where the scheme reads none): the
+    # (mean) block length, `sweep.block_length` or its Politis-White estimate, and the wild weights
+    block_length: Optional[float] = None
+    wild_weights: Optional[str] = None
+
+    def draw_settings(self) -> dict[str, Any]:
+        """The settings the sweep's draws read (`core.resampling.draw`); empty for case and residual."""
+        return {
+            k: v for k, v in (("block_length", self.block_length), ("wild_weights", self.wild_weights)) if v is not None
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -8,7 +8,19 @@ A draw is a vector of row numbers (and, for schemes that rebuild y, residual num
 weights): `draw` gives those of many runs at once, as a `Draws`, whose `counts` are what
 the Gram engine weighs the rows by and whose `rows` are what the textbook loop trains on
 (the same multiset: `counts` is their histogram). A scheme is a function of (rows, seed,
-resamples, rule, settings) -> Draws (`SCHEMES`), so a new one is one function.
+resamples, rule, settings) -> Draws (`SCHEMES`), so a new one is one function:
+
+    case            n (x, y) rows drawn with replacement
+    residual        every x; y = fitted + the residuals of n rows drawn with replacement
+    moving_block,   rows in their order, in blocks of `block_length` rows (moving: starting
+    circular_block, in 0..n - b; circular: anywhere, wrapping) or of geometric lengths with
+    stationary      mean `block_length` (stationary), from keyed uniforms (`core.schemes`)
+    wild            every x; y = fitted + residual * v, v per row Rademacher or Mammen
+                    (`wild_weights`), from keyed uniforms
+
+`settings` is `SweepMeta.draw_settings()`: the block length and the wild weights, which
+enter the ids of the draws that read them. The block and wild schemes exist only under
+the keyed rule (they came after it).
 
 The draw rule (`sweep.json`'s `draw_rule`) says how a draw's random numbers are made:
 - `default_rng` (sweeps made before it had a name): row i of draw k is
@@ -28,8 +40,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from pipeline.core import schemes as rules
 from pipeline.core.meta import DRAW_RULE, DRAW_RULES, KEYED_RULE, LEGACY_RULE
-from pipeline.core.runs import CASE, RESIDUAL
+from pipeline.core.runs import CASE, CIRCULAR_BLOCK, MAMMEN, MOVING_BLOCK, RADEMACHER, RESIDUAL, STATIONARY, WILD
 
 __all__ = [
     "DRAW_RULE",
@@ -58,6 +71,7 @@ __all__ = [
 # Streams of the keyed generator: one per kind of random number a scheme needs, so that
 # two kinds drawn for the same (seed, k) are independent. Rows use stream 0.
 ROW_STREAM = 0
+BLOCK_START_STREAM, BLOCK_LENGTH_STREAM, WILD_STREAM = 1, 2, 3
 
 _MASK = (1 << 64) - 1
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (the golden ratio)
@@ -80,7 +94,8 @@ def _keys(seed: int, resamples: np.ndarray, stream: int) -> np.ndarray:
     """(draws,) uint64: the SplitMix64 start of each (seed, resample, stream)."""
     base = _mix(np.array([int(seed) & _MASK], dtype=np.uint64) + _GAMMA)
     k = np.asarray(resamples, dtype=np.int64).astype(np.uint64)  # two's complement: negatives are fine
-    return _mix(base + k * _KEY_MULT + np.uint64(stream) * _STREAM_MULT)
+    stream_term = np.uint64((int(stream) * int(_STREAM_MULT)) & _MASK)  # mod 2^64 in Python: no numpy overflow warning
+    return _mix(base + k * _KEY_MULT + stream_term)
 
 
 def _keyed_blocks(seed: int, resamples: Sequence[int], n: int, stream: int):
@@ -210,7 +225,63 @@ def residual_draws(n_rows: int, seed: int, resamples: np.ndarray, rule: str, set
     return Draws(every, np.ones(len(drawn), dtype=bool), drawn)
 
 
-SCHEMES: dict[str, Scheme] = {CASE: case_draws, RESIDUAL: residual_draws}
+def _keyed_only(scheme: str, rule: str) -> None:
+    if rule != KEYED_RULE:
+        raise ValueError(f"the {scheme} scheme draws by the {KEYED_RULE} rule only; got {rule!r}")
+
+
+def _setting(settings: Mapping[str, Any], key: str, scheme: str) -> Any:
+    if settings.get(key) is None:
+        raise ValueError(f"the {scheme} scheme needs its {key} (`SweepMeta.draw_settings`); got {dict(settings)}")
+    return settings[key]
+
+
+def _block_draws(scheme: str, rows_of: Callable[[np.ndarray, int, int], np.ndarray]) -> Scheme:
+    """A fixed-length block scheme: ceil(n / b) start uniforms per draw, `rows_of` their rows."""
+
+    def draws(n_rows: int, seed: int, resamples: np.ndarray, rule: str, settings: Mapping[str, Any]) -> Draws:
+        _keyed_only(scheme, rule)
+        length = int(_setting(settings, "block_length", scheme))
+        starts = keyed_uniforms(seed, resamples, rules.blocks_needed(n_rows, length), BLOCK_START_STREAM)
+        rows = rows_of(starts, n_rows, length)
+        return Draws(rows, np.zeros(len(rows), dtype=bool))
+
+    draws.__doc__ = f"{scheme}: rows in blocks of `block_length` (`core.schemes`)."
+    return draws
+
+
+def stationary_draws(n_rows: int, seed: int, resamples: np.ndarray, rule: str, settings: Mapping[str, Any]) -> Draws:
+    """Stationary bootstrap: blocks of geometric length, mean `block_length`, starting anywhere, wrapping."""
+    _keyed_only(STATIONARY, rule)
+    mean = float(_setting(settings, "block_length", STATIONARY))
+    starts = keyed_uniforms(seed, resamples, n_rows, BLOCK_START_STREAM)
+    lengths = keyed_uniforms(seed, resamples, n_rows, BLOCK_LENGTH_STREAM)
+    rows = rules.stationary_rows(starts, lengths, n_rows, mean)
+    return Draws(rows, np.zeros(len(rows), dtype=bool))
+
+
+WILD_WEIGHTS = {RADEMACHER: rules.rademacher_weights, MAMMEN: rules.mammen_weights}
+
+
+def wild_draws(n_rows: int, seed: int, resamples: np.ndarray, rule: str, settings: Mapping[str, Any]) -> Draws:
+    """Wild bootstrap: every x; y = fitted + residual * v, one weight v per row (`wild_weights`)."""
+    _keyed_only(WILD, rule)
+    weights = str(_setting(settings, "wild_weights", WILD))
+    if weights not in WILD_WEIGHTS:
+        raise ValueError(f"unknown wild weights {weights!r} (known: {', '.join(WILD_WEIGHTS)})")
+    v = WILD_WEIGHTS[weights](keyed_uniforms(seed, resamples, n_rows, WILD_STREAM))
+    every = np.broadcast_to(np.arange(n_rows, dtype=np.int64), v.shape)
+    return Draws(every, np.ones(len(v), dtype=bool), None, v)
+
+
+SCHEMES: dict[str, Scheme] = {
+    CASE: case_draws,
+    RESIDUAL: residual_draws,
+    MOVING_BLOCK: _block_draws(MOVING_BLOCK, rules.moving_block_rows),
+    CIRCULAR_BLOCK: _block_draws(CIRCULAR_BLOCK, rules.circular_block_rows),
+    STATIONARY: stationary_draws,
+    WILD: wild_draws,
+}
 
 
 def _fixed_rows(n_rows: int, resample: int) -> np.ndarray:
@@ -280,10 +351,12 @@ def draw_arrays(
     keys: Sequence[tuple[int, int, str]],
     rule: str = DRAW_RULE,
     fit: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    settings: Optional[Mapping[str, Any]] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(draws, m, columns) x and (draws, m) y that draws (seed, resample, scheme) of one size
-    train on, float64; `fit`: `residual_fit` of the original rows (computed when a draw needs it)."""
-    drawn = draw(len(y), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], rule)
+    train on, float64; `fit`: `residual_fit` of the original rows (computed when a draw needs it);
+    `settings`: the sweep's draw settings (`SweepMeta.draw_settings`)."""
+    drawn = draw(len(y), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], rule, settings)
     if fit is None and drawn.rebuilt.any():
         fit = residual_fit(x, y)
     return np.asarray(x, dtype=np.float64)[drawn.rows], drawn.responses(y, *(fit or (None, None)))

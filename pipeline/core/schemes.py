@@ -2,7 +2,8 @@
 
 The draw of resample k must depend on (seed, k) alone, so these functions draw nothing:
 they turn uniforms in [0, 1) (from the keyed generator of `pipeline.core.resampling`, one
-row of uniforms per run) into what a draw takes. Rows are the data's rows in their order
+row of uniforms per run, which makes the `Draws` of each scheme from them) into what a
+draw takes. Rows are the data's rows in their order
 (the file's, or `data.order`'s); n rows, a draw has n rows again.
 
     moving_block    ceil(n / b) blocks of b consecutive rows, each starting at a uniform row
@@ -89,11 +90,3 @@ def rademacher_weights(uniforms: np.ndarray) -> np.ndarray:
 def mammen_weights(uniforms: np.ndarray) -> np.ndarray:
     """Mammen's two-point weights: -(sqrt5 - 1)/2 for u < (sqrt5 + 1)/(2 sqrt5), else (sqrt5 + 1)/2."""
     return np.where(np.asarray(uniforms) < MAMMEN_P_LOW, MAMMEN_LOW, MAMMEN_HIGH)
-
-
-def row_counts(rows: np.ndarray, n_rows: int) -> np.ndarray:
-    """(runs, n) how often each row is taken by each draw of `rows` (runs, draw size)."""
-    rows = np.atleast_2d(rows)
-    counts = np.zeros((rows.shape[0], n_rows), dtype=np.int64)
-    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows), 1)
-    return counts

@@ -22,10 +22,9 @@ from pipeline import store
 from pipeline.config.schema import DEVICES, DTYPES, ENGINES, scaled_values
 from pipeline.core.errors import ConfigError
 from pipeline.core.meta import SweepMeta
-from pipeline.core.resampling import DRAW_RULE
+from pipeline.core.resampling import DRAW_RULE, KEYED_RULE, residual_fit
 from pipeline.core.runs import (
     BLOCK_SCHEMES,
-    CASE,
     CIRCULAR_BLOCK,
     MOVING_BLOCK,
     RESIDUAL,
@@ -39,6 +38,7 @@ from pipeline.core.settings import PARAM_TOL, TaskSpec, TrainSettings
 from pipeline.data.load import Dataset, load_dataset, split_seed_problems
 from pipeline.launch.backends import Backend, backend_for
 from pipeline.launch.identity import other_sweep_problems
+from pipeline.stats.block_length import draw_settings
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, DESIGN_METHODS, METHODS
 from pipeline.stats.lr_bound import resolve_auto_lr, why_no_bound
 from pipeline.stats.ols import closed_form_problem
@@ -320,7 +320,6 @@ def _check_intervals(cfg: dict[str, Any], closed_form: Optional[bool]) -> list[s
 
 
 NO_CLOSED_FORM = "a model linear in its parameters fitted by MSE (e.g. pipeline.models.Polynomial)"
-TRAINED_SCHEMES = (CASE, RESIDUAL)  # the schemes the engines train (issue 23 adds the block and wild ones)
 
 
 def _check_scheme(cfg: dict[str, Any], closed_form: Optional[bool], n_rows: Optional[int]) -> list[str]:
@@ -330,8 +329,6 @@ def _check_scheme(cfg: dict[str, Any], closed_form: Optional[bool], n_rows: Opti
     if scheme not in SCHEMES:
         return [f"`sweep.scheme` must be one of {', '.join(SCHEMES)}; got {scheme!r}"]
     problems = []
-    if scheme not in TRAINED_SCHEMES:
-        problems.append(f"`sweep.scheme` {scheme}: not trained yet (issue 23); use one of {', '.join(TRAINED_SCHEMES)}")
     if sweep.get("wild_weights", WILD_WEIGHTS[0]) not in WILD_WEIGHTS:
         problems.append(f"`sweep.wild_weights` must be one of {', '.join(WILD_WEIGHTS)}; got {sweep['wild_weights']!r}")
     number = None if length == "auto" else _as_number(length)
@@ -382,8 +379,22 @@ def _check_loss_and_optim(cfg: dict[str, Any], parts: ProblemParts, dataset: Dat
     return []
 
 
-def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> SweepMeta:
-    """What the sweep folder will record; a folder that holds a sweep keeps its draw rule."""
+def sweep_meta(
+    cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts, design: Optional[tuple[np.ndarray, np.ndarray]] = None
+) -> SweepMeta:
+    """What the sweep folder will record; a folder that holds a sweep keeps its draw rule. The
+    draws' settings (`SweepMeta.draw_settings`) are resolved here, `sweep.block_length=auto`
+    from the residuals of the closed-form fit of `design`, rows in their order."""
+    sweep = cfg["sweep"]
+    residuals = None if design is None else residual_fit(*design)[1]
+    settings = draw_settings(sweep["scheme"], sweep.get("block_length", "auto"), sweep.get("wild_weights"), residuals)
+    if sweep.get("block_length", "auto") == "auto" and "block_length" in settings:
+        log.info(
+            "sweep.block_length=auto: %s for %s (Politis-White on the original fit's residuals, %d rows in order)",
+            settings["block_length"],
+            sweep["scheme"],
+            dataset.n_rows,
+        )
     return SweepMeta(
         cfg["experiment"],
         parts.param_names,
@@ -399,7 +410,20 @@ def sweep_meta(cfg: dict[str, Any], dataset: Dataset, parts: ProblemParts) -> Sw
         store.folder_draw_rule(Path(cfg["out_dir"])) or DRAW_RULE,
         why_no_bound(cfg, parts.closed_form) is None,
         linear_in_params(parts, dataset),
+        settings.get("block_length"),
+        settings.get("wild_weights"),
     )
+
+
+def _check_rule(cfg: dict[str, Any], meta: SweepMeta) -> list[str]:
+    """The block and wild schemes draw by the keyed rule only: a folder of the first rule keeps it."""
+    scheme = cfg["sweep"]["scheme"]
+    if scheme in (*BLOCK_SCHEMES, WILD) and meta.draw_rule != KEYED_RULE:
+        return [
+            f"`sweep.scheme` {scheme}: `out_dir` {cfg['out_dir']} holds a sweep of the {meta.draw_rule} draw rule, "
+            f"which it keeps, and the {scheme} scheme draws by the {KEYED_RULE} rule only: choose a new out_dir"
+        ]
+    return []
 
 
 def _load(cfg: dict[str, Any]) -> tuple[Optional[Dataset], Optional[ProblemParts], list[str]]:
@@ -447,12 +471,12 @@ def prepare(cfg: dict[str, Any]) -> PreparedSweep:
     problems += _check_scheme(cfg, parts.closed_form if parts else None, dataset.n_rows if dataset else None)
     if problems or dataset is None or parts is None:
         raise ConfigError(list(dict.fromkeys(problems)))
-    meta = sweep_meta(cfg, dataset, parts)
-    other_sweep = other_sweep_problems(cfg, meta.data_digest)
-    if other_sweep:
-        raise ConfigError(other_sweep)
-    runs = plan(cfg, meta.data_digest, meta.n_rows, meta.draw_rule)
     design = design_matrix(parts, dataset)
+    meta = sweep_meta(cfg, dataset, parts, design)
+    problems = other_sweep_problems(cfg, meta.data_digest) or _check_rule(cfg, meta)
+    if problems:
+        raise ConfigError(problems)
+    runs = plan(cfg, meta.data_digest, meta.n_rows, meta.draw_rule, meta.draw_settings())
     warn_unformable_intervals(cfg, design)
     return PreparedSweep(
         cfg, Path(cfg["out_dir"]).resolve(), dataset, parts, meta, runs, TrainSettings.from_dict(cfg["train"]), design

@@ -112,7 +112,13 @@ def plan_tasks(prepared: PreparedSweep, backend: Backend, todo: list) -> tuple[l
     engine = choose_engine(prepared.parts, train.engine).name
     engine_bytes = 0
     if engine in FAST_ENGINES and todo:  # the engine's own estimate, from the problem a task builds
-        problem = build_problem(prepared.parts, prepared.dataset, device="cpu", dtype=train.dtype)
+        problem = build_problem(
+            prepared.parts,
+            prepared.dataset,
+            device="cpu",
+            dtype=train.dtype,
+            draw_settings=prepared.meta.draw_settings(),
+        )
         engine_bytes = FAST_ENGINES[engine][1](problem)
     size, how = backend.runs_per_task(Work(len(todo), engine, train.epochs, train.log_every, engine_bytes))
     return chunk(todo, size), f"{size} runs per task, {how}"

@@ -53,7 +53,12 @@ def task_problem(spec: TaskSpec) -> Problem:
         )
     parts = build_problem_parts(spec.model, spec.loss, spec.optim, dataset)
     return build_problem(
-        parts, dataset, device=spec.train.device, dtype=spec.train.dtype, draw_rule=spec.meta.draw_rule
+        parts,
+        dataset,
+        device=spec.train.device,
+        dtype=spec.train.dtype,
+        draw_rule=spec.meta.draw_rule,
+        draw_settings=spec.meta.draw_settings(),
     )
 
 

@@ -169,6 +169,7 @@ def intervals_of(
         raw_units=inputs.units.matrix,
         hac_lags=hac_lags,
         draw_rule=meta.draw_rule,
+        draw_settings=meta.draw_settings(),
     )
     return inputs.units.label(table)
 
@@ -209,16 +210,26 @@ def in_memory_tables(out_dir: Path, plan_ids: pd.Series) -> tuple[pd.DataFrame, 
     if len(estimates):
         meta = store.read_meta(out_dir)
         estimates = lr_bounds_adder(out_dir, meta)(
-            with_raw_columns(estimates, meta.param_names, folder_units(out_dir, meta))
+            with_block_length(with_raw_columns(estimates, meta.param_names, folder_units(out_dir, meta)), meta)
         )
     return estimates, curves_frame(parts)
 
 
+def with_block_length(estimates: pd.DataFrame, meta: SweepMeta) -> pd.DataFrame:
+    """A block scheme's estimates with each bootstrap draw's (mean) block length beside its scheme
+    (`block_length`, NaN for the other runs), which the intervals table reads; others as they are."""
+    if meta.block_length is None:
+        return estimates
+    length = np.where(kinds_of(estimates) == BOOTSTRAP, float(meta.block_length), np.nan)
+    return estimates.assign(block_length=length)
+
+
 def cell_finisher(out_dir: Path, meta: SweepMeta, units: SweepUnits):
-    """A cell's estimates as the table gives them: raw-unit columns (results/raw_columns.py) and each
-    run's learning-rate bound (stats/lr_bound.py) added to the parts' columns."""
+    """A cell's estimates as the table gives them: raw-unit columns (results/raw_columns.py), the
+    block length of a block scheme's draws and each run's learning-rate bound (stats/lr_bound.py)
+    added to the parts' columns."""
     add_bounds = lr_bounds_adder(out_dir, meta)
-    return lambda cell: add_bounds(with_raw_columns(cell.to_pandas(), meta.param_names, units))
+    return lambda cell: add_bounds(with_block_length(with_raw_columns(cell.to_pandas(), meta.param_names, units), meta))
 
 
 def extended_schema(schema: pa.Schema, frame: pd.DataFrame) -> pa.Schema:
@@ -317,6 +328,7 @@ def interval_columns(meta: SweepMeta, sample: Optional[PlotSample]) -> set[str]:
         "status",
         "scheme",
         "lr_max_stable",  # the advice of a cell without an interval names it (stats.cells.why_no_interval)
+        "block_length",
         *names,
         *(f"ols_{n}" for n in names),
         *(sample.columns if sample is not None else ()),

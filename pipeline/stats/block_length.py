@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
-from pipeline.core.runs import STATIONARY
+from pipeline.core.runs import BLOCK_SCHEMES, STATIONARY, WILD
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,27 @@ def lag1_autocorrelation(series: np.ndarray) -> float:
 
 def scheme_block_length(scheme: str, residuals: np.ndarray) -> float:
     """`sweep.block_length=auto` for a block scheme: the stationary bootstrap's mean length as
-    estimated (at least 1); the circular and moving blocks' estimate rounded to whole rows (at
-    least 1). A series without autocovariance to read (constant residuals) gives 1."""
+    estimated, to 2 decimals (so that rounding differences between machines cannot change the
+    draws and their run ids), at least 1; the circular and moving blocks' estimate rounded to
+    whole rows, at least 1. A series without autocovariance to read (constant residuals) gives 1."""
     lengths = optimal_block_length(residuals)
     if scheme == STATIONARY:
-        return max(1.0, lengths.stationary) if math.isfinite(lengths.stationary) else 1.0
+        return max(1.0, round(lengths.stationary, 2)) if math.isfinite(lengths.stationary) else 1.0
     return float(max(1, round(lengths.circular))) if math.isfinite(lengths.circular) else 1.0
+
+
+def draw_settings(scheme: str, block_length: Any, wild_weights: str, residuals: Optional[np.ndarray]) -> dict[str, Any]:
+    """What the draws of `scheme` read (`SweepMeta.draw_settings`): the block schemes their block
+    length (`auto`: `scheme_block_length` of `residuals`, the original fit's, rows in their order;
+    whole rows for moving and circular blocks), the wild scheme its weights; nothing otherwise."""
+    if scheme in BLOCK_SCHEMES:
+        if block_length == "auto":
+            if residuals is None:
+                raise ValueError("block_length auto needs the residuals of the original fit")
+            length = scheme_block_length(scheme, residuals)
+        else:
+            length = float(block_length)
+        return {"block_length": float(length) if scheme == STATIONARY else int(length)}
+    if scheme == WILD:
+        return {"wild_weights": str(wild_weights)}
+    return {}

@@ -277,7 +277,8 @@ def dependence_note(residual_lag1: float, n_rows: int) -> str:
         return ""
     return (
         f"rows look dependent: the original fit's residuals have lag-1 autocorrelation {residual_lag1:.2f} "
-        f"(above 2/sqrt(n) = {band:.2f}, rows in their order), and this interval assumes independent rows; "
+        f"(above 2/sqrt(n) = {band:.2f}, rows in their order: serially correlated errors, or a shape the model "
+        "misses), and this interval assumes independent rows; "
         "a block scheme (sweep.scheme=moving_block, circular_block or stationary) or the hac interval allows for it"
     )
 

@@ -4,7 +4,7 @@ standard errors (the studentized method). numpy and pandas only: a reader of swe
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,12 +33,13 @@ def with_draw_se(
     matrix: Optional[np.ndarray],
     covs: Optional[np.ndarray],
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> pd.DataFrame:
     """The estimates with each original and bootstrap run's own OLS se beside its parameters
-    (`covs`: their covariances, else computed here from draws by `draw_rule`)."""
+    (`covs`: their covariances, else computed here from draws by `draw_rule` and `draw_settings`)."""
     kinds = kinds_of(estimates)
     runs = estimates[kinds.isin([ORIGINAL, BOOTSTRAP])]
-    se = standard_errors(draw_covariances(runs, X, y, draw_rule) if covs is None else covs, matrix)
+    se = standard_errors(draw_covariances(runs, X, y, draw_rule, draw_settings) if covs is None else covs, matrix)
     columns = {
         SE_PREFIX + name: pd.Series(se[:, j], index=runs.index).reindex(estimates.index)
         for j, name in enumerate(params)

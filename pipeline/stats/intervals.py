@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -380,6 +380,7 @@ def bootstrap_intervals(
     raw_units: Optional[np.ndarray] = None,
     hac_lags: Optional[int] = None,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> pd.DataFrame:
     """Per grid cell, parameter and method: the estimate on the original rows and its interval.
 
@@ -388,7 +389,8 @@ def bootstrap_intervals(
     when there are jackknife fits, t, hc3 and hac when `X` (features, one column per
     parameter, rows in their order) and `y` (response) are given. `studentized` (bootstrap-t)
     is computed only when asked for, and needs `X` and `y` (each draw's OLS se from its own
-    rows, drawn again by `draw_rule`: the sweep folder's, `SweepMeta.draw_rule`).
+    rows, drawn again by `draw_rule` and `draw_settings`: the sweep folder's, `SweepMeta.draw_rule`
+    and `.draw_settings()`).
 
     Runs whose status is not in `statuses` (by default: diverged or not converged) are
     left out and counted in `n_dropped` (and by reason). A cell with fewer than two
@@ -422,7 +424,7 @@ def bootstrap_intervals(
     covs = None
     if "studentized" in methods:  # each draw solved once, for both units
         runs = estimates[kinds_of(estimates).isin([ORIGINAL, BOOTSTRAP])]
-        covs = draw_covariances(runs, np.asarray(X, dtype=float), np.asarray(y, dtype=float), draw_rule)
+        covs = draw_covariances(runs, np.asarray(X, dtype=float), np.asarray(y, dtype=float), draw_rule, draw_settings)
     common = (methods, level, by, statuses, max_dropped_share)
     tables = []
     if matrix is not None:

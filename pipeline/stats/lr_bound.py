@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -242,9 +242,10 @@ def bounds_frame(
     tol: float,
     seen: Optional[dict] = None,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> pd.DataFrame:
-    """`COLUMNS` for every run (index as `runs`), each from its own rows (drawn by `draw_rule`, the
-    folder's), for folders whose parts do not carry them (tasks compute them since the Gram
+    """`COLUMNS` for every run (index as `runs`), each from its own rows (drawn by `draw_rule` and
+    `draw_settings`, the folder's), for folders whose parts do not carry them (tasks compute them since the Gram
     engine ran on moments). `seen` keeps each draw's curvature across calls (aggregation calls
     this once per grid cell, with the same draws in each)."""
     seen = {} if seen is None else seen
@@ -253,7 +254,7 @@ def bounds_frame(
     if new:
         fit = residual_fit(X, y)
         for key in new:
-            designs, responses = draw_arrays(X, y, [key], draw_rule, fit)
+            designs, responses = draw_arrays(X, y, [key], draw_rule, fit, draw_settings)
             seen[key] = RowsCurvature.of(designs[0], responses[0], reduction, rule)
     if not keys:
         return pd.DataFrame(index=runs.index, columns=list(COLUMNS), dtype=float)

@@ -15,7 +15,7 @@ numpy only.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -49,12 +49,18 @@ def draw_keys(runs: pd.DataFrame) -> list[tuple[int, int, str]]:
     return list(zip(runs["seed"].astype(int), runs["resample"].astype(int), schemes))
 
 
-def draw_covariances(runs: pd.DataFrame, X: np.ndarray, y: np.ndarray, draw_rule: str = DRAW_RULE) -> np.ndarray:
+def draw_covariances(
+    runs: pd.DataFrame,
+    X: np.ndarray,
+    y: np.ndarray,
+    draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
+) -> np.ndarray:
     """(len(runs), p, p): the classical OLS covariance on each run's own rows.
 
     `runs` needs `resample` and `seed` (and `scheme`, else case resampling); each
-    distinct draw is solved once, however many grid cells share it. `draw_rule`: the
-    sweep folder's (`SweepMeta.draw_rule`).
+    distinct draw is solved once, however many grid cells share it. `draw_rule` and
+    `draw_settings`: the sweep folder's (`SweepMeta.draw_rule`, `.draw_settings()`).
     """
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float).reshape(-1)
     fit = residual_fit(X, y)
@@ -67,7 +73,7 @@ def draw_covariances(runs: pd.DataFrame, X: np.ndarray, y: np.ndarray, draw_rule
         for length in sorted({resample_size(len(y), k[1]) for k in block}):
             picked = [i for i, k in enumerate(block) if resample_size(len(y), k[1]) == length]
             covs[[start + i for i in picked]] = ols_covariances(
-                *draw_arrays(X, y, [block[i] for i in picked], draw_rule, fit)
+                *draw_arrays(X, y, [block[i] for i in picked], draw_rule, fit, draw_settings)
             )
     where = {key: i for i, key in enumerate(unique)}
     return covs[[where[key] for key in keys]]

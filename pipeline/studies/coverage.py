@@ -65,13 +65,15 @@ from tqdm import tqdm
 from pipeline import store
 from pipeline.config.points import read_points, to_fitted
 from pipeline.core.errors import ConfigError
-from pipeline.core.runs import OK, Run, RunResult
+from pipeline.core.resampling import DRAW_RULE, residual_fit
+from pipeline.core.runs import BLOCK_SCHEMES, BOOTSTRAP, OK, WILD, Run, RunResult
 from pipeline.core.settings import TrainSettings
 from pipeline.data.load import Dataset
 from pipeline.launch.backends import backend_for
 from pipeline.launch.prepare import PreparedSweep, prepare
 from pipeline.launch.task import set_threads
 from pipeline.models import least_squares
+from pipeline.stats.block_length import draw_settings
 from pipeline.stats.intervals import bootstrap_intervals
 from pipeline.stats.ols import fit_design
 from pipeline.stats.prediction import linear_predictions, prediction_intervals
@@ -130,6 +132,17 @@ class CoverageReport:
     prediction_replicates: Optional[pd.DataFrame] = None
     runs: Optional[dict[str, dict[str, int]]] = None  # run counts per engine and per status
 
+    def _draws_line(self) -> list[str]:
+        """The bootstrap's scheme, unless case, and its block lengths over the replicates."""
+        schemes = self.replicates["scheme"].dropna().unique()
+        if not len(schemes) or list(schemes) == ["case"]:
+            return []
+        lengths = self.replicates["block_length"].dropna() if "block_length" in self.replicates else []
+        spread = (
+            f", block length {lengths.min():g} to {lengths.max():g} (mean {lengths.mean():.3g})" if len(lengths) else ""
+        )
+        return [f"  bootstrap draws: {'/'.join(schemes)}{spread}"]
+
     def text(self) -> str:
         cols = ["parameter", "method", "truth", "coverage", "mc_se", "mean_width", "n_intervals", "reps"]
         several_cells = self.summary[["lr", "init_index"]].drop_duplicates().shape[0] > 1
@@ -138,6 +151,7 @@ class CoverageReport:
             f"coverage folder: {self.out_dir}",
             f"  {self.replicates['rep'].nunique()} simulated data sets of {self.truth.rows} rows; truth "
             f"{', '.join(f'{v:.6g}' for v in self.truth.params)}; {self.truth.noise_text()}",
+            *self._draws_line(),
             table.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
         ]
         short = self.summary[self.summary["n_intervals"] < self.summary["reps"]]
@@ -312,8 +326,21 @@ def closed_form_fits(problem: Problem, runs: list[Run]) -> list[RunResult]:
     return [results[r.run_id] for r in runs]
 
 
-def replicate_estimates(cfg: dict[str, Any], parts: ProblemParts, dataset: Dataset, rep: int) -> pd.DataFrame:
-    """The estimates table of one replicate's whole bootstrap (as `estimates.parquet`)."""
+def replicate_draw_settings(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """What a sweep of one replicate's rows (features `X`, response `y`) would record as its draw
+    settings (`SweepMeta.draw_settings`): `sweep.block_length=auto` is Politis-White on the
+    replicate's own original fit, so every replicate has its own block length."""
+    sweep = cfg["sweep"]
+    auto = sweep["scheme"] in BLOCK_SCHEMES and sweep.get("block_length", "auto") == "auto"
+    residuals = residual_fit(X, y)[1] if auto else None
+    return draw_settings(sweep["scheme"], sweep.get("block_length", "auto"), sweep.get("wild_weights"), residuals)
+
+
+def replicate_estimates(
+    cfg: dict[str, Any], parts: ProblemParts, dataset: Dataset, rep: int, drawn: Optional[dict[str, Any]] = None
+) -> pd.DataFrame:
+    """The estimates table of one replicate's whole bootstrap (as `estimates.parquet`); `drawn`:
+    its draw settings (`replicate_draw_settings`, computed here when not given)."""
     # shallow copies of the two sections that change: a deep copy of the whole config per
     # replicate cost more than planning the runs
     rep_cfg = {
@@ -321,14 +348,19 @@ def replicate_estimates(cfg: dict[str, Any], parts: ProblemParts, dataset: Datas
         "sweep": {**cfg["sweep"], "seed": replicate_seed(cfg["sweep"]["seed"], rep)},
         "train": {**cfg["train"], **({"dtype": "float64"} if cfg["fits"] == "closed_form" else {})},
     }
+    if drawn is None:
+        drawn = replicate_draw_settings(cfg, _features(parts, dataset.x), dataset.y[:, 0])
     settings = TrainSettings.from_dict(rep_cfg["train"])
-    problem = build_problem(parts, dataset, device=settings.device, dtype=settings.dtype)
-    runs = plan(rep_cfg, dataset.digest(), dataset.n_rows)
+    problem = build_problem(parts, dataset, device=settings.device, dtype=settings.dtype, draw_settings=drawn)
+    runs = plan(rep_cfg, dataset.digest(), dataset.n_rows, DRAW_RULE, drawn)
     if cfg["fits"] == "closed_form":
         results = closed_form_fits(problem, runs)
     else:
         results = train_chunk(problem, runs, settings)
-    return results_frame(results, parts.param_names)
+    frame = results_frame(results, parts.param_names)
+    if "block_length" in drawn:  # beside each draw, as in a sweep's estimates.parquet
+        frame["block_length"] = np.where(frame["kind"] == BOOTSTRAP, float(drawn["block_length"]), np.nan)
+    return frame
 
 
 def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFrame:
@@ -353,10 +385,17 @@ def results_frame(results: list[RunResult], names: tuple[str, ...]) -> pd.DataFr
 
 
 def replicate_intervals(
-    cfg: dict[str, Any], dataset: Dataset, parts: Any, rep: int, estimates: pd.DataFrame, X: np.ndarray
+    cfg: dict[str, Any],
+    dataset: Dataset,
+    parts: Any,
+    rep: int,
+    estimates: pd.DataFrame,
+    X: np.ndarray,
+    drawn: Optional[dict[str, Any]] = None,
 ) -> pd.DataFrame:
     """Every interval of one replicate, from its estimates (`replicate_estimates`) and X, the
-    features of its rows (computed once per replicate: building the model for them costs)."""
+    features of its rows (computed once per replicate: building the model for them costs);
+    `drawn`: its draw settings (studentized redraws each draw's rows)."""
     ic = cfg["intervals"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate cells are counted in the summary instead
@@ -370,6 +409,7 @@ def replicate_intervals(
             X=X,
             y=dataset.y[:, 0],
             hac_lags=ic.get("hac_lags"),
+            draw_settings=drawn,
         )
     return table.assign(rep=rep)
 
@@ -403,6 +443,23 @@ def replicate_predictions(
         )
     truth = points.true_mean[table["point"].to_numpy()]
     return table.assign(rep=rep, truth=truth, covered=(table["lower"] <= truth) & (truth <= table["upper"]))
+
+
+def drawn_text(cfg: dict[str, Any], replicates: pd.DataFrame) -> dict[str, Any]:
+    """The draw settings of the study: the wild weights, or the block length (as set, and the
+    replicates' range when each estimated its own with `auto`)."""
+    sweep = cfg["sweep"]
+    if sweep["scheme"] == WILD:
+        return {"wild_weights": sweep.get("wild_weights")}
+    if sweep["scheme"] not in BLOCK_SCHEMES:
+        return {}
+    lengths = replicates.groupby("rep")["block_length"].max().dropna()  # NaN on the closed-form rows
+    found = (
+        {"min": float(lengths.min()), "mean": float(lengths.mean()), "max": float(lengths.max())}
+        if len(lengths)
+        else {}
+    )
+    return {"block_length": sweep.get("block_length", "auto"), "block_lengths": found}
 
 
 PARAMETER_KEYS = ("lr", "init_index", "parameter", "method", "level", "truth")
@@ -445,11 +502,12 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
     statuses: Counter[str] = Counter()
     for rep in tqdm(range(cfg["reps"]), unit="rep", desc="replicates", disable=not cfg["launcher"]["progress"]):
         dataset = simulate(truth, parts, np.random.default_rng([cfg["seed"], rep, _DATA_STREAM]))
-        estimates = replicate_estimates(cfg, parts, dataset, rep)
+        X = _features(parts, dataset.x)
+        drawn = replicate_draw_settings(cfg, X, dataset.y[:, 0])
+        estimates = replicate_estimates(cfg, parts, dataset, rep, drawn)
         engines.update(estimates["engine"])
         statuses.update(estimates["status"])
-        X = _features(parts, dataset.x)
-        frames.append(replicate_intervals(cfg, dataset, parts, rep, estimates, X))
+        frames.append(replicate_intervals(cfg, dataset, parts, rep, estimates, X, drawn))
         if points is not None:
             pred_frames.append(replicate_predictions(cfg, dataset, parts, rep, estimates, points, X))
     replicates = pd.concat(frames, ignore_index=True)
@@ -478,6 +536,7 @@ def run_coverage(prepared: PreparedSweep, out_dir: Path) -> CoverageReport:
             "reps": cfg["reps"],
             "resamples": cfg["sweep"]["resamples"],
             "scheme": cfg["sweep"]["scheme"],
+            "draw_settings": drawn_text(cfg, replicates),
             "fits": cfg["fits"],
             "seed": cfg["seed"],
             "runs": runs,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 from pipeline.core.runs import CASE
@@ -81,10 +81,11 @@ def run_id(
     seed: int,
     scheme: str = CASE,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> str:
-    """Version `ID_VERSION`: seed, scheme and draw rule change bootstrap draws (k >= 1) only."""
+    """Version `ID_VERSION`: seed, scheme, draw rule and draw settings change bootstrap draws (k >= 1) only."""
     return run_id_from_json(
-        json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme, draw_rule
+        json.dumps(fingerprint, sort_keys=True, default=str), lr, init, resample, seed, scheme, draw_rule, draw_settings
     )
 
 
@@ -96,24 +97,34 @@ def run_id_from_json(
     seed: int,
     scheme: str = CASE,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> str:
     """`run_id` with the settings serialised once per sweep, not once per run (10^6 runs: minutes).
 
     The text hashed is json.dumps(..., sort_keys=True) of {"v", "settings", "lr", "init",
     "resample", "seed", "scheme"} and, for a bootstrap draw of any draw rule but the first
     (`core.resampling.LEGACY_RULE`), "draw": the rule, so the ids of folders made before
-    the rule had a name stay, and no two rules' draws share an id. "settings" and "v" sort
-    after the run's own keys, so the run's part is dumped alone and the settings' text
+    the rule had a name stay, and no two rules' draws share an id; for a bootstrap draw of a
+    scheme that reads settings (block length, wild weights: `SweepMeta.draw_settings`),
+    "draw_settings": those, so the case and residual ids are as they were. "settings" and "v"
+    sort after the run's own keys, so the run's part is dumped alone and the settings' text
     appended (tests/integration/test_house.py pins it).
     """
-    return run_ids_from_json(settings_json, lr, init, [resample], seed, scheme, draw_rule)[0]
+    return run_ids_from_json(settings_json, lr, init, [resample], seed, scheme, draw_rule, draw_settings)[0]
 
 
 _RESAMPLE = "__resample__"  # where each run's resample index goes in its kind's text
 
 
 def _id_text(
-    settings_json: str, lr: float, init: Optional[list[float]], draw: bool, seed: int, scheme: str, draw_rule: str
+    settings_json: str,
+    lr: float,
+    init: Optional[list[float]],
+    draw: bool,
+    seed: int,
+    scheme: str,
+    draw_rule: str,
+    draw_settings: Optional[Mapping[str, Any]],
 ) -> tuple[str, str]:
     """The text `run_id_from_json` hashes, split around the resample index: the same for
     every run of a grid cell and kind (original or jackknife, or bootstrap draw)."""
@@ -126,6 +137,8 @@ def _id_text(
     }
     if draw and draw_rule != LEGACY_RULE:
         own["draw"] = draw_rule
+    if draw and draw_settings:
+        own["draw_settings"] = dict(draw_settings)
     text = json.dumps(own, sort_keys=True, default=str)[:-1] + f', "settings": {settings_json}, "v": {ID_VERSION}}}'
     before, after = text.split(json.dumps(_RESAMPLE), 1)  # the run's own keys come first
     return before, after
@@ -139,10 +152,13 @@ def run_ids_from_json(
     seed: int,
     scheme: str = CASE,
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
 ) -> list[str]:
     """`run_id_from_json` of the runs of one grid cell, one per resample: the text around the
     index built once per kind, so an id costs one string join and one hash (10^6 runs: seconds)."""
-    texts = {draw: _id_text(settings_json, lr, init, draw, seed, scheme, draw_rule) for draw in (False, True)}
+    texts = {
+        draw: _id_text(settings_json, lr, init, draw, seed, scheme, draw_rule, draw_settings) for draw in (False, True)
+    }
     ids = []
     for k in resamples:
         before, after = texts[k > 0]

@@ -7,10 +7,10 @@ run id hashes) are in `sweep.ids`, which gives the ids.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from pipeline.core.resampling import DRAW_RULE
-from pipeline.core.runs import CASE, Run, Task
+from pipeline.core.runs import BLOCK_SCHEMES, CASE, WILD, Run, Task
 from pipeline.sweep.ids import legacy_fingerprint, legacy_run_id, run_ids_from_json, settings_fingerprint
 
 
@@ -42,20 +42,30 @@ def resample_indices(cfg: dict[str, Any], n_rows: Optional[int]) -> list[int]:
     return indices
 
 
-def plan(cfg: dict[str, Any], data_digest: str, n_rows: Optional[int] = None, draw_rule: str = DRAW_RULE) -> list[Run]:
+def plan(
+    cfg: dict[str, Any],
+    data_digest: str,
+    n_rows: Optional[int] = None,
+    draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[Mapping[str, Any]] = None,
+) -> list[Run]:
     """Every run of the sweep: learning rate x initial values x resample.
 
     `data_digest` identifies the training rows (see `pipeline.data.load.Dataset.digest`);
-    `n_rows`, their number, is needed only for jackknife runs (one per row); `draw_rule`:
-    the sweep folder's (`SweepMeta.draw_rule`), which enters the ids of bootstrap draws.
+    `n_rows`, their number, is needed only for jackknife runs (one per row); `draw_rule`
+    and `draw_settings`: the sweep folder's (`SweepMeta.draw_rule`, `.draw_settings()`),
+    which enter the ids of bootstrap draws.
     """
     settings_json = json.dumps({**settings_fingerprint(cfg), "data": data_digest}, sort_keys=True, default=str)
     seed, scheme = int(cfg["sweep"]["seed"]), cfg["sweep"].get("scheme", CASE)
+    needed = {"block_length"} if scheme in BLOCK_SCHEMES else {"wild_weights"} if scheme == WILD else set()
+    if needed - set(draw_settings or {}):
+        raise ValueError(f"the {scheme} scheme's draws read {', '.join(needed)}: plan() needs them in draw_settings")
     runs = []
     resamples = resample_indices(cfg, n_rows)
     for lr in lr_grid(cfg):
         for i, init in enumerate(init_grid(cfg)):
-            ids = run_ids_from_json(settings_json, lr, init, resamples, seed, scheme, draw_rule)
+            ids = run_ids_from_json(settings_json, lr, init, resamples, seed, scheme, draw_rule, draw_settings)
             vector = None if init is None else tuple(init)
             runs += [Run(run_id, lr, i, vector, k, seed, scheme) for run_id, k in zip(ids, resamples)]
     return runs

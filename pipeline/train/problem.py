@@ -59,6 +59,7 @@ class Problem:
     device: torch.device
     dtype: torch.dtype
     draw_rule: str = DRAW_RULE  # the sweep folder's (`SweepMeta.draw_rule`)
+    draw_settings: Optional[dict[str, Any]] = None  # block length, wild weights (`SweepMeta.draw_settings`)
 
     @property
     def n_rows(self) -> int:
@@ -86,6 +87,7 @@ def run_draws(problem: Problem, runs: list[Run]) -> Draws:
         [r.resample for r in runs],
         [r.scheme for r in runs],
         problem.draw_rule,
+        problem.draw_settings,
     )
 
 
@@ -106,7 +108,8 @@ def training_data(problem: Problem, runs: list[Run]) -> tuple[torch.Tensor, torc
 
 
 def resample_data(problem: Problem, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (x, y) one run trains on (`training_data` of that run alone)."""
+    """The (x, y) one run trains on (`training_data` of that run alone): the textbook loop's data,
+    whose rows are the definition of each scheme's draw."""
     x, y = training_data(problem, [run])
     return x[0], y[0]
 
@@ -184,9 +187,10 @@ def build_problem(
     device: str = "auto",
     dtype: str = "float32",
     draw_rule: str = DRAW_RULE,
+    draw_settings: Optional[dict[str, Any]] = None,
 ) -> Problem:
     """The parts and the data as tensors on `device` in `dtype` (`train.device`, `train.dtype`);
-    `draw_rule`: how its bootstrap draws are made (the sweep folder's)."""
+    `draw_rule` and `draw_settings`: how its bootstrap draws are made (the sweep folder's)."""
     on_device = partial(
         torch.tensor, device=pick_device(device), dtype=getattr(torch, dtype)
     )  # a copy: pandas arrays may be read-only
@@ -200,6 +204,7 @@ def build_problem(
         pick_device(device),
         getattr(torch, dtype),
         draw_rule,
+        draw_settings,
     )
 
 

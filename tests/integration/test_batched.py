@@ -12,7 +12,8 @@ the small components are differences of huge numbers); other values elementwise,
 with an absolute floor of 1e-10 / 1e-6 for values that are zero up to rounding, and a
 wider floor for the final gradient norm, which at an optimum is rounding noise.
 Each chunk mixes learning rates, initial values and resamples (bootstrap draws, jackknife
-runs one row short, residual-resampling draws) and holds a run that diverges.
+runs one row short, residual-resampling draws, block-bootstrap and wild draws) and holds a
+run that diverges.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.runs import DIVERGED, RESIDUAL, Run, RunResult
+from pipeline.core.runs import BLOCK_SCHEMES, DIVERGED, MAMMEN, RESIDUAL, WILD, Run, RunResult
 from pipeline.core.settings import TrainSettings
 from pipeline.data.load import Dataset, load_dataset
 from pipeline.launch.prepare import validate
@@ -228,12 +229,19 @@ def family_problem(family: Family, dtype: str) -> Problem:
         "optim": family.optim,
         "train": {"device": "cpu", "dtype": dtype},
     }
-    return problem_from(cfg, family.data())
+    problem = problem_from(cfg, family.data())
+    problem.draw_settings = DRAW_SETTINGS  # what a sweep's SweepMeta gives the block and wild draws
+    return problem
+
+
+# blocks of 3 rows (a mean of 3 for the stationary bootstrap); Mammen's weights for the wild draws
+DRAW_SETTINGS = {"block_length": 3, "wild_weights": MAMMEN}
 
 
 def chunk_of(family: Family, resamples: int = 2) -> list[Run]:
     """Every lr x init x resample, and per lr a jackknife run (one row short) and, for
-    models linear in their parameters, a residual-resampling draw. Ids are labels only."""
+    models linear in their parameters, a residual-resampling draw; at the first lr a draw of
+    each block scheme (and, linear models, a wild draw). Ids are labels only."""
     runs = []
     for lr in family.lrs:
         for i, init in enumerate(family.inits):
@@ -242,6 +250,9 @@ def chunk_of(family: Family, resamples: int = 2) -> list[Run]:
         runs.append(Run(f"{lr}-0-jackknife", lr, 0, family.inits[0], -3, 7))
         if family.linear:
             runs.append(Run(f"{lr}-0-residual", lr, 0, family.inits[0], 1, 7, RESIDUAL))
+        if lr == family.lrs[0]:
+            schemes = [*BLOCK_SCHEMES, *([WILD] if family.linear else [])]
+            runs += [Run(f"{lr}-0-{scheme}", lr, 0, family.inits[0], 2, 7, scheme) for scheme in schemes]
     return runs
 
 
@@ -408,9 +419,9 @@ def test_train_chunk_splits_a_chunk_that_does_not_fit_memory(monkeypatch, caplog
     batches = []
     with caplog.at_level(logging.DEBUG, logger="pipeline"):  # the batch plan is logged at DEBUG
         split = train_chunk(problem, runs, train_cfg(), on_batch_done=batches.append)
-    assert [len(b) for b in batches] == [5, 5, 5, 5, 1, 3]  # the 3 jackknife runs apart
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 5, 3]  # the 3 jackknife runs apart
     assert (
-        "a test budget fit 5 runs; 24 runs -> 6 batch(es) of up to 5 (runs of 2 data sizes, rows [999, 1000], apart)"
+        "a test budget fit 5 runs; 28 runs -> 6 batch(es) of up to 5 (runs of 2 data sizes, rows [999, 1000], apart)"
     ) in caplog.text
     assert [r.engine for r in split] == ["gram"] * len(runs)
     for a, b in zip(whole, split, strict=True):

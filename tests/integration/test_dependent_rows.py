@@ -1,13 +1,16 @@
 """Issue 23: rows as a series. `data.order` sorts the rows; a sweep of GISTEMP (an annual
 series whose residuals around a trend are autocorrelated) gets the hac interval, with
-`intervals.hac_lags`, and a note on the intervals that assume independent rows."""
+`intervals.hac_lags`, and a note on the intervals that assume independent rows; its block
+bootstrap intervals equal a direct computation on the same rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import statsmodels.api as sm
 
+from pipeline.core.resampling import KEYED_RULE, draw
 from pipeline.data.load import load_dataset
 from tests.conftest import REPO, make_config, run_sweep
 
@@ -48,3 +51,51 @@ def test_gistemp_sweep_gives_hac_and_notes_the_dependence(tmp_path):
     assert set(ci.loc[dependent, "method"]) == {"percentile", "basic", "normal", "t", "hc3"}
     assert ci.loc[dependent, "note"].str.contains("lag-1 autocorrelation 0.7").all()
     assert not dependent[ci["method"] == "hac"].any()
+
+
+def test_block_bootstrap_intervals_equal_a_direct_numpy_computation_on_the_same_rows(tmp_path):
+    """A circular-block sweep of GISTEMP: each draw's rows are the draw rule's (`core.resampling`);
+    on those rows numpy's least squares gives the engine's closed form, and the percentile and
+    studentized intervals of the numpy fits are the table's (the gradient-descent fits converge
+    to them)."""
+    out = tmp_path / "sweep"
+    _, est = run_sweep(
+        out,
+        "experiment=gistemp_line",
+        "sweep=bootstrap",
+        "sweep.resamples=40",
+        "sweep.scheme=circular_block",
+        "sweep.block_length=10",
+        "train.dtype=float64",
+        "train.epochs=4000",
+        "train.grad_tol=1e-9",
+        "intervals.methods=[percentile,studentized]",
+        "intervals.statuses=[ok,not_converged]",
+        "launcher=debug",
+        "intervals.plots=false",
+    )
+    boot = est[est["kind"] == "bootstrap"].sort_values("resample")
+    assert (boot["block_length"] == 10).all() and (boot["scheme"] == "circular_block").all()
+    gistemp = pd.read_csv(REPO / "data" / "gistemp" / "gistemp_annual.csv").query("year <= 2022")
+    x = (gistemp["year"].to_numpy(dtype=float) - 1880) / 100
+    X, y = np.column_stack([x, np.ones_like(x)]), gistemp["anomaly"].to_numpy()
+    rows = draw(len(y), boot["seed"], boot["resample"], boot["scheme"], KEYED_RULE, {"block_length": 10}).rows
+    starts = rows[:, ::10]
+    assert (rows[:, :140].reshape(len(boot), 14, 10) == (starts[:, :14, None] + np.arange(10)) % 143).all()
+    fits = np.stack([np.linalg.lstsq(X[r], y[r], rcond=None)[0] for r in rows])
+    np.testing.assert_allclose(boot[["ols_w", "ols_b"]], fits, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(boot[["w", "b"]], fits, rtol=1e-6, atol=1e-8)
+    ci = pd.read_parquet(out / "intervals.parquet").query("units == 'fitted'").set_index(["parameter", "method"])
+    resid = [y[r] - X[r] @ f for r, f in zip(rows, fits)]
+    se = np.stack([np.sqrt(np.diag(e @ e / (len(e) - 2) * np.linalg.inv(X[r].T @ X[r]))) for r, e in zip(rows, resid)])
+    original = np.linalg.lstsq(X, y, rcond=None)[0]
+    e0 = y - X @ original
+    se0 = np.sqrt(np.diag(e0 @ e0 / (len(y) - 2) * np.linalg.inv(X.T @ X)))
+    for j, name in enumerate(["w", "b"]):
+        lo, hi = np.quantile(fits[:, j], [0.025, 0.975])
+        assert ci.loc[(name, "percentile"), ["lower", "upper"]].tolist() == pytest.approx([lo, hi], rel=1e-6)
+        t_star = (fits[:, j] - original[j]) / se[:, j]
+        q_lo, q_hi = np.quantile(t_star, [0.025, 0.975])
+        expected = [original[j] - q_hi * se0[j], original[j] - q_lo * se0[j]]
+        assert ci.loc[(name, "studentized"), ["lower", "upper"]].tolist() == pytest.approx(expected, rel=1e-5)
+        assert ci.loc[(name, "percentile"), "block_length"] == 10

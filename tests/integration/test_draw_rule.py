@@ -15,7 +15,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from pipeline.core.errors import ConfigError
 from pipeline.core.resampling import DRAW_RULE, LEGACY_RULE
 from pipeline.launch.prepare import prepare
 from pipeline.launch.submit import launch
@@ -62,3 +64,13 @@ def test_a_new_folder_records_todays_rule_and_keeps_it(tmp_path):
     old_ids = {r.run_id for r in plan(grown.cfg, grown.meta.data_digest, grown.meta.n_rows, LEGACY_RULE)}
     for run in grown.runs:  # the rule enters the ids of bootstrap draws only
         assert (run.run_id in old_ids) == (run.resample <= 0)
+
+
+def test_an_old_rule_folder_refuses_the_block_and_wild_schemes(tmp_path):
+    """They draw by the keyed rule only; the folder keeps its own, so the relaunch says to use a new out_dir."""
+    out = tmp_path / "old"
+    shutil.copytree(LEGACY / "sweep", out)
+    overrides = json.loads((out / "overrides.json").read_text())
+    for scheme in ("sweep.scheme=moving_block", "sweep.scheme=wild"):
+        with pytest.raises(ConfigError, match="draws by the splitmix64 rule only: choose a new out_dir"):
+            prepare(make_config(out, *overrides, scheme, "sweep.block_length=3"))

@@ -83,14 +83,19 @@ def test_a_new_config_key_with_a_default_changes_no_run_id(tmp_path):
 # --- progress kept by run id -----------------------------------------------------------
 
 
-def test_progress_left_by_an_ended_task_is_reused_whatever_the_chunking(out_dir):
-    prepared, _ = sweep(out_dir)
+@pytest.mark.parametrize(
+    "scheme", [(), ("sweep.scheme=stationary",), ("sweep.scheme=wild", "sweep.wild_weights=mammen")], ids=str
+)
+def test_progress_left_by_an_ended_task_is_reused_whatever_the_chunking(out_dir, scheme):
+    """Case draws, and the stationary bootstrap (its mean block length `auto`, resolved again at
+    the relaunch) and wild draws, whose ids name their settings."""
+    prepared, _ = sweep(out_dir, *scheme)
     first = store.read_parts(out_dir).set_index("run_id").sort_index()
     # a task that hit a full disk after saving its runs: progress under its own task number, no part
     part = store.part_files(out_dir)[0]
     n_saved = pq.read_metadata(part).num_rows
     shutil.move(part, store.progress_path(out_dir, "part-00042-0123456789ab"))
-    prepared, report = sweep(out_dir, "launcher.runs_per_task=3")  # renumbered, rechunked
+    prepared, report = sweep(out_dir, *scheme, "launcher.runs_per_task=3")  # renumbered, rechunked
     assert (report.n_skipped, report.n_tasks) == (6, 0) and n_saved == 2
     assert list((out_dir / store.PROGRESS).glob("*.parquet")) == []
     again = store.read_parts(out_dir).set_index("run_id").sort_index()

@@ -331,6 +331,25 @@ def test_run_ids_serialised_once_per_sweep_equal_the_whole_dict_hash():
             }
             old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
             assert run_id(fingerprint, lr, init, resample, seed, scheme, rule) == old
+    # a block or wild draw: its settings too, under "draw_settings" (draws only)
+    for resample, scheme, settings in (
+        (3, "circular_block", {"block_length": 18}),
+        (0, "circular_block", {"block_length": 18}),
+        (2, "wild", {"wild_weights": "mammen"}),
+    ):
+        draw = resample > 0
+        fields = {
+            "v": ID_VERSION,
+            "settings": fingerprint,
+            "lr": 0.1,
+            "init": None,
+            "resample": resample,
+            "seed": 4 if draw else None,
+            "scheme": scheme if draw else None,
+            **({"draw": DRAW_RULE, "draw_settings": settings} if draw else {}),
+        }
+        expected = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        assert run_id(fingerprint, 0.1, None, resample, 4, scheme, DRAW_RULE, settings) == expected
 
 
 def test_report_reads_the_curves_of_a_sample_of_runs_past_a_size(tmp_path, monkeypatch):

@@ -2,12 +2,16 @@ import numpy as np
 
 from pipeline.core.resampling import resample_rows
 from pipeline.data.load import load_dataset
+from pipeline.stats.block_length import draw_settings
 from pipeline.sweep.plan import chunk, plan
 from tests.conftest import make_config
 
 
 def plan_of(cfg):
-    return plan(cfg, load_dataset(cfg["data"]).digest())
+    """The plan of a config whose block length, if any, is a number (auto needs `prepare`)."""
+    sweep = cfg["sweep"]
+    settings = draw_settings(sweep["scheme"], sweep["block_length"], sweep["wild_weights"], None)
+    return plan(cfg, load_dataset(cfg["data"]).digest(), draw_settings=settings)
 
 
 def test_run_ids_are_stable_and_distinct(tmp_path):
@@ -45,6 +49,28 @@ def test_run_ids_change_with_settings_that_change_numbers(tmp_path):
     assert len(seeded & base) == 1
     # how a run is computed (engine, device, launcher) is not part of its identity
     assert ids("train.engine=reference", "launcher=debug", "launcher.runs_per_task=1")[0] == base
+    # the draw settings name the draws of the schemes that read them, and no other run
+    assert ids("sweep.block_length=7", "sweep.wild_weights=mammen")[0] == base
+    blocks, blocks_original = ids("sweep.scheme=circular_block", "sweep.block_length=4")
+    assert blocks_original == base_original and len(blocks & base) == 1
+    longer = ids("sweep.scheme=circular_block", "sweep.block_length=5")[0]
+    assert len(longer & blocks) == 1  # resample 0 only
+    assert ids("sweep.scheme=circular_block", "sweep.block_length=4", "sweep.wild_weights=mammen")[0] == blocks
+    rademacher, mammen = ids("sweep.scheme=wild")[0], ids("sweep.scheme=wild", "sweep.wild_weights=mammen")[0]
+    assert len(rademacher & mammen) == 1 and len(rademacher & base) == 1
+
+
+def test_auto_block_length_is_resolved_once_and_named_in_the_ids(tmp_path):
+    """`auto` is Politis-White on the original fit's residuals (`SweepMeta.block_length`); the
+    plan is the one the resolved number gives."""
+    from pipeline.launch.prepare import prepare
+
+    auto = prepare(make_config(tmp_path, "experiment=gistemp_line", "sweep.resamples=3", "sweep.scheme=moving_block"))
+    assert auto.meta.draw_settings() == {"block_length": 18}  # GISTEMP's residuals around the line
+    fixed = make_config(
+        tmp_path, "experiment=gistemp_line", "sweep.resamples=3", "sweep.scheme=moving_block", "sweep.block_length=18"
+    )
+    assert [r.run_id for r in auto.runs] == [r.run_id for r in prepare(fixed).runs]
 
 
 def test_resample_rows_depend_on_seed_and_index_only():

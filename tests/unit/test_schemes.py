@@ -114,11 +114,3 @@ def test_rademacher_and_mammen_moments():
     assert p * low**3 + (1 - p) * high**3 == pytest.approx(1, abs=1e-15)
     assert mam.mean() == pytest.approx(0, abs=0.005)
     assert (mam**2).mean() == pytest.approx(1, abs=0.01) and (mam**3).mean() == pytest.approx(1, abs=0.02)
-
-
-def test_row_counts_count_the_rows_of_each_draw():
-    rows = schemes.circular_block_rows(uniforms(5, N, 14), N, 3)
-    counts = schemes.row_counts(rows, N)
-    assert (counts.sum(axis=1) == N).all()
-    for draw, count in zip(rows, counts):
-        np.testing.assert_array_equal(count, np.bincount(draw, minlength=N))
