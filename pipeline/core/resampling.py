@@ -318,7 +318,7 @@ def draw(
     m = int(sizes[0]) if len(sizes) else n_rows
     rows = np.empty((len(distinct), m), dtype=np.int64)
     rebuilt = np.zeros(len(distinct), dtype=bool)
-    residual_rows: Optional[np.ndarray] = None
+    own_residual_rows: list[tuple[np.ndarray, np.ndarray]] = []
     residual_weights: Optional[np.ndarray] = None
     for i in np.flatnonzero(distinct[:, 2] <= 0):  # the original rows, and jackknife fits
         rows[i] = _fixed_rows(n_rows, int(distinct[i, 2]))
@@ -331,11 +331,13 @@ def draw(
         made = SCHEMES[name](n_rows, int(seed), distinct[at, 2], rule, settings or {})
         rows[at], rebuilt[at] = made.rows, made.rebuilt
         if made.residual_rows is not None:
-            residual_rows = rows.copy() if residual_rows is None else residual_rows
-            residual_rows[at] = made.residual_rows
+            own_residual_rows.append((at, made.residual_rows))
         if made.residual_weights is not None:
             residual_weights = np.ones(rows.shape) if residual_weights is None else residual_weights
             residual_weights[at] = made.residual_weights
+    residual_rows = rows.copy() if own_residual_rows else None  # once every draw's rows are in
+    for at, made_rows in own_residual_rows:
+        residual_rows[at] = made_rows
     return Draws(rows, rebuilt, residual_rows, residual_weights).take(inverse.reshape(-1))
 
 
