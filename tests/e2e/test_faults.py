@@ -1,7 +1,8 @@
 """Faults of real local sweeps lose nothing and leave nothing running.
 
 Each test starts `pipeline-sweep launcher=local` with `subprocess.Popen`, as a user's
-terminal would, mid-training (the reference engine saves progress after every run):
+terminal would, mid-training (the reference engine saves progress after every run; `held` keeps the tasks
+waiting after their first run until the test lets them go):
 - SIGINT (Ctrl-C), SIGTERM or SIGKILL of the launching process: within seconds no process of
   the sweep is alive (found by scanning /proc for command lines naming the sweep folder);
   SIGINT and SIGTERM say what was saved and how to resume and exit 130, with no traceback;
@@ -42,7 +43,7 @@ ARGS = (
     "launcher.max_parallel=2",
     "launcher.progress=false",
     "train.engine=reference",
-    "train.epochs=4000",
+    "train.epochs=300",  # short: the tests that stop a sweep hold its tasks (`held`), not race them
     "report=false",
     "intervals.plots=false",
 )
@@ -59,8 +60,27 @@ def start_sweep(out_dir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
             cwd=REPO,
             stdout=fh,
             stderr=subprocess.STDOUT,
+            # as from a terminal: a process started in the background of a shell (a CI job's)
+            # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     return proc, log
+
+
+def held(out_dir: Path) -> tuple[str, ...]:
+    """Overrides that fit `tests.failing.HeldLine`: each task saves its first run, then waits
+    while `out_dir.parent / "hold"` exists (created here), so the test acts mid-training
+    whatever the machine's speed; deleting the file lets the tasks (and a relaunch) go on."""
+    hold = out_dir.parent / "hold"
+    hold.touch()
+    return (
+        "model._target_=tests.failing.HeldLine",
+        f"+model.hold={hold}",
+        "+model.after=1",
+        "~model.degree",
+        "~model.names",
+        "init=null",
+    )
 
 
 def wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
@@ -110,8 +130,9 @@ def assert_every_run_once(out_dir: Path) -> None:
     assert sorted(raw) == sorted(planned)  # no run in two parts: none trained twice
 
 
-def relaunch_finishes(out_dir: Path, saved: int) -> None:
-    done = run_cli("sweep", *ARGS, f"out_dir={out_dir}")
+def relaunch_finishes(out_dir: Path, saved: int, *extra: str) -> None:
+    (out_dir.parent / "hold").unlink(missing_ok=True)
+    done = run_cli("sweep", *ARGS, *extra, f"out_dir={out_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"skipped {saved} that already have results" in done.stdout + done.stderr
     assert_every_run_once(out_dir)
@@ -122,7 +143,8 @@ def relaunch_finishes(out_dir: Path, saved: int) -> None:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_stops_the_tasks_says_what_was_saved_and_the_relaunch_finishes(tmp_path, stop):
     out_dir = tmp_path / "sweep"
-    proc, log = start_sweep(out_dir)
+    model = held(out_dir)
+    proc, log = start_sweep(out_dir, *model)
     wait_until(lambda: mid_training(out_dir), 300, "a task to save a run")
     proc.send_signal(stop)
     assert proc.wait(timeout=60) == 130
@@ -137,19 +159,20 @@ def test_ctrl_c_or_sigterm_stops_the_tasks_says_what_was_saved_and_the_relaunch_
     wait_until(lambda: sweep_processes(out_dir) == [], 5, "no process of the sweep to be alive")
     saved = int(said.group(1))
     assert saved == runs_saved(out_dir) + len(store.finished_run_ids(out_dir)) >= 1
-    relaunch_finishes(out_dir, saved)
+    relaunch_finishes(out_dir, saved, *model)
 
 
 def test_sigkill_of_the_launch_stops_its_tasks_and_the_relaunch_finishes(tmp_path):
     out_dir = tmp_path / "sweep"
-    proc, _ = start_sweep(out_dir)
+    model = held(out_dir)
+    proc, _ = start_sweep(out_dir, *model)
     wait_until(lambda: mid_training(out_dir), 300, "a task to save a run")
     tasks = task_pids(out_dir)
     proc.kill()
     proc.wait(timeout=10)
     wait_until(lambda: sweep_processes(out_dir) == [], 10, f"the orphaned tasks {tasks} to stop")
     saved = runs_saved(out_dir) + len(store.finished_run_ids(out_dir))
-    relaunch_finishes(out_dir, saved)
+    relaunch_finishes(out_dir, saved, *model)
 
 
 def hold_lock(out_dir: Path) -> tuple[subprocess.Popen, Path]:
@@ -164,6 +187,7 @@ def hold_lock(out_dir: Path) -> tuple[subprocess.Popen, Path]:
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(out_dir), str(release)], cwd=REPO, stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"HELD"
+    proc.stdout.close()  # nothing more to read; an open pipe would outlive the test
     return proc, release
 
 

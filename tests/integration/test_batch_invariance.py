@@ -16,6 +16,8 @@ from pipeline.sweep.plan import plan
 from pipeline.train.engines import train_chunk
 from tests.conftest import make_config, problem_from
 
+pytestmark = pytest.mark.slow  # three engines in three grids: the full suite's, not the fast tier's
+
 CASES = {
     "batched": ("experiment=toy_mlp", "train.epochs=60", "train.log_every=20"),
     "gram": ("experiment=tdm_quadratic", "train.epochs=300", "train.log_every=50"),

@@ -348,6 +348,7 @@ def test_every_preset_trains_with_auto_as_with_the_reference_loop(preset, tmp_pa
     assert_matches_reference(fast, ref, "float64", PRESET_ENGINES[preset])
 
 
+@pytest.mark.slow  # whole sweeps: the full suite's tier
 @pytest.mark.parametrize("engine", ["gram", "batched"])
 def test_a_run_gets_the_same_bits_in_any_chunk(engine):
     family = FAMILIES["000 tdm quadratic"]

@@ -16,6 +16,8 @@ from hydra.utils import instantiate
 from pipeline.train.problem import probe_optimizer
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # each test starts fresh interpreters to time and trace imports
+
 SPECS = [
     {"_target_": "torch.optim.SGD", "lr": 0.1},
     {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},

@@ -64,6 +64,7 @@ def relative_gap(est: pd.DataFrame) -> np.ndarray:
     return parameter_gap(est[NAMES].to_numpy(float), est[[f"ols_{n}" for n in NAMES]].to_numpy(float))
 
 
+@pytest.mark.slow  # whole sweeps: the full suite's tier
 @pytest.mark.parametrize("engine", ["reference", "gram", "batched"])
 def test_runs_ok_by_the_gradient_but_far_from_the_closed_form_are_not_converged(tmp_path, quartic, engine):
     _, est = quartic_sweep(

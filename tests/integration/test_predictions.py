@@ -33,6 +33,7 @@ def test_linear_sweep_predictions(tmp_path):
     assert table["lower"].notna().all()
 
 
+@pytest.mark.slow  # whole sweeps: the full suite's tier
 def test_mlp_predictions(tmp_path):
     run_sweep(
         tmp_path,
@@ -78,6 +79,7 @@ def direct_forward(out_dir, est: pd.DataFrame, at: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
+@pytest.mark.slow  # whole sweeps: the full suite's tier
 def test_a_model_not_linear_in_its_parameters_answers_with_its_predictions_at_the_data(tmp_path):
     """toy_mlp: the launch finds the MLP not linear in its parameters and saves the data's x; the
     aggregation writes predictions there without intervals.at; the answer table leads with them."""
@@ -219,6 +221,7 @@ def _plane_csv(path, names=("x1", "x2")):
     return x, y
 
 
+@pytest.mark.slow  # whole sweeps: the full suite's tier
 def test_two_inputs_end_to_end_list_and_csv(tmp_path):
     """user_data on (x1, x2): `at` as a list of lists and as a CSV give the same table, the x
     columns are the raw points, and the t estimate is the OLS fit on the raw columns (a

@@ -17,6 +17,8 @@ from pipeline.results import aggregate as agg
 from pipeline.store import scan as partscan
 from tests.conftest import REPO, make_config, run_sweep
 
+pytestmark = pytest.mark.slow  # 10^4-run sweeps under memory guards
+
 LEGACY = REPO / "tests" / "fixtures" / "legacy" / "sweep"
 FAST = ("train.epochs=40", "train.log_every=10", "intervals.plots=false")
 
