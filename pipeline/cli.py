@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,7 +22,9 @@ from pipeline.config.compose import compose_config
 from pipeline.config.compose import resolved as to_container
 from pipeline.config.shipped import CONF_DIR, PACKAGE_DIR
 from pipeline.core.errors import ConfigError, FolderError, Interrupted
-from pipeline.store.hydra_files import HydraFiles
+
+if TYPE_CHECKING:  # imported where a sweep is run: pandas would slow `--help` by half a second
+    from pipeline.store.hydra_files import HydraFiles
 
 # Flags users of sbatch-style tools expect, spelled as the config keys they set.
 FLAG_OVERRIDES = {
@@ -114,7 +116,11 @@ def sweep_main() -> None:
     sys.argv = [FLAG_OVERRIDES.get(arg, arg) for arg in sys.argv]
     _find_our_sweeper()
     cfg = _precheck("config")
-    hydra_files = HydraFiles.before(cfg["out_dir"]) if cfg is not None else None
+    hydra_files = None
+    if cfg is not None:
+        from pipeline.store.hydra_files import HydraFiles
+
+        hydra_files = HydraFiles.before(cfg["out_dir"])
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def sweep_app(cfg: DictConfig) -> None:
