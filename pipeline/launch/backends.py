@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
@@ -189,8 +190,9 @@ class SlurmBackend(Backend):
     def task_threads(self) -> Optional[int]:
         return max(1, self.conf.cpus_per_task)  # the cores the array task owns
 
-    @property
+    @cached_property
     def array_limit(self) -> int:
+        # one `scontrol` call a launch: it takes ~9 s to give up where no controller answers
         return self.conf.max_array_size or max_array_size()
 
     def auto_size(self, work: chunking.Work) -> tuple[int, str]:

@@ -7,11 +7,14 @@ pending or running (see slurm/README.md for why accounting is not needed).
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 from typing import Iterable
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default
+
+log = logging.getLogger(__name__)
 
 
 class QueueError(RuntimeError):
@@ -26,7 +29,8 @@ def max_array_size() -> int:
     """MaxArraySize from `scontrol show config`: array indices must stay below it."""
     try:
         text = _run(["scontrol", "show", "config"])
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as err:
+        log.info("scontrol show config did not answer (%s): MaxArraySize taken as %d", err, DEFAULT_MAX_ARRAY_SIZE)
         return DEFAULT_MAX_ARRAY_SIZE
     match = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, flags=re.MULTILINE)
     return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE

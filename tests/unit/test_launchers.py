@@ -68,3 +68,16 @@ def test_the_backends_differ_in_their_hooks():
     assert local.watched_parent() is not None and debug.watched_parent() is None
     assert {key for key, _, _ in slurm.rules()} >= {"launcher.mem_gb", "launcher.max_array_size"}
     assert not {key for key, _, _ in local.rules()} & {"launcher.mem_gb", "launcher.partition"}
+
+
+def test_a_slurm_launch_asks_the_controller_for_max_array_size_once(monkeypatch):
+    """Where no controller answers, `scontrol` takes ~9 s to give up: a dry run (sizing, then
+    the arrays) must not pay it twice."""
+    from pipeline.launch import backends
+
+    calls = []
+    monkeypatch.setattr(backends, "max_array_size", lambda: calls.append(1) or 1001)
+    slurm = backend_for({"cluster": "slurm"})
+    assert slurm.array_limit == slurm.array_limit == 1001
+    assert len(calls) == 1
+    assert backend_for({"cluster": "slurm", "max_array_size": 7}).array_limit == 7 and len(calls) == 1
