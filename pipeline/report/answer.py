@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from pipeline.core.runs import DIVERGED, NOT_CONVERGED, OK
-from pipeline.stats.cells import NO_DRAWS, CellRuns, optimiser_sets_width, why_no_interval
+from pipeline.stats.cells import DEPENDENT, NO_DRAWS, CellRuns, optimiser_sets_width, why_no_interval
 from pipeline.stats.intervals import BOOTSTRAP_METHODS, CLOSED_FORM_METHODS, GRADIENT_DESCENT
 
 STATUSES = (OK, NOT_CONVERGED, DIVERGED)
@@ -65,6 +65,7 @@ class Answer:
     subject: str  # PARAMETERS or PREDICTIONS
     scheme: str  # how the bootstrap draws resampled ("" when there are none)
     preface: str = ""  # said before the table: why its lines are predictions, when they are
+    afterword: tuple[str, ...] = ()  # said after it in the terminal: the dependence note (`dependence_lines`)
 
     @property
     def several_inits(self) -> bool:
@@ -226,6 +227,21 @@ def predictions_preface(meta: dict[str, Any], predictions: pd.DataFrame, at: Any
     )
 
 
+def dependence_lines(intervals: pd.DataFrame) -> list[str]:
+    """The intervals table's note when the rows look dependent, once, naming the methods it
+    is on (the answer's headers already name the scheme and block length)."""
+    notes = intervals["note"].fillna("") if "note" in intervals else pd.Series(dtype=str)
+    noted = intervals[notes.str.contains(DEPENDENT, regex=False)] if len(notes) else intervals.iloc[:0]
+    if not len(noted):
+        return []
+    note = noted["note"].iloc[0]
+    head, _, tail = note[note.index(DEPENDENT) :].partition(", and ")
+    methods = ", ".join(dict.fromkeys(noted["method"]))
+    if not tail:
+        return [f"note ({methods}): {head}"]
+    return [f"note: {head},", f"  and {tail.replace('this interval assumes', methods + ' assume')}"]
+
+
 def build_answer(
     estimates: pd.DataFrame,
     intervals: pd.DataFrame,
@@ -259,4 +275,5 @@ def build_answer(
             "This model is not linear in its parameters: single weights may not be identifiable and their "
             "intervals mean little; pipeline-aggregate writes predictions.parquet, the answer to read."
         )
-    return Answer(cells, methods, level, PREDICTIONS if by_predictions else PARAMETERS, scheme_text(table), preface)
+    subject = PREDICTIONS if by_predictions else PARAMETERS
+    return Answer(cells, methods, level, subject, scheme_text(table), preface, tuple(dependence_lines(intervals)))

@@ -105,24 +105,6 @@ def answer_lines(answer: Answer) -> list[str]:
     return lines
 
 
-DEPENDENT = "rows look dependent"  # how the intervals table's note begins (stats.cells.dependence_note)
-
-
-def dependence_lines(intervals: pd.DataFrame) -> list[str]:
-    """The intervals table's note when the rows look dependent, once, naming the methods it
-    is on (the answer's headers already name the scheme and block length)."""
-    notes = intervals["note"].fillna("") if "note" in intervals else pd.Series(dtype=str)
-    noted = intervals[notes.str.contains(DEPENDENT, regex=False)] if len(notes) else intervals.iloc[:0]
-    if not len(noted):
-        return []
-    note = noted["note"].iloc[0]
-    head, _, tail = note[note.index(DEPENDENT) :].partition(", and ")
-    methods = ", ".join(dict.fromkeys(noted["method"]))
-    if not tail:
-        return [f"note ({methods}): {head}"]
-    return [f"note: {head},", f"  and {tail.replace('this interval assumes', methods + ' assume')}"]
-
-
 def sweep_summary(out_dir: Path, *, level: Optional[float] = None, intervals: Optional[dict[str, Any]] = None) -> str:
     """Per learning rate (and initial vector): status counts and, where the sweep gave intervals,
     each parameter's (or prediction's) estimate with its intervals; then where the tables are."""
@@ -132,7 +114,7 @@ def sweep_summary(out_dir: Path, *, level: Optional[float] = None, intervals: Op
     answer = read_answer(out_dir, level, intervals)
     if answer is None or not answer.cells:
         return "no runs have results yet"
-    lines = answer_lines(answer) + dependence_lines(_read(out_dir / store.INTERVALS))
+    lines = answer_lines(answer) + list(answer.afterword)
     tables = [*TABLES, *([store.PREDICTIONS] if (out_dir / store.PREDICTIONS).is_file() else [])]
     lines.append(f"tables: {', '.join(tables)} in {out_dir} (pandas.read_parquet)")
     return "\n".join(lines)

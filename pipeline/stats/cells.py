@@ -268,6 +268,9 @@ def bca_note(cell: Cell) -> tuple[bool, str]:
     return True, ""
 
 
+DEPENDENT = "rows look dependent"  # how the dependence note begins (the terminal answer finds it by this)
+
+
 def dependence_note(residual_lag1: float, n_rows: int) -> str:
     """A note for the intervals that assume independent rows when the original fit's residuals
     (rows in their order) have a lag-1 autocorrelation above 2 / sqrt(n), the band white noise
@@ -276,7 +279,7 @@ def dependence_note(residual_lag1: float, n_rows: int) -> str:
     if not np.isfinite(residual_lag1) or residual_lag1 <= band:
         return ""
     return (
-        f"rows look dependent: the original fit's residuals have lag-1 autocorrelation {residual_lag1:.2f} "
+        f"{DEPENDENT}: the original fit's residuals have lag-1 autocorrelation {residual_lag1:.2f} "
         f"(above 2/sqrt(n) = {band:.2f}, rows in their order: serially correlated errors, or a shape the model "
         "misses), and this interval assumes independent rows; "
         "a block scheme (sweep.scheme=moving_block, circular_block or stationary) or the hac interval allows for it"
