@@ -41,20 +41,23 @@ def lr_bounds_adder(out_dir: Path, meta: SweepMeta) -> Callable[[pd.DataFrame], 
     rule = sgd_rule(config["optim"])
     seen: dict = {}
 
+    def bounds_of(runs: pd.DataFrame) -> pd.DataFrame:
+        return bounds_frame(runs, *design, reduction, rule, tol, seen, meta.draw_rule, meta.draw_settings())
+
+    def with_bounds(estimates: pd.DataFrame) -> pd.DataFrame:
+        if not all(c in estimates.columns for c in COLUMNS):  # a folder whose parts carry none
+            return pd.concat([estimates, bounds_of(estimates)], axis=1)
+        missing = estimates[list(COLUMNS)].isna().all(axis=1)  # runs of parts written before tasks stored them
+        if not missing.any():
+            return estimates
+        out = estimates.copy()
+        out.loc[missing, list(COLUMNS)] = bounds_of(estimates[missing]).to_numpy()
+        return out
+
     def add(estimates: pd.DataFrame) -> pd.DataFrame:
         if estimates.empty:
             return estimates
-        if not all(c in estimates.columns for c in COLUMNS):  # a folder whose parts carry none
-            frame = bounds_frame(estimates, *design, reduction, rule, tol, seen, meta.draw_rule, meta.draw_settings())
-            return with_epochs_left(pd.concat([estimates, frame], axis=1), meta.param_names, param_tol)
-        missing = estimates[list(COLUMNS)].isna().all(axis=1)  # runs of parts written before tasks stored them
-        if not missing.any():
-            return with_epochs_left(estimates, meta.param_names, param_tol)
-        out = estimates.copy()
-        out.loc[missing, list(COLUMNS)] = bounds_frame(
-            estimates[missing], *design, reduction, rule, tol, seen, meta.draw_rule, meta.draw_settings()
-        ).to_numpy()
-        return with_epochs_left(out, meta.param_names, param_tol)
+        return with_epochs_left(with_bounds(estimates), meta.param_names, param_tol)
 
     return add
 
